@@ -1,0 +1,1 @@
+"""medrobust.attacks."""

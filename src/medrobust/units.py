@@ -1,0 +1,292 @@
+"""Threat model and intensity units: ``IntensityMap`` and ``Budget`` (design.md section 4).
+
+Budgets are stated in the units a user thinks in (Hounsfield units, raw MRI intensity,
+z-score units, or "eps/255 of the valid range" as the papers write it) and converted
+once into **model units**, the units of the tensor the network sees.
+
+Conventions
+-----------
+- ``x_model = (x_raw - offset) / scale``, optionally clipped to ``clip`` (model units).
+- ``offset`` and ``scale`` are floats, or tensors of shape ``(B,)`` for per-sample
+  normalisation (z-scored MRI); every converted quantity then has shape ``(B,)``.
+- A ``Budget`` holds ``eps`` and the valid range in model units as tensors of shape
+  ``(B,)`` (or scalars broadcast to any batch) and the norm (``"linf"`` or ``"l2"``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import torch
+
+Number = float | int
+Scalar = Number | torch.Tensor
+Norm = Literal["linf", "l2"]
+Unit = Literal["model", "raw", "HU", "1/255"]
+UNITS: tuple[str, ...] = ("model", "raw", "HU", "1/255")
+NORMS: tuple[str, ...] = ("linf", "l2")
+
+
+def _as_tensor(value: Scalar, name: str) -> torch.Tensor:
+    t = value.detach().clone().to(torch.float64) if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=torch.float64)
+    if t.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or a per-sample vector of shape (B,), got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {value}")
+    return t
+
+
+def per_sample(value: torch.Tensor, batch: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Broadcast a scalar or ``(B,)`` tensor to shape ``(batch,)`` on ``like``'s device/dtype."""
+    if value.ndim == 1 and value.numel() not in (1, batch):
+        raise ValueError(f"per-sample value has {value.numel()} entries but the batch has {batch} samples")
+    out = value.reshape(-1).expand(batch) if value.numel() == 1 else value.reshape(batch)
+    if like is not None:
+        out = out.to(device=like.device, dtype=like.dtype)
+    return out
+
+
+def expand_to(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(B,)`` tensor to ``(B, 1, ..., 1)`` so it broadcasts over ``x``."""
+    return value.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """The normalisation ``x_model = (x_raw - offset) / scale`` a data pipeline applied.
+
+    Args:
+        offset: raw intensity mapped to 0 (e.g. -175 HU for an abdominal CT window), float
+            or per-sample tensor ``(B,)``.
+        scale: raw units per model unit (> 0), float or per-sample tensor ``(B,)``; for a
+            CT window [-175, 250] HU to [0, 1] the scale is 425 HU.
+        clip: optional (low, high) in model units applied after mapping (e.g. (0, 1)).
+        raw_unit: name of the raw unit, "HU" for CT, "raw" otherwise.
+
+    Examples:
+        >>> imap = IntensityMap.ct_window(-175, 250)   # offset=-175, scale=425, clip=(0, 1)
+        >>> float(imap.raw_to_model(torch.tensor(37.5)))
+        0.5
+    """
+
+    offset: Scalar = 0.0
+    scale: Scalar = 1.0
+    clip: tuple[float, float] | None = None
+    raw_unit: str = "raw"
+
+    def __post_init__(self) -> None:
+        scale = _as_tensor(self.scale, "IntensityMap.scale")
+        _as_tensor(self.offset, "IntensityMap.offset")
+        if (scale <= 0).any():
+            raise ValueError(f"IntensityMap.scale must be > 0, got {self.scale}")
+        if self.clip is not None and not (self.clip[0] < self.clip[1]):
+            raise ValueError(f"IntensityMap.clip must be (low, high) with low < high, got {self.clip}")
+
+    # -- constructors -------------------------------------------------------------
+    @classmethod
+    def identity(cls) -> "IntensityMap":
+        return cls()
+
+    @classmethod
+    def ct_window(cls, low_hu: float, high_hu: float) -> "IntensityMap":
+        """CT window [low_hu, high_hu] mapped linearly to [0, 1] and clipped."""
+        if not high_hu > low_hu:
+            raise ValueError(f"CT window needs high > low, got ({low_hu}, {high_hu})")
+        return cls(offset=float(low_hu), scale=float(high_hu - low_hu), clip=(0.0, 1.0), raw_unit="HU")
+
+    @classmethod
+    def min_max(cls, low: float, high: float) -> "IntensityMap":
+        """Raw range [low, high] mapped to [0, 1] and clipped."""
+        if not high > low:
+            raise ValueError(f"min-max range needs high > low, got ({low}, {high})")
+        return cls(offset=float(low), scale=float(high - low), clip=(0.0, 1.0))
+
+    @classmethod
+    def z_score(cls, mean: Scalar, std: Scalar) -> "IntensityMap":
+        """Z-scoring with (per-sample) mean and standard deviation; never clipped."""
+        return cls(offset=mean, scale=std, clip=None)
+
+    # -- conversions --------------------------------------------------------------
+    def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        off = _as_tensor(self.offset, "offset").to(device=x.device, dtype=x.dtype)
+        sc = _as_tensor(self.scale, "scale").to(device=x.device, dtype=x.dtype)
+        if off.ndim == 1 and x.ndim >= 1:
+            off = off.reshape(-1, *([1] * (x.ndim - 1)))
+        if sc.ndim == 1 and x.ndim >= 1:
+            sc = sc.reshape(-1, *([1] * (x.ndim - 1)))
+        return off, sc
+
+    def raw_to_model(self, x_raw: torch.Tensor) -> torch.Tensor:
+        """Map raw intensities (any shape, batch first when per-sample) to model units."""
+        off, sc = self._params(x_raw)
+        out = (x_raw - off) / sc
+        return out.clamp(*self.clip) if self.clip is not None else out
+
+    def model_to_raw(self, x_model: torch.Tensor) -> torch.Tensor:
+        """Inverse map (exact inside ``clip``)."""
+        off, sc = self._params(x_model)
+        return x_model * sc + off
+
+    def raw_delta_to_model(self, delta_raw: Scalar) -> torch.Tensor:
+        """Convert a raw-unit *difference* (eps, step, std) to model units: ``delta / scale``."""
+        return _as_tensor(delta_raw, "delta") / _as_tensor(self.scale, "scale")
+
+    def model_delta_to_raw(self, delta_model: Scalar) -> torch.Tensor:
+        return _as_tensor(delta_model, "delta") * _as_tensor(self.scale, "scale")
+
+    # -- serialisation --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v: Scalar) -> float | list[float]:
+            return v.tolist() if isinstance(v, torch.Tensor) else float(v)
+
+        return {"offset": plain(self.offset), "scale": plain(self.scale),
+                "clip": list(self.clip) if self.clip else None, "raw_unit": self.raw_unit}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "IntensityMap":
+        def back(v: Any) -> Scalar:
+            return torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else float(v)
+
+        clip = tuple(d["clip"]) if d.get("clip") else None
+        return cls(offset=back(d.get("offset", 0.0)), scale=back(d.get("scale", 1.0)),
+                   clip=clip, raw_unit=d.get("raw_unit", "raw"))
+
+
+def to_model_units(value: Scalar, unit: str, *, intensity: IntensityMap | None,
+                   valid_range: tuple[torch.Tensor, torch.Tensor] | None, what: str = "eps") -> torch.Tensor:
+    """Convert a size (eps, step size, noise std) stated in ``unit`` into model units.
+
+    Returns a float64 tensor, scalar or ``(B,)`` for per-sample intensity maps or ranges.
+    ``"1/255"`` means value/255 of the valid range's width (requires a finite range).
+    """
+    v = _as_tensor(value, what)
+    if (v < 0).any():
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    if unit == "model":
+        return v
+    if unit in ("raw", "HU"):
+        if intensity is None:
+            raise ValueError(f"{what} in unit {unit!r} needs an IntensityMap (intensity=...) to convert to model units")
+        if unit == "HU" and intensity.raw_unit != "HU":
+            raise ValueError(f"{what} in 'HU' but the IntensityMap's raw unit is {intensity.raw_unit!r}; use unit='raw'")
+        return intensity.raw_delta_to_model(v)
+    if unit == "1/255":
+        if valid_range is None:
+            raise ValueError(f"{what} in unit '1/255' needs a finite valid_range")
+        lo, hi = valid_range
+        width = hi - lo
+        if not torch.isfinite(width).all():
+            raise ValueError(f"{what} in unit '1/255' needs a finite valid_range, got ({lo}, {hi})")
+        return v * width / 255.0
+    raise ValueError(f"unknown unit {unit!r} for {what}; allowed: {', '.join(UNITS)}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A perturbation budget: norm ball of radius ``eps`` intersected with the valid range.
+
+    All fields are in **model units**; build one with :meth:`linf` / :meth:`l2`, which
+    convert from the user's unit. ``eps``, ``low`` and ``high`` are float64 tensors, scalar
+    or per-sample ``(B,)``.
+
+    Attributes:
+        norm: "linf" or "l2" (L2 over all channels and voxels of one sample).
+        eps: radius in model units (>= 0).
+        low, high: valid range of the input in model units (may be -inf/inf).
+        unit, eps_stated: the unit and value the user stated (for reports).
+        intensity: the IntensityMap used to convert (for reporting norms in raw units).
+    """
+
+    norm: Norm
+    eps: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+    unit: str = "model"
+    eps_stated: float | list[float] = 0.0
+    intensity: IntensityMap | None = field(default=None, compare=False)
+
+    @classmethod
+    def _make(cls, norm: str, eps: Scalar, unit: str, valid_range: tuple[Scalar, Scalar] | None,
+              intensity: IntensityMap | None) -> "Budget":
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(NORMS)}")
+        if unit not in UNITS:
+            raise ValueError(f"unknown unit {unit!r} for eps; allowed: {', '.join(UNITS)}")
+        if isinstance(eps, float) and math.isnan(eps):
+            raise ValueError("eps must be a number >= 0, got NaN")
+        if valid_range is None and intensity is not None and intensity.clip is not None:
+            valid_range = intensity.clip
+        if valid_range is None:
+            lo, hi = torch.tensor(-math.inf, dtype=torch.float64), torch.tensor(math.inf, dtype=torch.float64)
+        else:
+            lo = valid_range[0].detach().to(torch.float64) if isinstance(valid_range[0], torch.Tensor) else torch.tensor(float(valid_range[0]), dtype=torch.float64)
+            hi = valid_range[1].detach().to(torch.float64) if isinstance(valid_range[1], torch.Tensor) else torch.tensor(float(valid_range[1]), dtype=torch.float64)
+            if torch.isnan(lo).any() or torch.isnan(hi).any() or not (lo < hi).all():
+                raise ValueError(f"valid_range must be (low, high) with low < high, got {valid_range}")
+        eps_model = to_model_units(eps, unit, intensity=intensity, valid_range=(lo, hi), what="eps")
+        stated = eps.tolist() if isinstance(eps, torch.Tensor) else float(eps)
+        return cls(norm=norm, eps=eps_model, low=lo, high=hi, unit=unit, eps_stated=stated, intensity=intensity)  # type: ignore[arg-type]
+
+    @classmethod
+    def linf(cls, eps: Scalar, unit: str = "model", valid_range: tuple[Scalar, Scalar] | None = None,
+             intensity: IntensityMap | None = None) -> "Budget":
+        """L-infinity budget; e.g. ``Budget.linf(8, unit="HU", valid_range=(0, 1), intensity=imap)``."""
+        return cls._make("linf", eps, unit, valid_range, intensity)
+
+    @classmethod
+    def l2(cls, eps: Scalar, unit: str = "model", valid_range: tuple[Scalar, Scalar] | None = None,
+           intensity: IntensityMap | None = None) -> "Budget":
+        """L2 budget over each whole sample (all channels and voxels)."""
+        return cls._make("l2", eps, unit, valid_range, intensity)
+
+    def with_eps(self, eps: Scalar, unit: str | None = None) -> "Budget":
+        """The same budget with another radius (in ``unit``, default the budget's own)."""
+        rng = (self.low, self.high) if torch.isfinite(self.low).all() or torch.isfinite(self.high).all() else None
+        return Budget._make(self.norm, eps, unit or self.unit, rng, self.intensity)
+
+    # -- per-batch tensors -------------------------------------------------------------
+    def eps_for(self, x: torch.Tensor) -> torch.Tensor:
+        """eps as a ``(B,)`` tensor on ``x``'s device and dtype."""
+        return per_sample(self.eps, x.shape[0], x)
+
+    def range_for(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high) each broadcastable over ``x`` (shape ``(B, 1, ..., 1)``)."""
+        lo = expand_to(per_sample(self.low, x.shape[0], x), x)
+        hi = expand_to(per_sample(self.high, x.shape[0], x), x)
+        return lo, hi
+
+    def to_model(self, value: Scalar, unit: str | None = None, what: str = "step_size") -> torch.Tensor:
+        """Convert another size (step size, noise std) from ``unit`` (default: the budget's)."""
+        return to_model_units(value, unit or self.unit, intensity=self.intensity,
+                              valid_range=(self.low, self.high), what=what)
+
+    # -- geometry ----------------------------------------------------------------------
+    def norm_of(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-sample norm ``(B,)`` of a perturbation in model units, in this budget's norm."""
+        flat = delta.detach().reshape(delta.shape[0], -1)
+        return flat.abs().amax(dim=1) if self.norm == "linf" else flat.norm(p=2, dim=1)
+
+    def project(self, x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Project ``x_adv`` onto {x + δ : ‖δ‖ ≤ eps, δ = 0 outside mask} ∩ [low, high].
+
+        For L2 the ball projection is followed by the range clip; the clip can only shrink
+        |δ| entrywise, so the result stays inside the ball.
+        """
+        eps = self.eps_for(x)
+        delta = x_adv - x
+        if mask is not None:
+            delta = delta * mask
+        if self.norm == "linf":
+            e = expand_to(eps, x)
+            delta = torch.maximum(torch.minimum(delta, e), -e)
+        else:
+            n = delta.reshape(delta.shape[0], -1).norm(p=2, dim=1).clamp_min(1e-12)
+            factor = torch.clamp(eps / n, max=1.0)
+            delta = delta * expand_to(factor, x)
+        lo, hi = self.range_for(x)
+        return torch.maximum(torch.minimum(x + delta, hi), lo)
+
+    def describe(self) -> str:
+        stated = self.eps_stated if isinstance(self.eps_stated, float) else "per-sample"
+        return f"{self.norm} eps={stated} {self.unit}"
