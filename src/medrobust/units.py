@@ -290,3 +290,23 @@ class Budget:
     def describe(self) -> str:
         stated = self.eps_stated if isinstance(self.eps_stated, float) else "per-sample"
         return f"{self.norm} eps={stated} {self.unit}"
+
+
+def budget_for_case(norm: str, eps: Scalar, unit: str, x: torch.Tensor,
+                    intensity: IntensityMap | None) -> Budget:
+    """The budget for a batch ``x`` (B, C, *spatial) of cases normalised by ``intensity``.
+
+    The valid range is the map's clip when it has one (CT window, min-max). Z-scored data
+    is never clipped to [0, 1]; its valid range is each case's own intensity range in model
+    units (per-sample tensors), so a perturbation never invents intensities the scan does
+    not contain and "1/255" stays meaningful.
+    """
+    if intensity is not None and intensity.clip is not None:
+        valid: tuple[Scalar, Scalar] = intensity.clip
+    else:
+        flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        valid = (flat.amin(dim=1), flat.amax(dim=1))
+    make = Budget.linf if norm == "linf" else Budget.l2 if norm == "l2" else None
+    if make is None:
+        raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(NORMS)}")
+    return make(eps, unit=unit, valid_range=valid, intensity=intensity)

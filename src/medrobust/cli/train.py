@@ -1,0 +1,86 @@
+"""``medrobust train``: train a registry model with a recipe on a dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from medrobust.cli import app
+from medrobust.cli.options import parse_json_object, parse_size
+from medrobust.data.sources import open_split
+from medrobust.models.registry import build_model
+from medrobust.training.loop import FitResult, TrainConfig, fit
+from medrobust.training.recipes import RECIPES, build_recipe
+from medrobust.units import IntensityMap
+
+console = Console()
+
+
+def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standard",
+                recipe_params: dict[str, Any] | None = None, model_kwargs: dict[str, Any] | None = None,
+                config: TrainConfig | None = None, normalization: str | None = None,
+                patch_size: tuple[int, ...] | None = None, augment: bool = False,
+                progress: bool = True) -> FitResult:
+    """Build the model for the dataset's shape and classes, then run the training loop.
+
+    The train split may be cropped/padded to ``patch_size``; validation runs on whole
+    volumes (through SlidingWindow when they exceed ``config.roi_size``).
+    """
+    config = config or TrainConfig()
+    train = open_split(data, "train", normalization=normalization, spatial_size=patch_size, augment=augment)
+    val = open_split(data, "val", normalization=normalization)
+    kwargs = {"spatial_dims": train.spatial_dims, "in_channels": train.in_channels,
+              "out_channels": len(train.classes), **(model_kwargs or {})}
+    if model_name in ("unetr", "swinunetr") and "img_size" not in kwargs:
+        kwargs["img_size"] = config.roi_size or patch_size or tuple(train.dataset[0]["image"].shape[1:])
+    model = build_model(model_name, **kwargs)
+    # A CT window (or no normalisation) is one map for the whole dataset; per-case z-score or
+    # min-max maps differ per case, so the checkpoint records only the normalisation's name.
+    fixed = train.normalization.startswith("ct:") or train.normalization == "none"
+    intensity = IntensityMap.from_dict(train.dataset[0]["meta"]["intensity"]) if fixed else None
+    return fit(model, build_recipe(recipe, **(recipe_params or {})), train.dataset, val.dataset, config, out,
+               classes=train.classes, intensity=intensity, extra={"normalization": train.normalization},
+               progress=progress)
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Decathlon dataset.json, class-folder root, or CSV."),
+    model: str = typer.Option("unet", "--model", help="Registry name: unet, basicunet, segresnet, unetr, swinunetr, "
+                              "densenet121, resnet18/34/50, efficientnet-b0."),
+    out: Path = typer.Option(..., "--out", help="Run folder: model.json + model.safetensors (best on validation), "
+                             "last/ (resume state), history.csv."),
+    recipe: str = typer.Option("standard", "--recipe", help=f"Training recipe: {', '.join(sorted(RECIPES))}."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Training epochs."),
+    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Cases per batch (per process under torchrun)."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
+    weight_decay: float = typer.Option(1e-5, "--weight-decay", help="AdamW weight decay."),
+    scheduler: str = typer.Option("cosine", "--scheduler", help="cosine, plateau or none."),
+    roi_size: Optional[str] = typer.Option(None, "--roi-size", help="Model input size, e.g. 64,64,64; larger "
+                                           "volumes are validated with a sliding window."),
+    patch_size: Optional[str] = typer.Option(None, "--patch-size", help="Crop/pad training cases to this size."),
+    normalization: Optional[str] = typer.Option(None, "--normalization", help="zscore, minmax, none, or "
+                                                "ct:LOW,HIGH (HU window to [0,1]). Default: zscore for NIfTI."),
+    augment: bool = typer.Option(False, "--augment/--no-augment", help="Random flips, affine and intensity jitter."),
+    seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
+    amp: str = typer.Option("none", "--amp", help="Mixed precision: none, bf16, fp16 (fp16 on GPU only)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/last if present."),
+    params: Optional[str] = typer.Option(None, "--params", help="Recipe parameters as JSON or a .json file "
+                                         "(e.g. the best parameters written by `medrobust tune`)."),
+    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
+) -> None:
+    """Train a model; the best checkpoint is chosen on the validation split only."""
+    recipe_params = parse_json_object(params, "--params")
+    loop_keys = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size") if k in recipe_params}
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+                         roi_size=parse_size(roi_size, "--roi-size"), seed=seed, amp=amp, device=device, resume=resume,
+                         **loop_keys)
+    result = train_model(data, model, out, recipe=recipe, recipe_params=recipe_params,
+                         model_kwargs=parse_json_object(model_kwargs, "--model-kwargs"), config=config,
+                         normalization=normalization, patch_size=parse_size(patch_size, "--patch-size"),
+                         augment=augment)
+    console.print(f"best validation score {result.best_metric:.4f} at epoch {result.best_epoch}; "
+                  f"checkpoint: {result.checkpoint}")
