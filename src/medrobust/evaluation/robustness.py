@@ -1,0 +1,249 @@
+"""Robustness summaries derived from the results store's dataframe (design.md section 7).
+
+Every function takes the ``runs`` dataframe of :meth:`ResultStore.to_dataframe` and
+returns a small dataframe. The score is the store's ``clean_score`` / ``adv_score``
+(mean foreground Dice in [0, 1], or 1/0 correct for a classifier, so means are accuracies).
+
+Budgets are only compared within one **budget group** ``(norm, eps_unit)``: eps 4 in
+1/255 and eps 4 in HU are different budgets. Within a group:
+
+- attack curve: mean adv score over cases at each stated eps, with the clean point at
+  eps = 0 (mean clean score over the same cases) prepended when 0 was not run;
+- worst case over attacks: per case, the minimum adv score over every attack of the
+  group at that eps (a classifier counts as misclassified if any attack succeeds), taken
+  over the cases every attack of the group has finished, then averaged;
+- normalised AUC: ``AUC = 1/(eps_max - eps_min) * trapezoid(score, eps)`` over the stated
+  eps range including the clean point eps = 0 (same units as the score; 1 = perfect and
+  unaffected, equal to the score itself when only eps = 0 exists).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+GROUP = ["model", "norm", "eps_unit"]
+BLACK_BOX = {"square"}
+NOISE = {"gaussian"}
+TOLERANCE = 0.02  # score difference (Dice or accuracy) treated as real in masking checks
+
+
+def attacks_only(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of adversarial attacks (not corruptions), with ``norm`` filled."""
+    out = df[df["kind"] == "attack"].copy()
+    out["norm"] = out["norm"].fillna("linf")
+    return out
+
+
+def _with_clean_point(curve: pd.DataFrame, clean: float, keys: dict[str, Any]) -> pd.DataFrame:
+    if (curve["eps_stated"] == 0).any():
+        return curve
+    point = pd.DataFrame([{**keys, "eps_stated": 0.0, "score": clean, "n_cases": curve["n_cases"].max()}])
+    return pd.concat([point, curve], ignore_index=True)
+
+
+def attack_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean adv score vs eps per (model, norm, eps_unit, perturbation), clean point at eps 0.
+
+    Columns: model, norm, eps_unit, perturbation, attack, eps_stated, score, n_cases.
+    """
+    rows = []
+    for (model, norm, unit, pert), g in attacks_only(df).groupby(GROUP + ["perturbation"], sort=True):
+        keys = {"model": model, "norm": norm, "eps_unit": unit, "perturbation": pert, "attack": g["attack"].iloc[0]}
+        curve = g.groupby("eps_stated").agg(score=("adv_score", "mean"), n_cases=("case_id", "nunique")).reset_index()
+        curve = curve.assign(**keys)
+        clean = g.drop_duplicates("case_id")["clean_score"].mean()
+        rows.append(_with_clean_point(curve, clean, keys).sort_values("eps_stated"))
+    cols = GROUP + ["perturbation", "attack", "eps_stated", "score", "n_cases"]
+    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def _common_cases(g: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the cases that every perturbation of the group finished at this eps."""
+    n_pert = g["perturbation"].nunique()
+    per_case = g.groupby("case_id")["perturbation"].nunique()
+    return g[g["case_id"].isin(per_case[per_case == n_pert].index)]
+
+
+def worst_case_per_case(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, norm, eps_unit, eps_stated, case): min adv score over the group's attacks.
+
+    Columns: model, norm, eps_unit, eps_stated, case_id, score, clean_score, worst_attack,
+    n_attacks.
+    """
+    rows = []
+    for keys, g in attacks_only(df).groupby(GROUP + ["eps_stated"], sort=True):
+        g = _common_cases(g)
+        idx = g.groupby("case_id")["adv_score"].idxmin()
+        worst = g.loc[idx, ["case_id", "adv_score", "clean_score", "perturbation"]]
+        worst = worst.rename(columns={"adv_score": "score", "perturbation": "worst_attack"})
+        worst = worst.assign(**dict(zip(GROUP + ["eps_stated"], keys)), n_attacks=g["perturbation"].nunique())
+        rows.append(worst)
+    cols = GROUP + ["eps_stated", "case_id", "score", "clean_score", "worst_attack", "n_attacks"]
+    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def worst_case_curve(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean worst-case score vs eps per (model, norm, eps_unit), clean point at eps 0.
+
+    Columns: model, norm, eps_unit, eps_stated, score, n_cases, n_attacks, attacks (the
+    perturbation labels that form the ensemble, comma-separated).
+    """
+    per_case = worst_case_per_case(df)
+    atk = attacks_only(df)
+    rows = []
+    for (model, norm, unit), g in per_case.groupby(GROUP, sort=True):
+        keys = {"model": model, "norm": norm, "eps_unit": unit}
+        curve = g.groupby("eps_stated").agg(score=("score", "mean"), n_cases=("case_id", "nunique"),
+                                            n_attacks=("n_attacks", "max")).reset_index().assign(**keys)
+        sel = atk[(atk["model"] == model) & (atk["norm"] == norm) & (atk["eps_unit"] == unit)]
+        curve = _with_clean_point(curve, g.drop_duplicates("case_id")["clean_score"].mean(), keys)
+        curve["attacks"] = ", ".join(sorted(sel["perturbation"].unique()))
+        rows.append(curve.sort_values("eps_stated"))
+    cols = GROUP + ["eps_stated", "score", "n_cases", "n_attacks", "attacks"]
+    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def normalised_auc(eps: np.ndarray | list[float], score: np.ndarray | list[float]) -> float:
+    """``1/(eps_max - eps_min) * trapezoid(score, eps)``; the score itself for one point."""
+    e, s = np.asarray(eps, dtype=float), np.asarray(score, dtype=float)
+    order = np.argsort(e)
+    e, s = e[order], s[order]
+    if e.size == 0:
+        raise ValueError("normalised_auc needs at least one (eps, score) point")
+    if e[-1] == e[0]:
+        return float(s.mean())
+    return float(np.trapezoid(s, e) / (e[-1] - e[0]))
+
+
+def auc_table(df: pd.DataFrame) -> pd.DataFrame:
+    """AUC of every attack curve and of the worst-case curve ("worst case" row) per group.
+
+    Columns: model, norm, eps_unit, curve, eps_max, auc.
+    """
+    rows = []
+    for (model, norm, unit, pert), c in attack_curves(df).groupby(GROUP + ["perturbation"], sort=True):
+        rows.append({"model": model, "norm": norm, "eps_unit": unit, "curve": pert,
+                     "eps_max": c["eps_stated"].max(), "auc": normalised_auc(c["eps_stated"], c["score"])})
+    for (model, norm, unit), c in worst_case_curve(df).groupby(GROUP, sort=True):
+        rows.append({"model": model, "norm": norm, "eps_unit": unit, "curve": "worst case",
+                     "eps_max": c["eps_stated"].max(), "auc": normalised_auc(c["eps_stated"], c["score"])})
+    return pd.DataFrame(rows, columns=GROUP + ["curve", "eps_max", "auc"])
+
+
+def per_class_table(df: pd.DataFrame, classes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Per-class clean and worst-case scores per (model, norm, eps_unit, eps_stated, class).
+
+    Segmentation: per class and case the minimum Dice over the group's attacks (so a class
+    may be worst under a different attack than the mean), then the mean over cases.
+    Classification: accuracy per true class (``classes[model][label]`` names it).
+    Columns: model, norm, eps_unit, eps_stated, class, clean, worst, n_cases.
+    """
+    rows = []
+    for keys, g in attacks_only(df).groupby(GROUP + ["eps_stated"], sort=True):
+        g = _common_cases(g)
+        base = dict(zip(GROUP + ["eps_stated"], keys))
+        if (g["task"] == "classification").all():
+            names = (classes or {}).get(keys[0], [])
+            worst = g.groupby("case_id").agg(label=("label", "first"), clean=("clean_score", "first"),
+                                             worst=("adv_score", "min"))
+            for label, c in worst.groupby("label"):
+                name = names[int(label)] if int(label) < len(names) else str(int(label))
+                rows.append({**base, "class": name, "clean": c["clean"].mean(), "worst": c["worst"].mean(),
+                             "n_cases": len(c)})
+            continue
+        clean = pd.DataFrame(list(g.drop_duplicates("case_id").set_index("case_id")["clean_per_class"]))
+        adv = pd.DataFrame(list(g["adv_per_class"]), index=g["case_id"].to_numpy())
+        worst = adv.groupby(level=0).min()
+        for name in adv.columns:
+            rows.append({**base, "class": name, "clean": float(clean[name].mean()),
+                         "worst": float(worst[name].mean()), "n_cases": len(worst)})
+    return pd.DataFrame(rows, columns=GROUP + ["eps_stated", "class", "clean", "worst", "n_cases"])
+
+
+def quality_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean SSIM, PSNR (dB) and achieved norms per (model, perturbation, eps_unit, eps_stated)."""
+    cols = ["ssim", "psnr", "linf_model", "l2_model", "linf_raw", "l2_raw", "attack_seconds"]
+    keys = ["model", "perturbation", "norm", "eps_unit", "eps_stated"]
+    if df.empty:
+        return pd.DataFrame(columns=keys + cols)
+    d = df.assign(norm=df["norm"].fillna("-"))
+    return d.groupby(keys, sort=True)[cols].mean().reset_index()
+
+
+def masking_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Signs of gradient masking per (model, attack); rows: model, attack, likely_masking, reasons.
+
+    Flags: the attack's best loss never rose above its initial loss; its robust score
+    rises with eps by more than ``TOLERANCE``; the black-box Square attack beats a
+    gradient attack at the same budget by more than ``TOLERANCE``.
+    """
+    curves = attack_curves(df)
+    atk = attacks_only(df)
+    out = []
+    for (model, pert), g in atk.groupby(["model", "perturbation"], sort=True):
+        reasons = []
+        name = g["attack"].iloc[0]
+        loss = g.dropna(subset=["loss_initial", "loss_best"])
+        loss = loss[loss["eps_stated"] > 0]
+        if name not in NOISE and len(loss) and (loss["loss_best"] - loss["loss_initial"]).max() <= 1e-7:
+            reasons.append("best loss never rose above the initial loss")
+        c = curves[(curves["model"] == model) & (curves["perturbation"] == pert)].sort_values("eps_stated")
+        rise = c["score"].diff()
+        if (rise > TOLERANCE).any():
+            e = c["eps_stated"][rise.idxmax()]
+            reasons.append(f"score rises with eps (by {rise.max():.3f} at eps {e:g})")
+        if name not in BLACK_BOX | NOISE:
+            norm, unit = g["norm"].iloc[0], g["eps_unit"].iloc[0]
+            bb = curves[(curves["model"] == model) & (curves["attack"].isin(BLACK_BOX)) &
+                        (curves["norm"] == norm) & (curves["eps_unit"] == unit) & (curves["eps_stated"] > 0)]
+            both = c.merge(bb, on="eps_stated", suffixes=("", "_bb"))
+            worse = both[both["score_bb"] < both["score"] - TOLERANCE]
+            if len(worse):
+                e = worse["eps_stated"].iloc[0]
+                reasons.append(f"black-box {worse['perturbation_bb'].iloc[0]} is stronger at eps {e:g}")
+        out.append({"model": model, "attack": pert, "likely_masking": bool(reasons),
+                    "reasons": "; ".join(reasons) or "no sign of masking"})
+    return out
+
+
+def main_group(df: pd.DataFrame, model: str) -> tuple[str, str] | None:
+    """The (norm, eps_unit) group of ``model`` with the most attacks (L-inf first on ties)."""
+    atk = attacks_only(df)
+    atk = atk[atk["model"] == model]
+    if atk.empty:
+        return None
+    counts = atk.groupby(["norm", "eps_unit"])["perturbation"].nunique().reset_index()
+    counts["linf"] = counts["norm"] == "linf"
+    best = counts.sort_values(["perturbation", "linf"], ascending=False).iloc[0]
+    return str(best["norm"]), str(best["eps_unit"])
+
+
+def headline(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model for the summary: clean and worst-case score at the largest eps.
+
+    Columns: model, norm, eps_unit, eps, clean, worst, n_attacks, n_cases, auc, strongest
+    (the attack that is worst for the most cases at that eps).
+    """
+    curve, auc, per_case = worst_case_curve(df), auc_table(df), worst_case_per_case(df)
+    rows = []
+    for model in sorted(df["model"].unique()):
+        group = main_group(df, model)
+        if group is None:
+            continue
+        norm, unit = group
+        sel = (curve["model"] == model) & (curve["norm"] == norm) & (curve["eps_unit"] == unit)
+        c = curve[sel].sort_values("eps_stated")
+        top, clean = c.iloc[-1], c.iloc[0]
+        pc = per_case[(per_case["model"] == model) & (per_case["norm"] == norm) &
+                      (per_case["eps_unit"] == unit) & (per_case["eps_stated"] == top["eps_stated"])]
+        a = auc[(auc["model"] == model) & (auc["norm"] == norm) & (auc["eps_unit"] == unit) &
+                (auc["curve"] == "worst case")]
+        rows.append({"model": model, "norm": norm, "eps_unit": unit, "eps": float(top["eps_stated"]),
+                     "clean": float(clean["score"]), "worst": float(top["score"]),
+                     "n_attacks": int(top["n_attacks"]), "n_cases": int(top["n_cases"]),
+                     "auc": float(a["auc"].iloc[0]),
+                     "strongest": pc["worst_attack"].value_counts().index[0] if len(pc) else ""})
+    return pd.DataFrame(rows, columns=["model", "norm", "eps_unit", "eps", "clean", "worst", "n_attacks",
+                                       "n_cases", "auc", "strongest"])
