@@ -1,0 +1,227 @@
+"""Checkpoints: ``model.safetensors`` (weights) + ``model.json`` (how to rebuild and use them).
+
+Nothing is ever unpickled: weights are read with safetensors, the header is JSON. Both files
+are written atomically (temp file + rename); ``model.json`` is written last, so a folder
+with a ``model.json`` always has the matching weights.
+
+``model.json`` fields: ``format`` ("medrobust-checkpoint/1"), ``architecture`` and
+``kwargs`` (for :func:`~medrobust.models.registry.build_model`), ``classes`` (names, one
+per output channel), ``intensity`` (``IntensityMap.to_dict()`` or null), ``roi_size``
+(window size for sliding-window inference or null), ``recipe`` (training recipe),
+``medrobust_version``, ``spatial_dims``, ``in_channels``, ``extra`` (free JSON).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import medrobust
+from medrobust.models.registry import build_model, model_spec
+from medrobust.models.wrappers import SlidingWindow
+from medrobust.units import IntensityMap
+
+FORMAT = "medrobust-checkpoint/1"
+WEIGHTS_NAME = "model.safetensors"
+HEADER_NAME = "model.json"
+_SHOWN = 10  # keys listed per category in a mismatch message
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Temp path beside ``path``, renamed onto it on success, removed on failure.
+
+    Stand-in with the API of medrobust.data.io.atomic_path until that module lands.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False), encoding="utf-8")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names the file."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """The parsed ``model.json`` (``path`` is the JSON file itself)."""
+
+    path: Path
+    architecture: str
+    kwargs: dict[str, Any]
+    classes: list[str]
+    intensity: IntensityMap | None = None
+    roi_size: tuple[int, ...] | None = None
+    recipe: str = "standard"
+    medrobust_version: str = ""
+    spatial_dims: int | None = None
+    in_channels: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path.with_name(WEIGHTS_NAME)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a SlidingWindow / DistributedDataParallel wrapper."""
+    while isinstance(model, (SlidingWindow, torch.nn.parallel.DistributedDataParallel)):
+        model = model.model if isinstance(model, SlidingWindow) else model.module
+    return model
+
+
+def save_checkpoint(out_dir: str | Path, model: nn.Module, *, classes: Sequence[str],
+                    intensity: IntensityMap | None = None, roi_size: Sequence[int] | None = None,
+                    recipe: str = "standard", extra: dict[str, Any] | None = None,
+                    architecture: str | None = None, kwargs: dict[str, Any] | None = None) -> Path:
+    """Write ``out_dir/model.safetensors`` and ``out_dir/model.json``; return the JSON path.
+
+    ``architecture`` and ``kwargs`` default to the model's spec from ``build_model``.
+    Wrappers (SlidingWindow, DDP) are unwrapped; their weights are the inner model's.
+
+    Raises:
+        ValueError: no spec and no architecture/kwargs, classes that do not match
+            ``out_channels``, or kwargs/extra that are not JSON-serialisable.
+    """
+    net = _unwrap(model)
+    if architecture is None or kwargs is None:
+        spec = model_spec(net)
+        architecture = architecture or spec["architecture"]
+        kwargs = spec["kwargs"] if kwargs is None else kwargs
+    if isinstance(classes, str):
+        raise ValueError(f"classes must be a list of class names, got the string {classes!r}")
+    classes = [str(c) for c in classes]
+    k = kwargs.get("out_channels")
+    if k is not None and len(classes) != k:
+        raise ValueError(f"classes has {len(classes)} names but the model has out_channels={k}")
+    header = {
+        "format": FORMAT, "architecture": architecture, "kwargs": kwargs, "classes": classes,
+        "intensity": intensity.to_dict() if intensity is not None else None,
+        "roi_size": [int(r) for r in roi_size] if roi_size is not None else None,
+        "recipe": recipe, "medrobust_version": medrobust.__version__,
+        "spatial_dims": kwargs.get("spatial_dims"), "in_channels": kwargs.get("in_channels"),
+        "extra": extra or {},
+    }
+    try:
+        json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint kwargs/extra must be JSON-serialisable: {err}") from err
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # clone: safetensors refuses tensors that share storage (tied or viewed weights)
+    state = {name: t.detach().cpu().contiguous().clone() for name, t in net.state_dict().items()}
+    with atomic_path(out / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "architecture": architecture})
+    write_json_atomic(out / HEADER_NAME, header)
+    return out / HEADER_NAME
+
+
+def _mismatch_message(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = [f"{path}: weights do not fit {type(model).__name__}"]
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("differing shapes", shapes)):
+        if items:
+            more = f" ... (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+            parts.append(f"{label} ({len(items)}): {', '.join(items[:_SHOWN])}{more}")
+    return "; ".join(parts)
+
+
+def load_state_into(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``.safetensors`` state dict into ``model`` (strict); return the model.
+
+    Raises:
+        CheckpointError: missing/corrupt file, or missing keys, unexpected keys and
+            differing shapes (the first few of each are listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    net = _unwrap(model)
+    problem = _mismatch_message(path, net, state)
+    if problem:
+        raise CheckpointError(problem)
+    net.load_state_dict(state, strict=True)
+    return model
+
+
+def read_checkpoint_info(json_path: str | Path) -> CheckpointInfo:
+    """Parse and validate ``model.json`` (or a folder holding one) without building the model."""
+    path = Path(json_path)
+    if path.is_dir():
+        path = path / HEADER_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        found = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise CheckpointError(f"{path}: not a medrobust checkpoint (format {found!r}, expected {FORMAT!r})")
+    for key, kind in (("architecture", str), ("kwargs", dict), ("classes", list)):
+        if not isinstance(d.get(key), kind):
+            raise CheckpointError(f"{path}: field {key!r} missing or not a {kind.__name__}")
+    try:
+        intensity = IntensityMap.from_dict(d["intensity"]) if d.get("intensity") else None
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{path}: bad 'intensity' ({err})") from err
+    roi = d.get("roi_size")
+    return CheckpointInfo(
+        path=path, architecture=d["architecture"], kwargs=d["kwargs"], classes=[str(c) for c in d["classes"]],
+        intensity=intensity, roi_size=tuple(int(r) for r in roi) if roi else None,
+        recipe=str(d.get("recipe", "standard")), medrobust_version=str(d.get("medrobust_version", "")),
+        spatial_dims=d.get("spatial_dims"), in_channels=d.get("in_channels"), extra=d.get("extra") or {},
+    )
+
+
+def load_checkpoint(json_path: str | Path, expected_architecture: str | None = None
+                    ) -> tuple[nn.Module, CheckpointInfo]:
+    """Rebuild the model of ``model.json`` (or its folder), load its weights, set eval mode.
+
+    Args:
+        json_path: path to ``model.json`` or to the folder holding it.
+        expected_architecture: if given, the checkpoint's architecture must equal it.
+
+    Raises:
+        CheckpointError: missing file, bad JSON, architecture mismatch, unbuildable kwargs,
+            or weights that do not fit (keys and shapes listed).
+    """
+    info = read_checkpoint_info(json_path)
+    if expected_architecture is not None and info.architecture != expected_architecture:
+        raise CheckpointError(f"{info.path}: checkpoint architecture is {info.architecture!r}, "
+                              f"expected {expected_architecture!r}")
+    try:
+        model = build_model(info.architecture, **info.kwargs)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{info.path}: cannot build {info.architecture!r} from its kwargs ({err})") from err
+    load_state_into(model, info.weights_path)
+    return model.eval(), info

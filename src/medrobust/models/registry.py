@@ -1,0 +1,144 @@
+"""Model registry: a name and JSON-able keyword arguments -> an ``nn.Module`` (MONAI nets).
+
+Every model built here carries ``model.medrobust_spec = {"architecture": name, "kwargs":
+{...}}`` (the full keyword set, with ``spatial_dims``, ``in_channels`` and ``out_channels``)
+so a checkpoint can be written and rebuilt without restating it. Nothing is downloaded:
+``pretrained=True`` is refused. Composite models (ensembles, cooperative FTN+STN, ...)
+register their own builder with :func:`register_model`; the module that registers a name
+must be imported before a checkpoint of that name is loaded.
+
+Segmentation nets map ``(B, C, *spatial)`` to logits ``(B, out_channels, *spatial)``;
+classification nets (densenet121, resnet*, efficientnet-b0) map it to ``(B, out_channels)``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+from monai.networks import nets
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+MODEL_NAMES: list[str] = []  # every registered name; grows when composite models register
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(spatial_dims, in_channels, out_channels, **kwargs)``.
+
+    Example:
+        >>> @register_model("my_net")
+        ... def _build(spatial_dims, in_channels, out_channels, **kw): ...
+    """
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _BUILDERS and _BUILDERS[name] is not builder:
+            raise ValueError(f"model name {name!r} is already registered")
+        _BUILDERS[name] = builder
+        if name not in MODEL_NAMES:
+            MODEL_NAMES.append(name)
+        return builder
+
+    return decorate
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists (recursively) so a spec equals its JSON round trip."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def build_model(name: str, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2,
+                **kwargs: Any) -> nn.Module:
+    """Build a registered network and attach its spec (see :func:`model_spec`).
+
+    Args:
+        name: one of :data:`MODEL_NAMES`.
+        spatial_dims: 2 or 3.
+        in_channels: image channels C.
+        out_channels: number of classes K (segmentation: including background).
+        **kwargs: passed to the MONAI constructor (JSON-able values to be checkpointable).
+
+    Raises:
+        ValueError: unknown name (lists the allowed ones), bad dims, or ``pretrained=True``.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+    if kwargs.get("pretrained"):
+        raise ValueError("pretrained=True is not allowed: medrobust never downloads weights")
+    kwargs.pop("pretrained", None)
+    model = _BUILDERS[name](spatial_dims, in_channels, out_channels, **copy.deepcopy(kwargs))
+    spec_kwargs = {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels}
+    model.medrobust_spec = {"architecture": name, "kwargs": _plain({**spec_kwargs, **kwargs})}
+    return model
+
+
+def model_spec(model: nn.Module) -> dict[str, Any]:
+    """``{"architecture": name, "kwargs": {...}}`` of a model made by :func:`build_model`.
+
+    Raises:
+        ValueError: the model was not built by the registry (pass architecture/kwargs).
+    """
+    spec = getattr(model, "medrobust_spec", None)
+    if spec is None:
+        raise ValueError(f"{type(model).__name__} has no medrobust_spec; build it with build_model() "
+                         "or pass architecture= and kwargs= explicitly")
+    return copy.deepcopy(spec)
+
+
+@register_model("unet")
+def _unet(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    kw = {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 2, **kw}
+    return nets.UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+@register_model("basicunet")
+def _basicunet(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return nets.BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+@register_model("segresnet")
+def _segresnet(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return nets.SegResNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+@register_model("unetr")
+def _unetr(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    if "img_size" not in kw:
+        raise ValueError("unetr needs img_size= (the ROI size, each side a multiple of 16)")
+    return nets.UNETR(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+@register_model("swinunetr")
+def _swinunetr(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return nets.SwinUNETR(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+@register_model("densenet121")
+def _densenet121(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return nets.DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+                            pretrained=False, **kw)
+
+
+def _resnet(factory: Callable[..., nn.Module]) -> Builder:
+    def build(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+        return factory(pretrained=False, spatial_dims=spatial_dims, n_input_channels=in_channels,
+                       num_classes=out_channels, **kw)
+
+    return build
+
+
+register_model("resnet18")(_resnet(nets.resnet18))
+register_model("resnet34")(_resnet(nets.resnet34))
+register_model("resnet50")(_resnet(nets.resnet50))
+
+
+@register_model("efficientnet-b0")
+def _efficientnet_b0(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return nets.EfficientNetBN("efficientnet-b0", pretrained=False, progress=False, spatial_dims=spatial_dims,
+                               in_channels=in_channels, num_classes=out_channels, **kw)

@@ -1,0 +1,144 @@
+"""``SlidingWindow``: MONAI sliding-window inference as a differentiable module, plus the
+exact whole-volume input gradient at the memory of about one window.
+
+``Ensemble`` lives in :mod:`medrobust.models.ensemble` and is re-exported here.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.data.utils import compute_importance_map, dense_patch_slices
+from monai.inferers import sliding_window_inference
+from monai.inferers.utils import _get_scan_interval
+from monai.utils import fall_back_tuple
+from torch import nn
+
+from medrobust.models.ensemble import Ensemble
+
+__all__ = ["SlidingWindow", "Ensemble"]
+BLEND_MODES = ("gaussian", "constant")
+
+
+class SlidingWindow(nn.Module):
+    """Run ``model`` over overlapping ROI windows and blend the logits (MONAI semantics).
+
+    Args:
+        model: maps windows ``(n, C, *roi_size)`` to logits ``(n, K, *roi_size)``.
+        roi_size: window size, one int per spatial axis (2 or 3 of them).
+        overlap: fraction of overlap between neighbouring windows, in [0, 1).
+        sw_batch_size: windows per model call (memory grows with it).
+        mode: "gaussian" (down-weights window borders) or "constant" blending.
+        sigma_scale: Gaussian sigma as a fraction of the ROI side.
+
+    ``forward(x)`` maps ``(B, C, *spatial)`` to ``(B, K, *spatial)`` and equals
+    ``monai.inferers.sliding_window_inference`` (it calls it); it is differentiable.
+    Inputs smaller than the ROI are zero-padded and the output cropped, as MONAI does.
+    """
+
+    def __init__(self, model: nn.Module, roi_size: Sequence[int], overlap: float = 0.25,
+                 sw_batch_size: int = 1, mode: str = "gaussian", sigma_scale: float = 0.125) -> None:
+        super().__init__()
+        roi = tuple(int(r) for r in roi_size)
+        if len(roi) not in (2, 3) or any(r <= 0 for r in roi):
+            raise ValueError(f"roi_size must be 2 or 3 positive ints, got {tuple(roi_size)}")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+        if mode not in BLEND_MODES:
+            raise ValueError(f"mode must be one of {', '.join(BLEND_MODES)}, got {mode!r}")
+        self.model = model
+        self.roi_size = roi
+        self.overlap = float(overlap)
+        self.sw_batch_size = int(sw_batch_size)
+        self.mode = mode
+        self.sigma_scale = float(sigma_scale)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != len(self.roi_size) + 2:
+            raise ValueError(f"SlidingWindow with roi_size {self.roi_size} needs input (B, C, "
+                             f"{', '.join(['*'] * len(self.roi_size))}), got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Blended logits ``(B, K, *spatial)`` for images ``(B, C, *spatial)``."""
+        self._check(x)
+        return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
+                                        mode=self.mode, sigma_scale=self.sigma_scale)
+
+    def loss_and_input_grad(self, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Exact gradient of ``loss_fn(self(x)).sum()`` w.r.t. ``x`` at one window's memory.
+
+        1. assemble the logits without a graph (``forward`` under ``no_grad``);
+        2. take the upstream gradient ``G = dL/dlogits`` once, on the assembled logits;
+        3. re-run each window with a graph and back-propagate its slice of ``G`` weighted
+           as the blend weights it (importance map / overlap count), adding into dL/dx.
+        Peak memory is one window's forward+backward plus a few volume-sized buffers.
+
+        Exact when a window's output depends only on that window (eval mode, or instance
+        norm; not dropout or batch norm in training mode). Parameter ``.grad`` is untouched.
+
+        Args:
+            x: images ``(B, C, *spatial)``, model units.
+            loss_fn: maps logits ``(B, K, *spatial)`` to a per-sample loss ``(B,)``.
+
+        Returns:
+            (logits ``(B, K, *spatial)``, loss ``(B,)``, grad ``(B, C, *spatial)``), detached.
+        """
+        self._check(x)
+        x = x.detach()
+        with torch.no_grad():
+            logits = self.forward(x)
+        with torch.enable_grad():
+            z = logits.detach().requires_grad_(True)
+            loss = loss_fn(z)
+            if loss.shape != (x.shape[0],):
+                raise ValueError(f"loss_fn must return a per-sample loss of shape ({x.shape[0]},), "
+                                 f"got {tuple(loss.shape)}")
+            (upstream,) = torch.autograd.grad(loss.sum(), z)
+        return logits, loss.detach(), self._backward_windows(x, upstream)
+
+    def _backward_windows(self, x: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
+        # MONAI has no backward-by-window; this re-enumerates its windows with its own helpers
+        # (same padding, scan interval, slices, importance map and count map as the forward).
+        nd = x.ndim - 2
+        spatial = tuple(x.shape[2:])
+        roi = tuple(fall_back_tuple(self.roi_size, spatial))
+        image_size = tuple(max(s, r) for s, r in zip(spatial, roi))
+        pad: list[int] = []
+        for k in range(nd - 1, -1, -1):  # F.pad order: last axis first
+            diff = max(roi[k] - spatial[k], 0)
+            pad += [diff // 2, diff - diff // 2]
+        crop = (slice(None), slice(None), *(slice(pad[2 * (nd - 1 - k)], pad[2 * (nd - 1 - k)] + spatial[k])
+                                            for k in range(nd)))
+        x_pad = F.pad(x, pad) if any(pad) else x
+        g_pad = upstream.new_zeros((x.shape[0], upstream.shape[1], *image_size))
+        g_pad[crop] = upstream
+
+        interval = _get_scan_interval(image_size, roi, nd, (self.overlap,) * nd)
+        slices = dense_patch_slices(image_size, roi, interval)
+        weight = compute_importance_map(roi, mode=self.mode, sigma_scale=self.sigma_scale,
+                                        device=x.device, dtype=x.dtype)[None, None]
+        count = torch.zeros((1, 1, *image_size), dtype=x.dtype, device=x.device)
+        for s in slices:
+            count[(slice(None), slice(None), *s)] += weight
+        g_pad.div_(count)  # d(blend)/d(window output) = weight / count, same for every channel
+
+        grad_pad = torch.zeros_like(x_pad)
+        windows = [(b, s) for b in range(x.shape[0]) for s in slices]  # MONAI's order
+        for start in range(0, len(windows), self.sw_batch_size):
+            chunk = windows[start:start + self.sw_batch_size]
+            idx = [(slice(b, b + 1), slice(None), *s) for b, s in chunk]
+            xw = torch.cat([x_pad[i] for i in idx]).requires_grad_(True)
+            with torch.enable_grad():
+                out = self.model(xw)
+            if tuple(out.shape[2:]) != roi:
+                raise ValueError(f"SlidingWindow needs a model whose output keeps the window size {roi}, "
+                                 f"got output shape {tuple(out.shape)}")
+            g_win = torch.cat([g_pad[i] for i in idx]) * weight
+            (gx,) = torch.autograd.grad(out, xw, g_win)
+            for i, g in zip(idx, gx):
+                grad_pad[i] += g[None]
+        return grad_pad[crop]

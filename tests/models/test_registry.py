@@ -1,0 +1,97 @@
+"""Registry: every name builds at a tiny size with the right logits shape and a JSON-able spec."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medrobust.models import MODEL_NAMES, build_model, model_spec, register_model
+from medrobust.models import registry
+
+GN2 = ("group", {"num_groups": 2})
+CASES = [  # (name, spatial_dims, image shape, kwargs); classifiers give (B, K)
+    ("unet", 2, (16, 16), {"channels": (4, 8, 16), "strides": (2, 2)}),
+    ("unet", 3, (16, 16, 16), {"channels": (4, 8, 16), "strides": (2, 2)}),
+    ("basicunet", 2, (32, 32), {"features": (4, 4, 8, 8, 16, 4)}),
+    ("segresnet", 2, (16, 16), {"init_filters": 4, "blocks_down": (1, 1), "blocks_up": (1,), "norm": GN2}),
+    ("segresnet", 3, (16, 16, 16), {"init_filters": 4, "blocks_down": (1, 1), "blocks_up": (1,), "norm": GN2}),
+    ("unetr", 3, (16, 16, 16), {"img_size": 16, "feature_size": 4, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2}),
+    ("unetr", 2, (32, 32), {"img_size": 32, "feature_size": 4, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2}),
+    ("swinunetr", 2, (64, 64), {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1),
+                                "window_size": 4}),
+    ("densenet121", 2, (32, 32), {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1)}),
+    ("densenet121", 3, (32, 32, 32), {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1)}),
+    ("resnet18", 2, (32, 32), {}),
+    ("resnet34", 2, (32, 32), {}),
+    ("resnet50", 2, (32, 32), {}),
+    ("efficientnet-b0", 2, (32, 32), {}),
+    ("ensemble", 2, (16, 16), {"members": [{"architecture": "unet", "kwargs": {"channels": (4, 8), "strides": (2,)}},
+                                           {"architecture": "segresnet", "kwargs": {"init_filters": 4,
+                                                                                    "norm": GN2}}]}),
+]
+CLASSIFIERS = {"densenet121", "resnet18", "resnet34", "resnet50", "efficientnet-b0"}
+
+
+def test_every_name_has_a_case() -> None:
+    assert {c[0] for c in CASES} >= set(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("name,dims,shape,kwargs", CASES, ids=[f"{c[0]}-{c[1]}d" for c in CASES])
+def test_build_gives_logits_of_the_right_shape(name: str, dims: int, shape: tuple, kwargs: dict) -> None:
+    model = build_model(name, spatial_dims=dims, in_channels=2, out_channels=3, **kwargs).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 2, *shape))
+    assert out.shape == ((2, 3) if name in CLASSIFIERS else (2, 3, *shape))
+    spec = model_spec(model)
+    assert spec["architecture"] == name
+    assert spec["kwargs"]["spatial_dims"] == dims and spec["kwargs"]["out_channels"] == 3
+    assert json.loads(json.dumps(spec)) == spec  # checkpointable as is (tuples became lists)
+
+
+def test_unet_defaults_are_small_and_overridable() -> None:
+    default = build_model("unet", spatial_dims=2)
+    assert model_spec(default)["kwargs"]["out_channels"] == 2
+    assert sum(p.numel() for p in default.parameters()) < 2_000_000
+    small = build_model("unet", spatial_dims=2, channels=(4, 8), strides=(2,), num_res_units=0)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in default.parameters()) / 100
+
+
+def test_spec_rebuilds_the_same_architecture() -> None:
+    model = build_model("unet", spatial_dims=3, out_channels=4, channels=(4, 8), strides=(2,))
+    spec = model_spec(model)
+    again = build_model(spec["architecture"], **spec["kwargs"])
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in again.state_dict().items()}
+
+
+def test_unknown_name_lists_allowed_names() -> None:
+    with pytest.raises(ValueError, match=r"unknown model 'vnet'.*unet.*efficientnet-b0"):
+        build_model("vnet")
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="never downloads"):
+        build_model("resnet18", spatial_dims=2, pretrained=True)
+    with pytest.raises(ValueError, match="img_size"):
+        build_model("unetr")
+    with pytest.raises(ValueError, match="spatial_dims"):
+        build_model("unet", spatial_dims=4)
+    with pytest.raises(ValueError, match="medrobust_spec"):
+        model_spec(torch.nn.Linear(2, 2))
+
+
+def test_register_model_adds_a_composite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
+    monkeypatch.setattr(registry, "MODEL_NAMES", list(registry.MODEL_NAMES))
+
+    @registry.register_model("scaled_unet")
+    def _build(spatial_dims: int, in_channels: int, out_channels: int, factor: float = 1.0) -> torch.nn.Module:
+        inner = registry.build_model("unet", spatial_dims, in_channels, out_channels, channels=(4, 8), strides=(2,))
+        return torch.nn.Sequential(inner)
+
+    model = registry.build_model("scaled_unet", spatial_dims=2, factor=2.0)
+    assert "scaled_unet" in registry.MODEL_NAMES
+    assert model_spec(model) == {"architecture": "scaled_unet",
+                                 "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "factor": 2.0}}
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("unet")(_build)
