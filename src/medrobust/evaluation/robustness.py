@@ -129,7 +129,9 @@ def auc_table(df: pd.DataFrame) -> pd.DataFrame:
     for (model, norm, unit), c in worst_case_curve(df).groupby(GROUP, sort=True):
         rows.append({"model": model, "norm": norm, "eps_unit": unit, "curve": "worst case",
                      "eps_max": c["eps_stated"].max(), "auc": normalised_auc(c["eps_stated"], c["score"])})
-    return pd.DataFrame(rows, columns=GROUP + ["curve", "eps_max", "auc"])
+    out = pd.DataFrame(rows, columns=GROUP + ["curve", "eps_max", "auc"])
+    out["_order"] = out["curve"] != "worst case"  # worst case first within each model and group
+    return out.sort_values(GROUP + ["_order", "curve"]).drop(columns="_order").reset_index(drop=True)
 
 
 def per_class_table(df: pd.DataFrame, classes: dict[str, list[str]] | None = None) -> pd.DataFrame:

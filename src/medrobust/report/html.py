@@ -1,0 +1,169 @@
+"""``write_report(results_dir)``: one self-contained ``report.html`` from a results folder.
+
+Reads only ``results.sqlite`` and the example files under ``examples/`` (design.md
+section 8); figures are embedded as base64 PNG, CSS is inline, nothing is fetched.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from medrobust.evaluation import robustness as rb
+from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_examples
+from medrobust.evaluation.store import ResultStore
+from medrobust.report.plots import curves_figure, example_figure
+
+STORE_NAME = "results.sqlite"
+REPORT_NAME = "report.html"
+
+
+def fmt_eps(eps: float, unit: str) -> str:
+    """eps as a reader states it: '4/255', '8 HU', '0.1 (model units)'."""
+    return {"1/255": f"{eps:g}/255", "HU": f"{eps:g} HU", "raw": f"{eps:g} (raw units)",
+            "model": f"{eps:g} (model units)"}.get(unit, f"{eps:g} {unit}")
+
+
+def score_name(task: str) -> str:
+    return "accuracy" if task == "classification" else "mean foreground Dice"
+
+
+def fmt_score(value: float, task: str) -> str:
+    if pd.isna(value):
+        return "-"
+    return f"{100 * value:.1f}%" if task == "classification" else f"{value:.3f}"
+
+
+def _norm(norm: str) -> str:
+    return "L∞" if norm == "linf" else "L2"
+
+
+def _sentence(h: pd.Series, task: str, attacks: str, flagged: int) -> str:
+    what = score_name(task)
+    moved = "falls" if h["clean"] - h["worst"] > 0.005 else "stays"
+    text = (f"Under the worst of {h['n_attacks']} attack{'s' * (h['n_attacks'] != 1)} ({attacks}) at "
+            f"{_norm(h['norm'])} eps {fmt_eps(h['eps'], h['eps_unit'])}, the {what} of {h['model']} {moved} "
+            f"from {fmt_score(h['clean'], task)} (clean) to {fmt_score(h['worst'], task)} over {h['n_cases']} "
+            f"case{'s' * (h['n_cases'] != 1)}; the strongest single attack there is {h['strongest']}. "
+            f"The normalised area under the worst-case curve (eps 0 to {fmt_eps(h['eps'], h['eps_unit'])}) is "
+            f"{fmt_score(h['auc'], task)} (1 would mean no loss at any budget).")
+    if flagged:
+        text += (f" {flagged} attack{'s' * (flagged != 1)} show{'s' * (flagged == 1)} signs of gradient masking: "
+                 "treat these numbers as upper bounds (see the masking checks).")
+    return text
+
+
+def _table(headers: list[str], rows: list[list[Any]], caption: str = "") -> dict[str, Any]:
+    return {"headers": headers, "rows": rows, "caption": caption}
+
+
+def _worst_case_tables(df: pd.DataFrame, tasks: dict[str, str]) -> list[dict[str, Any]]:
+    """Per model and budget group: worst case beside every single attack at each eps."""
+    curves, worst = rb.attack_curves(df), rb.worst_case_curve(df)
+    tables = []
+    for (model, norm, unit), w in worst.groupby(rb.GROUP, sort=True):
+        task = tasks.get(model, "segmentation")
+        c = curves[(curves["model"] == model) & (curves["norm"] == norm) & (curves["eps_unit"] == unit)]
+        wide = c.pivot_table(index="eps_stated", columns="perturbation", values="score")
+        rows = []
+        for _, r in w.iterrows():
+            attack_cells = [fmt_score(wide.loc[r["eps_stated"], a], task) if r["eps_stated"] in wide.index else "-"
+                            for a in wide.columns]
+            rows.append([fmt_eps(r["eps_stated"], unit), int(r["n_cases"]), fmt_score(r["score"], task), *attack_cells])
+        caption = f"{model}, {_norm(norm)} budgets: {score_name(task)}; eps 0 is the clean score"
+        tables.append(_table([f"eps ({unit})", "cases", "worst case", *wide.columns], rows, caption))
+    return tables
+
+
+def _examples(results_dir: Path, df: pd.DataFrame, k: int) -> list[dict[str, Any]]:
+    out = []
+    for _, r in select_examples(df, k).iterrows():
+        path = results_dir / EXAMPLES_DIR / r["example"]
+        if not path.is_file():
+            continue
+        task = r["task"]
+        out.append({"png": example_figure(load_example(path)),
+                    "caption": (f"{r['model']} · case {r['case_id']} · {r['perturbation']} at "
+                                f"{_norm(r['norm'] or 'linf')} eps {fmt_eps(r['eps_stated'], r['eps_unit'])} · "
+                                f"{score_name(task)} {fmt_score(r['clean_score'], task)} → "
+                                f"{fmt_score(r['adv_score'], task)}")})
+    return out
+
+
+def build_context(results_dir: str | Path) -> dict[str, Any]:
+    """Everything the template shows, computed from the store and the example files."""
+    results_dir = Path(results_dir)
+    path = results_dir / STORE_NAME
+    if not path.is_file():
+        raise ValueError(f"results_dir: no {STORE_NAME} in {results_dir}; run `medrobust evaluate` first")
+    with ResultStore(path) as store:
+        df, models, checks, meta = store.to_dataframe(), store.models(), store.checks_dataframe(), store.meta()
+    config = json.loads(meta.get("config_json", "{}"))
+    tasks = {m: v["task"] for m, v in models.items()}
+    tasks.update({m: t for m, t in zip(df["model"], df["task"]) if m not in tasks})
+    ctx: dict[str, Any] = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                           "config_hash": meta.get("config_hash", "?"), "n_runs": len(df),
+                           "config_json": json.dumps(config, indent=2), "summaries": [], "curves": [],
+                           "headline": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
+                           "examples": []}
+    if df.empty:
+        return ctx
+    heads = rb.headline(df)
+    flagged = checks[checks["likely_masking"] == 1].groupby("model").size() if len(checks) else pd.Series(dtype=int)
+    worst = rb.worst_case_curve(df)
+    for _, h in heads.iterrows():
+        attacks = worst[(worst["model"] == h["model"]) & (worst["norm"] == h["norm"]) &
+                        (worst["eps_unit"] == h["eps_unit"])]["attacks"].iloc[0]
+        ctx["summaries"].append(_sentence(h, tasks.get(h["model"], "segmentation"), attacks,
+                                          int(flagged.get(h["model"], 0))))
+    ctx["headline"] = _table(
+        ["model", "task", "budget", "clean", "worst case at largest eps", "normalised AUC (worst case)",
+         "attacks", "cases", "strongest attack"],
+        [[h["model"], tasks.get(h["model"], ""), f"{_norm(h['norm'])}, eps up to {fmt_eps(h['eps'], h['eps_unit'])}",
+          fmt_score(h["clean"], tasks.get(h["model"], "")), fmt_score(h["worst"], tasks.get(h["model"], "")),
+          fmt_score(h["auc"], tasks.get(h["model"], "")), h["n_attacks"], h["n_cases"], h["strongest"]]
+         for _, h in heads.iterrows()])
+    curves = rb.attack_curves(df)
+    for model in sorted(df["model"].unique()):
+        ctx["curves"].append({"model": model, "png": curves_figure(curves, worst, model,
+                                                                   score_name(tasks.get(model, "segmentation")))})
+    auc = rb.auc_table(df)
+    ctx["auc"] = _table(["model", "budget", "curve", "eps range", "normalised AUC"],
+                        [[r["model"], _norm(r["norm"]), r["curve"], f"0 to {fmt_eps(r['eps_max'], r['eps_unit'])}",
+                          fmt_score(r["auc"], tasks.get(r["model"], ""))] for _, r in auc.iterrows()])
+    ctx["worst"] = _worst_case_tables(df, tasks)
+    pc = rb.per_class_table(df, {m: v["classes"] for m, v in models.items()})
+    ctx["per_class"] = _table(["model", "budget", "eps", "class", "clean", "worst case", "cases"],
+                              [[r["model"], _norm(r["norm"]), fmt_eps(r["eps_stated"], r["eps_unit"]), r["class"],
+                                fmt_score(r["clean"], tasks.get(r["model"], "")),
+                                fmt_score(r["worst"], tasks.get(r["model"], "")), r["n_cases"]]
+                               for _, r in pc.iterrows()])
+    q = rb.quality_table(df)
+    ctx["quality"] = _table(["model", "attack", "eps", "SSIM", "PSNR (dB)", "L∞ (raw units)", "L2 (raw units)",
+                             "attack time (s)"],
+                            [[r["model"], r["perturbation"], fmt_eps(r["eps_stated"], r["eps_unit"]),
+                              f"{r['ssim']:.4f}", f"{r['psnr']:.1f}", f"{r['linf_raw']:.4g}", f"{r['l2_raw']:.4g}",
+                              f"{r['attack_seconds']:.2f}"] for _, r in q.iterrows()])
+    ctx["checks"] = _table(["model", "attack", "likely masking", "reasons"],
+                           [[r["model"], r["attack"], "yes" if r["likely_masking"] else "no", r["reasons"]]
+                            for _, r in checks.iterrows()])
+    ctx["examples"] = _examples(results_dir, df, int(config.get("examples", 3)))
+    return ctx
+
+
+def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Render ``report.html`` (default ``results_dir/report.html``) atomically; return its path."""
+    from medrobust.data.io import atomic_path  # lazy: data is a sibling part
+
+    ctx = build_context(results_dir)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.get_template("report.html").render(**ctx)
+    path = Path(out) if out is not None else Path(results_dir) / REPORT_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return path

@@ -1,0 +1,117 @@
+"""Report figures (matplotlib, Agg backend) returned as base64 PNG strings for ``<img src>``.
+
+- :func:`curves_figure`: score vs eps per attack and the worst case over attacks, one
+  panel per budget group (norm, eps unit) of a model.
+- :func:`example_figure`: clean slice with the label outlined, adversarial slice, the
+  perturbation amplified x10, and the clean and adversarial predictions overlaid.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+AMPLIFY = 10.0
+_CLASS_COLOURS = ListedColormap(plt.get_cmap("tab10").colors[1:])  # skip blue (background looks grey)
+
+
+def eps_label(unit: str) -> str:
+    """Axis label of a stated eps unit."""
+    return {"1/255": "eps (x/255 of the valid range)", "HU": "eps (HU)", "raw": "eps (raw intensity units)",
+            "model": "eps (model units)"}.get(unit, f"eps ({unit})")
+
+
+def to_png(fig: plt.Figure) -> str:
+    """Render and close a figure; return its PNG as base64 text."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def curves_figure(curves: pd.DataFrame, worst: pd.DataFrame, model: str, score_label: str) -> str:
+    """Score vs eps for ``model``: a thin line per attack, a thick black worst-case line.
+
+    ``curves`` / ``worst`` are :func:`attack_curves` / :func:`worst_case_curve` frames.
+    """
+    mine = curves[curves["model"] == model]
+    groups = sorted({(n, u) for n, u in zip(mine["norm"], mine["eps_unit"])})
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.2 * max(len(groups), 1), 3.6), squeeze=False)
+    for ax, (norm, unit) in zip(axes[0], groups):
+        sel = mine[(mine["norm"] == norm) & (mine["eps_unit"] == unit)]
+        for pert, c in sel.groupby("perturbation", sort=True):
+            ax.plot(c["eps_stated"], c["score"], marker="o", lw=1.4, ms=4, label=pert)
+        w = worst[(worst["model"] == model) & (worst["norm"] == norm) & (worst["eps_unit"] == unit)]
+        if len(w):
+            ax.plot(w["eps_stated"], w["score"], color="black", lw=2.6, ls="--", marker="s", ms=5,
+                    label="worst case")
+        ax.set_xlabel(eps_label(unit))
+        ax.set_ylabel(score_label)
+        ax.set_title(f"{model}: {'L-inf' if norm == 'linf' else 'L2'} budgets")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _show(ax: plt.Axes, image: np.ndarray, volume_slice: bool, **kw: Any) -> Any:
+    if volume_slice:  # (x, y) plane of a RAS volume: x to the right, y up
+        image = np.swapaxes(image, 0, 1)
+        kw["origin"] = "lower"
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax.imshow(image, interpolation="nearest", **kw)
+
+
+def _overlay(ax: plt.Axes, labels: np.ndarray, volume_slice: bool) -> None:
+    masked = np.ma.masked_where(labels <= 0, labels)
+    # label k -> colour k-1 of the 9-colour map (the legend uses the same indices)
+    _show(ax, masked, volume_slice, cmap=_CLASS_COLOURS, vmin=0.5, vmax=_CLASS_COLOURS.N + 0.5, alpha=0.5)
+
+
+def example_figure(example: dict[str, Any]) -> str:
+    """Five panels of one saved example (see :func:`medrobust.evaluation.examples.save_example`)."""
+    info = example["info"]
+    seg = example["label"].ndim > 0
+    volume_slice = int(info.get("slice", -1)) >= 0
+    lo, hi = float(info["low"]), float(info["high"])
+    grey = {"cmap": "gray", "vmin": lo, "vmax": hi}
+    img, adv = example["image"], example["adversarial"]
+    classes = list(info.get("classes", []))
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
+    delta = (adv - img) * AMPLIFY
+    half = (hi - lo) / 2
+    panels = [("clean", img), ("adversarial", adv)]
+    for ax, (title, a) in zip(axes[:2], panels):
+        _show(ax, a if a.ndim == 2 else np.clip((a - lo) / (hi - lo), 0, 1), volume_slice, **grey)
+        ax.set_title(title)
+    if seg:
+        _overlay(axes[0], example["label"], volume_slice)
+        axes[0].set_title("clean + reference label")
+    im = _show(axes[2], delta if delta.ndim == 2 else delta.mean(-1), volume_slice, cmap="seismic",
+               vmin=-half, vmax=half)
+    axes[2].set_title(f"perturbation x{AMPLIFY:g}")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.03, label="model units")
+    for ax, key, base, title in ((axes[3], "pred_clean", img, "prediction (clean)"),
+                                 (axes[4], "pred_adv", adv, "prediction (adversarial)")):
+        _show(ax, base if base.ndim == 2 else np.clip((base - lo) / (hi - lo), 0, 1), volume_slice, **grey)
+        if seg:
+            _overlay(ax, example[key], volume_slice)
+            ax.set_title(title)
+        else:
+            k = int(example[key])
+            ax.set_title(f"{title}:\n{classes[k] if k < len(classes) else k}", fontsize=9)
+    if seg and classes:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=_CLASS_COLOURS(i)) for i in range(len(classes) - 1)]
+        fig.legend(handles, classes[1:], loc="lower center", ncol=len(classes) - 1, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return to_png(fig)
