@@ -1,0 +1,354 @@
+"""The shared attack loop (design.md section 5): one loop, small overridable hooks.
+
+An attack optimises a variable ``state.var`` (the adversarial image for voxel attacks; a
+quantisation table for VAFA) through five hooks:
+
+- ``init_state(x, state)``: set ``state.var`` (and ``state.aux``) at the start of a restart;
+- ``perturb(x, state) -> x_adv``: differentiable map from the variable to the image;
+- ``update(x, state, grad, gain, t)``: one ascent step on ``state.var`` (no graph);
+- ``project(x, state)``: back into the feasible set (norm ball ∩ valid range ∩ mask);
+- ``finalize(x, state) -> x_adv``: the image reported for the last iterate.
+
+The loop runs ``steps`` times {perturb, forward, loss, gradient w.r.t. the variable only,
+track, update, project}, evaluates the last iterate once more, and keeps per sample the
+iterate with the highest loss (lowest for targeted attacks) over all restarts. Tracking
+uses the loss of the forward that also gives the gradient (that loss belongs to the iterate
+*before* the step), so it costs no extra forward and no host sync.
+
+``gain`` is the attacker's objective: the loss, or minus the loss for targeted attacks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medrobust.losses import STEP_DEPENDENT, get_loss
+from medrobust.units import Budget, Scalar, expand_to, per_sample
+
+__all__ = ["Attack", "AttackResult", "AttackState", "frozen", "sample_metric", "check_inputs"]
+
+
+@dataclass
+class AttackResult:
+    """What :meth:`Attack.run` returns.
+
+    Attributes:
+        x_adv: adversarial images, detached, shape/dtype/device of ``x``.
+        loss_history: ``(R * (T + 1), B)``: the loss of every evaluated iterate, restart
+            after restart (row 0 of a restart is its start point, row T its last iterate).
+            Step-dependent losses (SegPGD) are recorded in their final-step form so that
+            rows are comparable; Square records its best loss after each query.
+        best_loss: ``(B,)`` loss of the returned iterate (the max of the history per
+            sample, or the min for targeted attacks, unless ``return_best=False``).
+        seconds: wall time of the attack.
+        extra: attack-specific per-sample tensors (Square: ``queries``; noise: norms).
+    """
+
+    x_adv: torch.Tensor
+    loss_history: torch.Tensor
+    best_loss: torch.Tensor
+    seconds: float
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class AttackState:
+    """Working state of one restart. ``budget`` lives on x's device/dtype; ``eps`` and
+    ``alpha`` (step size) are ``(B,)`` in model units; ``mask`` is 0/1 in x's dtype."""
+
+    budget: Budget
+    eps: torch.Tensor
+    alpha: torch.Tensor
+    mask: torch.Tensor | None
+    generator: torch.Generator | None
+    var: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    aux: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and ``requires_grad=False`` on every parameter; restores every module's
+    training flag and every parameter's flag afterwards, also on error."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires in flags:
+            p.requires_grad_(requires)
+
+
+def check_inputs(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Validate images, labels and mask (design.md section 3); return the mask as 0/1 in
+    x's dtype, or None. Raises ValueError naming ``x``, ``y`` or ``mask``."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (4, 5):
+        raise ValueError(f"x must be a float tensor (B, C, H, W) or (B, C, D, H, W), got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if y.is_floating_point() or y.is_complex():
+        raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
+    seg_shape = (x.shape[0], 1, *x.shape[2:])
+    if y.shape != (x.shape[0],) and y.shape != seg_shape:
+        raise ValueError(f"y: labels of shape {tuple(y.shape)} fit neither task; allowed: ({x.shape[0]},) "
+                         f"for classification or {seg_shape} for segmentation")
+    if mask is None:
+        return None
+    ok = mask.ndim == x.ndim
+    if ok:
+        try:
+            ok = torch.broadcast_shapes(mask.shape, x.shape) == x.shape
+        except RuntimeError:
+            ok = False
+    if not ok:
+        raise ValueError(f"mask must have shape {seg_shape} or broadcast to x {tuple(x.shape)}, got {tuple(mask.shape)}")
+    return (mask != 0).to(device=x.device, dtype=x.dtype)
+
+
+def sample_metric(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample quality ``(B,)`` of hard predictions: 1/0 correct for classification; mean
+    Dice over the foreground classes present in prediction or label for segmentation (1.0
+    when none is). Lower is a stronger attack."""
+    pred = logits.argmax(1)
+    if y.ndim == 1:
+        return (pred == y).to(logits.dtype)
+    k = logits.shape[1]
+    p = F.one_hot(pred, k)[..., 1:].reshape(pred.shape[0], -1, k - 1).to(logits.dtype)
+    g = F.one_hot(y[:, 0].long(), k)[..., 1:].reshape(pred.shape[0], -1, k - 1).to(logits.dtype)
+    inter, total = (p * g).sum(1), p.sum(1) + g.sum(1)
+    valid = (total > 0).to(logits.dtype)
+    dice = 2 * inter / total.clamp_min(1)
+    return torch.where(valid.sum(1) > 0, (dice * valid).sum(1) / valid.sum(1).clamp_min(1), torch.ones_like(dice[:, 0]))
+
+
+def _is_sliding_window(model: nn.Module) -> bool:
+    try:  # lazy: the models part may be absent or half-built; a plain model needs none of it
+        from medrobust.models.wrappers import SlidingWindow
+    except ImportError:
+        return False
+    return isinstance(model, SlidingWindow)
+
+
+class Attack:
+    """Base class: configuration, validation, the frozen-model context and the gradient loop.
+
+    Args:
+        budget: the threat model (norm, eps and valid range in model units; see units.py).
+        steps: iterations T >= 1.
+        step_size: in the budget's unit; ``None`` gives 2.5·eps/steps. A warning is issued
+            when step_size·steps < eps (the iterate could not reach the ball's surface).
+        loss: a name of :func:`medrobust.losses.get_loss` or a callable of that signature.
+        targeted: ``y`` is the target and the loss is minimised.
+        restarts: independent runs; the best iterate over all of them is returned.
+        random_start: start uniformly in the ball (``None``: the attack's default).
+        early_stop: stop updating a sample once it fails. Classification: ``True`` (fails =
+            misclassified, or target reached). Segmentation: a Dice threshold in [0, 1]
+            (fails = Dice <= threshold; targeted: Dice to the target >= 1 - threshold).
+            The returned iterate of a failed sample is its first failing one.
+        return_best: return the best iterate (default) or the last one (as torchattacks).
+        seed: seeds the random start (a generator on x's device); ``None`` uses torch's RNG.
+    """
+
+    name = "attack"
+    default_random_start = False
+    uses_step_size = True
+
+    def __init__(self, budget: Budget, *, steps: int = 10, step_size: Scalar | None = None,
+                 loss: str | Callable[..., torch.Tensor] = "ce", targeted: bool = False, restarts: int = 1,
+                 random_start: bool | None = None, early_stop: bool | float = False, return_best: bool = True,
+                 seed: int | None = None) -> None:
+        if not isinstance(budget, Budget):
+            raise ValueError(f"budget must be a medrobust.units.Budget, got {type(budget).__name__}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+        if not isinstance(early_stop, bool) and not (isinstance(early_stop, (int, float)) and 0 <= early_stop <= 1):
+            raise ValueError(f"early_stop must be a bool or a Dice threshold in [0, 1], got {early_stop!r}")
+        if step_size is not None:
+            budget.to_model(step_size)  # validates: finite and >= 0
+        self.budget = budget
+        self.steps = steps
+        self.step_size = step_size
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
+        self.loss_fn = get_loss(loss) if isinstance(loss, str) else loss
+        self.step_dependent = isinstance(loss, str) and loss in STEP_DEPENDENT
+        self.targeted = bool(targeted)
+        self.restarts = restarts
+        self.random_start = self.default_random_start if random_start is None else bool(random_start)
+        self.early_stop = early_stop
+        self.return_best = bool(return_best)
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.budget.describe()}, steps={self.steps}, loss={self.loss_name!r}, "
+                f"targeted={self.targeted}, restarts={self.restarts}, random_start={self.random_start})")
+
+    # -- public entry points -------------------------------------------------------------
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Adversarial images ``(B, C, *spatial)`` (see :meth:`run`)."""
+        return self.run(model, x, y, mask).x_adv
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            mask: torch.Tensor | None = None) -> AttackResult:
+        """Attack ``model`` at images ``x`` (model units) with labels (or targets) ``y``.
+
+        ``mask`` (B, 1, *spatial), or any shape broadcasting to x, limits the perturbation
+        to its nonzero voxels. ``x`` is never modified; the model's flags are restored.
+        """
+        mask = check_inputs(x, y, mask)
+        y = y.to(device=x.device, dtype=torch.long)
+        if y.ndim > 1 and self.early_stop is True:
+            raise ValueError("early_stop=True is for classification; for segmentation give a Dice threshold in [0, 1]")
+        budget = dataclasses.replace(self.budget, eps=self.budget.eps.to(x), low=self.budget.low.to(x),
+                                     high=self.budget.high.to(x))
+        eps = budget.eps_for(x)
+        alpha = self._alpha(x)
+        gen = None
+        if self.seed is not None:
+            gen = torch.Generator(device=x.device)
+            gen.manual_seed(int(self.seed))
+        start = time.perf_counter()
+        with frozen(model):
+            result = self._attack(model, x.detach(), y, AttackState(budget, eps, alpha, mask, gen))
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _alpha(self, x: torch.Tensor) -> torch.Tensor:
+        """Step size (B,) in model units; warns when step_size * steps < eps."""
+        eps = per_sample(self.budget.eps, x.shape[0])
+        if self.step_size is None:
+            alpha = 2.5 * eps / self.steps
+        else:
+            alpha = per_sample(self.budget.to_model(self.step_size), x.shape[0])
+            if self.uses_step_size and bool((alpha * self.steps < eps * (1 - 1e-9)).any()):
+                warnings.warn(f"{type(self).__name__}: step_size*steps = {(alpha * self.steps).tolist()} < eps = "
+                              f"{eps.tolist()} (model units): the attack cannot reach the budget's boundary",
+                              stacklevel=3)
+        return alpha.to(x)
+
+    # -- hooks (voxel attacks: the variable is the adversarial image) ----------------------
+    def init_state(self, x: torch.Tensor, state: AttackState) -> None:
+        """Set ``state.var``: x itself, or a uniform random point of the ball if random_start."""
+        if not self.random_start:
+            state.var = x.clone()
+            return
+        noise_shape, dev = x.shape, x.device
+        if state.budget.norm == "linf":
+            u = torch.rand(noise_shape, generator=state.generator, device=dev, dtype=x.dtype)
+            delta = (2 * u - 1) * expand_to(state.eps, x)
+        else:
+            d = torch.randn(noise_shape, generator=state.generator, device=dev, dtype=x.dtype)
+            d = d * state.mask if state.mask is not None else d
+            n = d.reshape(d.shape[0], -1).norm(dim=1).clamp_min(1e-12)
+            r = torch.rand(x.shape[0], generator=state.generator, device=dev, dtype=x.dtype)
+            delta = d * expand_to(r * state.eps / n, x)
+        state.var = state.budget.project(x, x + delta, state.mask)
+
+    def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        """The image the model sees, differentiable in ``state.var``."""
+        return state.var
+
+    def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
+        """One step on ``state.var`` along ``grad`` = d(gain)/d(var) (ascent)."""
+        raise NotImplementedError
+
+    def project(self, x: torch.Tensor, state: AttackState) -> None:
+        state.var = state.budget.project(x, state.var, state.mask)
+
+    def finalize(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        return self.perturb(x, state).detach()
+
+    # -- the loop --------------------------------------------------------------------------
+    def _gain(self, logits: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        loss = self.loss_fn(logits, y, step=t, total_steps=self.steps)
+        return -loss if self.targeted else loss
+
+    def _score(self, logits: torch.Tensor, gain: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Tracking score (gain form): the loss in its final-step form."""
+        return self._gain(logits, y, self.steps) if self.step_dependent else gain
+
+    def _fails(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        metric = sample_metric(logits, y)
+        if y.ndim == 1:
+            return metric == 1 if self.targeted else metric == 0
+        thr = float(self.early_stop)
+        return metric >= 1 - thr if self.targeted else metric <= thr
+
+    def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
+                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_adv, gain (B,), d gain / d var, logits), all but the gradient detached."""
+        var = state.var.detach().requires_grad_(True)
+        state.var = var
+        with torch.enable_grad():
+            x_adv = self.perturb(x, state)
+            if windowed:
+                logits, gain, gx = model.loss_and_input_grad(x_adv.detach(), lambda z: self._gain(z, y, t))
+                grad = gx if x_adv is var else torch.autograd.grad(x_adv, var, gx)[0]
+                return x_adv.detach(), gain, grad, logits
+            logits = model(x_adv)
+            gain = self._gain(logits, y, t)
+            grad = torch.autograd.grad(gain.sum(), var, allow_unused=True)[0] if gain.requires_grad else None
+        if grad is None:  # the loss does not depend on the input (a detaching model)
+            grad = torch.zeros_like(var)
+        return x_adv.detach(), gain.detach(), grad, logits.detach()
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: AttackState) -> AttackResult:
+        B, T = x.shape[0], self.steps
+        sign = -1.0 if self.targeted else 1.0
+        windowed = _is_sliding_window(model)
+        history = x.new_empty((self.restarts * (T + 1), B))
+        best_x, best_gain = x.clone(), x.new_full((B,), -math.inf)
+        last_x, last_gain = x, best_gain
+        done = torch.zeros(B, dtype=torch.bool, device=x.device) if self.early_stop is not False else None
+        row = 0
+
+        def track(x_adv: torch.Tensor, score: torch.Tensor, logits: torch.Tensor) -> None:
+            nonlocal best_x, best_gain, row
+            history[row] = score * sign
+            row += 1
+            better = score > best_gain
+            if done is not None:
+                newly = self._fails(logits, y) & ~done
+                better = (better & ~done) | newly
+                done.logical_or_(newly)
+            best_gain = torch.where(better, score, best_gain)
+            best_x = torch.where(expand_to(better, x), x_adv, best_x)
+
+        for _ in range(self.restarts):
+            state = dataclasses.replace(base, aux={})
+            self.init_state(x, state)
+            for t in range(1, T + 1):
+                x_adv, gain, grad, logits = self._gain_and_grad(model, x, y, state, t, windowed)
+                track(x_adv, self._score(logits, gain, y), logits)
+                with torch.no_grad():
+                    before = state.var.detach()
+                    self.update(x, state, grad, gain, t)
+                    self.project(x, state)
+                    if done is not None:
+                        state.var = torch.where(expand_to(done, before), before, state.var)
+            with torch.no_grad():
+                last_x = self.finalize(x, state)
+                logits = model(last_x)
+                last_gain = self._gain(logits, y, T)
+                track(last_x, last_gain, logits)
+            if done is not None and bool(done.all()):
+                break
+        if not self.return_best:
+            return AttackResult(last_x.detach(), history[:row], last_gain * sign, 0.0)
+        return AttackResult(best_x.detach(), history[:row], best_gain * sign, 0.0)

@@ -1,0 +1,125 @@
+"""Square attack, Linf (Andriushchenko et al. 2020): score-based, forward passes only.
+
+Start: vertical stripes x ± eps (one random sign per channel and column). Each query
+re-draws one random square (2D) or cube (3D) window of side s per sample, sets it to
+x ± eps with one random sign per channel, projects onto the Budget (ball ∩ range ∩ mask)
+and keeps it if the loss improved. The window covers a fraction p of the voxels,
+``s = round((p · n_voxels)^(1/d))``, with p halved on the paper's schedule
+(:func:`p_schedule`). Used mainly to detect gradient masking (attacks/checks.py).
+
+Differences from the reference code: all samples of the batch are queried in one forward
+(a sample that stops early stops changing but is still evaluated), and a window that
+would change nothing is not re-drawn.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from medrobust.attacks.base import Attack, AttackResult, AttackState
+from medrobust.units import Budget, expand_to
+
+__all__ = ["Square", "p_schedule"]
+
+def p_schedule(p_init: float, query: int, n_queries: int) -> float:
+    """Fraction of voxels the window covers at ``query`` (0-based) of ``n_queries``; the
+    schedule of the reference code, rescaled to 10 000 queries."""
+    it = int(query / n_queries * 10000)
+    for bound, div in zip((10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000, 10000), (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)):
+        if it <= bound:
+            return p_init / div
+    return p_init
+
+
+def _window(shape: tuple[int, ...], side: list[int], batch: int, gen: torch.Generator | None,
+            device: torch.device) -> torch.Tensor:
+    """Boolean (B, 1, *shape): one random box of the given sides per sample."""
+    box = None
+    for axis, (n, s) in enumerate(zip(shape, side)):
+        start = torch.randint(0, n - s + 1, (batch, 1), generator=gen, device=device)
+        coord = torch.arange(n, device=device)[None]
+        inside = (coord >= start) & (coord < start + s)                      # (B, n)
+        inside = inside.reshape(batch, *([1] * axis), n, *([1] * (len(shape) - axis - 1)))
+        box = inside if box is None else box & inside
+    return box.unsqueeze(1)
+
+
+class Square(Attack):
+    """Square attack (Linf only).
+
+    Args:
+        budget: a Linf Budget.
+        n_queries: model evaluations after the start point.
+        p_init: initial fraction of voxels per window (0.05 in the paper for Linf).
+        loss: default "margin" (the paper's untargeted loss); any medrobust loss works.
+        targeted, restarts, early_stop, return_best, seed: as :class:`Attack`.
+    """
+
+    name = "square"
+    uses_step_size = False
+
+    def __init__(self, budget: Budget, *, n_queries: int = 1000, p_init: float = 0.05, loss: Any = "margin",
+                 **options: Any) -> None:
+        if budget.norm != "linf":
+            raise ValueError(f"budget: Square supports only 'linf' budgets, got {budget.norm!r}")
+        if not 0 < p_init <= 1:
+            raise ValueError(f"p_init must be in (0, 1], got {p_init}")
+        for key in ("steps", "step_size", "random_start"):
+            if key in options:
+                raise ValueError(f"Square has no {key!r} option (use n_queries)")
+        if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries < 1:
+            raise ValueError(f"n_queries must be an integer >= 1, got {n_queries!r}")
+        super().__init__(budget, steps=n_queries, loss=loss, **options)
+        self.p_init = float(p_init)
+
+    def _side(self, p: float, shape: tuple[int, ...]) -> list[int]:
+        n = 1
+        for s in shape:
+            n *= s
+        s = int(round((p * n) ** (1.0 / len(shape))))
+        return [min(max(s, 1), max(size - 1, 1)) for size in shape]
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: AttackState) -> AttackResult:
+        B, C, shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
+        sign = -1.0 if self.targeted else 1.0
+        eps = expand_to(base.eps, x)
+        gen, dev = base.generator, x.device
+        history = x.new_empty((self.restarts * (self.steps + 1), B))
+        best_x, best_gain = x.clone(), x.new_full((B,), -torch.inf)
+        queries = torch.zeros(B, device=dev)
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        row = 0
+        with torch.no_grad():
+            for _ in range(self.restarts):
+                done_before = done.clone()
+                stripes = torch.randint(0, 2, (B, C, *([1] * (len(shape) - 1)), shape[-1]), generator=gen, device=dev)
+                cur = base.budget.project(x, x + eps * (2 * stripes.to(x.dtype) - 1), base.mask)
+                logits = model(cur)
+                cur_gain = self._gain(logits, y, self.steps)
+                queries += ~done
+                if self.early_stop is not False:
+                    done |= self._fails(logits, y)
+                history[row], row = cur_gain * sign, row + 1
+                for i in range(self.steps):
+                    win = _window(shape, self._side(p_schedule(self.p_init, i, self.steps), shape), B, gen, dev)
+                    signs = 2 * torch.randint(0, 2, (B, C, *([1] * len(shape))), generator=gen, device=dev).to(x.dtype) - 1
+                    cand = base.budget.project(x, torch.where(win, x + eps * signs, cur), base.mask)
+                    logits = model(cand)
+                    gain = self._gain(logits, y, self.steps)
+                    better = (gain > cur_gain) & ~done
+                    queries += ~done
+                    cur = torch.where(expand_to(better, x), cand, cur)
+                    cur_gain = torch.where(better, gain, cur_gain)
+                    if self.early_stop is not False:
+                        done |= better & self._fails(logits, y)
+                    history[row], row = cur_gain * sign, row + 1
+                improved = (cur_gain > best_gain) & ~done_before
+                best_x = torch.where(expand_to(improved, x), cur, best_x)
+                best_gain = torch.where(improved, cur_gain, best_gain)
+                if self.early_stop is not False and bool(done.all()):
+                    break
+        if not self.return_best:
+            best_x, best_gain = cur, cur_gain
+        return AttackResult(best_x, history[:row], best_gain * sign, 0.0, extra={"queries": queries})

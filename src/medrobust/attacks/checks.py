@@ -1,0 +1,108 @@
+"""Sanity checks that flag likely gradient masking (Athalye et al. 2018; Carlini et al.
+2019, "On evaluating adversarial robustness"), for a model, a batch and a budget:
+
+1. the white-box loss rises with PGD steps;
+2. the black-box Square attack is not stronger than white-box PGD;
+3. an eps covering the whole valid range drives the metric (accuracy, Dice) to chance.
+
+A model that hides its gradient (rounds or detaches its input, saturates) fails one or
+more of them; robust accuracy measured by gradient attacks is then not trustworthy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from medrobust.attacks.base import check_inputs, frozen, sample_metric
+from medrobust.attacks.blackbox import Square
+from medrobust.attacks.gradient import PGD
+from medrobust.units import Budget, per_sample
+
+__all__ = ["MaskingReport", "gradient_masking_check"]
+
+
+@dataclass
+class MaskingReport:
+    """Outcome of :func:`gradient_masking_check`; metrics are batch means (accuracy for
+    classification, mean foreground Dice for segmentation; lower = stronger attack)."""
+
+    metric_name: str
+    loss_curve: list[float]
+    loss_increases: bool
+    clean_metric: float
+    whitebox_metric: float
+    blackbox_metric: float
+    huge_eps_metric: float
+    chance_metric: float
+    likely_masking: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verdict = "likely gradient masking: " + "; ".join(self.reasons) if self.likely_masking else "no sign of gradient masking"
+        return (f"{self.metric_name}: clean {self.clean_metric:.3f}, PGD {self.whitebox_metric:.3f}, Square "
+                f"{self.blackbox_metric:.3f}, huge eps {self.huge_eps_metric:.3f} (chance {self.chance_metric:.3f}); {verdict}")
+
+
+def _chance(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Metric of a prediction drawn uniformly over the K classes (expected value)."""
+    k = logits.shape[1]
+    if y.ndim == 1:
+        return 1.0 / k
+    frac = torch.stack([(y == c).flatten(1).float().mean(1) for c in range(1, k)], 1)   # (B, K-1)
+    present = (frac > 0).float()
+    dice = 2 * frac / k / (frac + 1.0 / k)
+    per = (dice * present).sum(1) / present.sum(1).clamp_min(1)
+    return float(torch.where(present.sum(1) > 0, per, torch.ones_like(per)).mean())
+
+
+def _huge(budget: Budget, x: torch.Tensor) -> Budget:
+    """The budget with an eps that covers the whole valid range (or 10× the data's span)."""
+    lo, hi = per_sample(budget.low, x.shape[0]), per_sample(budget.high, x.shape[0])
+    span = (x.detach().flatten(1).amax(1) - x.detach().flatten(1).amin(1)).double().cpu().clamp_min(1e-3)
+    width = torch.where(torch.isfinite(hi - lo), hi - lo, 10 * span)
+    if budget.norm == "l2":
+        width = width * math.sqrt(x[0].numel())
+    return budget.with_eps(width, unit="model")
+
+
+def gradient_masking_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, budget: Budget, *, steps: int = 20,
+                           n_queries: int = 300, loss: str = "ce", mask: torch.Tensor | None = None,
+                           tolerance: float = 0.05, seed: int = 0) -> MaskingReport:
+    """Run PGD, Square and a whole-range PGD on ``(x, y)`` and report signs of masking.
+
+    Args:
+        model, x, y: as for any attack (model units; labels ``(B,)`` or ``(B, 1, *spatial)``).
+        budget: the budget robustness is claimed at (Square needs a Linf one; for an L2
+            budget the black-box comparison uses the Linf ball of the same eps).
+        steps: PGD steps; n_queries: Square queries; loss: the white-box loss.
+        tolerance: how much lower (metric units) Square or the whole-range attack may be
+            than expected before it counts as a sign.
+    Returns:
+        a MaskingReport; ``likely_masking`` is True when any check fails (see ``reasons``).
+    """
+    check_inputs(x, y, mask)
+    pgd = PGD(budget, steps=steps, loss=loss, seed=seed).run(model, x, y, mask)
+    square_budget = budget if budget.norm == "linf" else Budget.linf(budget.eps, "model", (budget.low, budget.high))
+    square = Square(square_budget, n_queries=n_queries, seed=seed).run(model, x, y, mask)
+    huge = PGD(_huge(budget, x), steps=steps, loss=loss, random_start=False).run(model, x, y, mask)
+    with frozen(model), torch.no_grad():
+        clean_logits = model(x)
+        clean, white, black, wide = (float(sample_metric(model(v), y.to(x.device)).mean())
+                                     for v in (x, pgd.x_adv, square.x_adv, huge.x_adv))
+    curve = pgd.loss_history.mean(1)
+    start, best = float(curve[0]), float(pgd.best_loss.mean())
+    increases = best > start + 1e-4 * (1 + abs(start))
+    chance = _chance(clean_logits, y)
+    name = "accuracy" if y.ndim == 1 else "dice"
+    reasons = []
+    if not increases:
+        reasons.append(f"the PGD loss did not rise over {steps} steps (start {start:.4g}, best {best:.4g})")
+    if black < white - tolerance:
+        reasons.append(f"black-box Square ({name} {black:.3f}) is stronger than white-box PGD ({white:.3f})")
+    if wide > chance + tolerance:
+        reasons.append(f"an eps covering the whole range leaves {name} {wide:.3f} above chance ({chance:.3f})")
+    return MaskingReport(name, [float(v) for v in curve], increases, clean, white, black, wide, chance,
+                         bool(reasons), reasons)
