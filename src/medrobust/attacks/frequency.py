@@ -1,0 +1,305 @@
+"""VAFA: the volumetric adversarial frequency attack (Hanif et al., MICCAI 2023), 2D and 3D.
+
+``X' = lo + IDCT(round(DCT(X - lo) / Q) * Q)`` over non-overlapping blocks, clipped to the
+valid range ``[lo, hi]``, with a quantisation table ``Q = q * (hi - lo) / 255``: ``q`` is
+in units of 1/255 of the valid range, so ``q = 1`` is 8-bit precision (almost lossless)
+and ``q_max = 20`` means what it does in the paper, whatever the model units are.
+
+- ``q`` has one entry per sample, channel, block and DCT coefficient (the shape of
+  :func:`medrobust.attacks.dct.block_dct`'s output), ``q_min <= q <= q_max``, starting at
+  ``q_init`` (1: the identity up to 8-bit rounding).
+- Objective (maximised): ``loss(M(X'), Y) - ssim_weight * (1 - SSIM(X, X'))`` per sample
+  (the Dice loss by default, so Dice falls), by signed-gradient steps on ``q`` of
+  ``step_size`` (q units; default ``2 (q_max - q_min) / steps``, so q can cross its range
+  in half the steps), then clamped to ``[q_min, q_max]``.
+- Rounding: the forward pass always uses **hard** rounding (``torch.round``), so every
+  iterate the model sees, every tracked iterate and the returned image are hard-rounded
+  images, at no extra forward; ``rounding`` picks the surrogate derivative of the
+  search: ``"ste"`` (straight-through, 1), ``"cubic"`` (of ``round(u) + (u - round(u))³``)
+  or ``"tanh"`` (AdvDrop's annealed tanh rounding, sharpening from α = 0.1 towards 0
+  over the steps, as in the published code).
+- The best iterate per sample (highest objective) is returned; ``run`` adds to
+  ``AttackResult.extra`` the achieved ``ssim``, ``psnr`` (dB), ``linf/l2_model`` and
+  ``linf/l2_raw`` (through ``intensity``) of the returned image and the last table's
+  ``q_mean``, ``q_smallest``, ``q_largest`` and ``q_frac_at_max``, all ``(B,)``.
+- 2D: 2D images ``(B, C, H, W)`` with a 2D block; on volumes a 2D ``block_size`` is
+  VAFA-2D, blocks per slice along ``slice_axis`` (default the last spatial axis, the
+  slice axis of MONAI's ``(B, C, H, W, D)``).
+
+Unlike the published code: q starts at 1 (``VAFA.published`` restores q_init = q_max),
+no per-slice min-max rescale (no NaN on a constant slice), the search's forward uses
+hard rounding, SSIM is the global SSIM (11-voxel Gaussian window) and any volume size
+is padded to a multiple of the block.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from medrobust import metrics
+from medrobust.attacks.base import Attack, AttackResult, AttackState
+from medrobust.attacks.dct import PAD_MODES, block_dct, block_idct
+from medrobust.attacks.registry import register_attack
+from medrobust.attacks.ssim import SSIMReference
+from medrobust.units import Budget, IntensityMap
+
+__all__ = ["VAFA", "ROUNDINGS", "surrogate_round"]
+
+ROUNDINGS: tuple[str, ...] = ("ste", "cubic", "tanh")
+
+
+def surrogate_round(u: torch.Tensor, rounding: str, t: int = 1, steps: int = 1) -> torch.Tensor:
+    """``torch.round(u)`` in value; with autograd on, the derivative of the surrogate
+    ``rounding`` (see module docstring) at step ``t`` of ``steps`` (tanh annealing)."""
+    hard = torch.round(u)
+    if not (torch.is_grad_enabled() and u.requires_grad):
+        return hard
+    if rounding == "ste":
+        soft = u
+    elif rounding == "cubic":
+        soft = hard.detach() + (u - hard.detach()) ** 3
+    else:  # AdvDrop's phi: tanh((u - floor(u) - 1/2) k) s, alpha from 0.1 towards 0
+        alpha = 0.1 * (1.0 - (t - 1) / steps)
+        k, s = math.log(2.0 / alpha - 1.0), 1.0 / (1.0 - alpha)
+        floor = torch.floor(u).detach()
+        soft = (torch.tanh((u - floor - 0.5) * k) * s + 1) / 2 + floor
+    return hard + (soft - soft.detach())
+
+
+def _positive_ints(block_size: Sequence[int]) -> tuple[int, ...]:
+    try:
+        block = tuple(int(b) for b in block_size)
+        ok = len(block) in (2, 3) and all(b >= 1 and b == s for b, s in zip(block, block_size))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"block_size must be 2 or 3 positive integers, got {block_size!r}")
+    return block
+
+
+class VAFA(Attack):
+    """Volumetric adversarial frequency attack; ``VAFA(q_max=20)(model, x, y)``.
+
+    Args:
+        q_max, q_min: bounds of the table q (1 <= q_min <= q_max), units of (hi - lo)/255.
+        steps: signed-gradient steps on q.
+        block_size: 3 sizes (3D blocks) or 2 (2D blocks; per slice on volumes).
+        ssim_weight: λ >= 0 of the SSIM term (0 switches it off).
+        step_size: q units per step; None: ``2 (q_max - q_min) / steps``.
+        rounding: "ste", "cubic" or "tanh" (surrogate derivative; forward is hard).
+        q_init: start value of q in [q_min, q_max].
+        valid_range: (lo, hi) of the images in model units; x must lie inside it.
+        loss: per-sample loss name (default "dice") or callable (see medrobust.losses).
+        intensity: IntensityMap of the data, for the norms in raw units (e.g. HU).
+        slice_axis: spatial axis (0, 1, 2 or negative) along which VAFA-2D slices a volume.
+        pad: "replicate" or "zero" padding of volumes not a multiple of the block.
+        targeted, early_stop, return_best: as :class:`medrobust.attacks.base.Attack`.
+    """
+
+    name = "vafa"
+    uses_step_size = False
+
+    def __init__(self, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
+                 ssim_weight: float = 1.0, step_size: float | None = None, rounding: str = "ste",
+                 q_init: float = 1.0, q_min: float = 1.0, valid_range: tuple[float, float] = (0.0, 1.0),
+                 loss: str | Callable[..., torch.Tensor] = "dice", intensity: IntensityMap | None = None,
+                 slice_axis: int = -1, pad: str = "replicate", targeted: bool = False,
+                 early_stop: bool | float = False, return_best: bool = True) -> None:
+        def number(value: Any, name: str) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            return float(value)
+
+        q_max, q_min, q_init = number(q_max, "q_max"), number(q_min, "q_min"), number(q_init, "q_init")
+        if q_max < 1:
+            raise ValueError(f"q_max must be >= 1 (q = 1 is 8-bit precision), got {q_max}")
+        if not 1 <= q_min <= q_max:
+            raise ValueError(f"q_min must satisfy 1 <= q_min <= q_max = {q_max}, got {q_min}")
+        if not q_min <= q_init <= q_max:
+            raise ValueError(f"q_init must lie in [q_min, q_max] = [{q_min}, {q_max}], got {q_init}")
+        if number(ssim_weight, "ssim_weight") < 0:
+            raise ValueError(f"ssim_weight must be >= 0, got {ssim_weight}")
+        if step_size is not None and number(step_size, "step_size") < 0:
+            raise ValueError(f"step_size must be >= 0 (q units), got {step_size}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+        if pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
+        if isinstance(slice_axis, bool) or not isinstance(slice_axis, int) or not -3 <= slice_axis <= 2:
+            raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}")
+        try:
+            lo, hi = (number(v, "valid_range") for v in valid_range)
+        except (TypeError, ValueError):
+            raise ValueError(f"valid_range must be two finite numbers (lo, hi), got {valid_range!r}") from None
+        if not lo < hi:
+            raise ValueError(f"valid_range must be (lo, hi) with lo < hi, got {valid_range!r}")
+        budget = Budget.linf(hi - lo, unit="model", valid_range=(lo, hi), intensity=intensity)
+        super().__init__(budget, steps=steps, loss=loss, targeted=targeted, early_stop=early_stop,
+                         return_best=return_best)
+        self.block_size = _positive_ints(block_size)
+        self.q_max, self.q_min, self.q_init = q_max, q_min, q_init
+        self.ssim_weight = float(ssim_weight)
+        self.q_step = float(step_size) if step_size is not None else 2 * (q_max - q_min) / steps
+        self.rounding, self.pad, self.slice_axis = rounding, pad, slice_axis
+        self.valid_range, self.intensity = (lo, hi), intensity
+        self._final: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def published(cls, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
+                  **options: Any) -> "VAFA":
+        """The published code's settings: tanh rounding, q_min = 5 (or q_max if lower), q
+        starting at q_max, steps of 1, SSIM weight 1 (other options as keywords)."""
+        settings = {"rounding": "tanh", "q_min": min(5.0, float(q_max)), "q_init": float(q_max),
+                    "step_size": 1.0, "ssim_weight": 1.0, **options}
+        return cls(q_max=q_max, steps=steps, block_size=block_size, **settings)
+
+    def __repr__(self) -> str:
+        return (f"VAFA(q_max={self.q_max}, q_min={self.q_min}, q_init={self.q_init}, steps={self.steps}, "
+                f"block_size={self.block_size}, ssim_weight={self.ssim_weight}, step_size={self.q_step}, "
+                f"rounding={self.rounding!r}, valid_range={self.valid_range}, loss={self.loss_name!r})")
+
+    def blocks_for(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The block per spatial axis of ``x`` (1 on VAFA-2D's slice axis); raises
+        ValueError naming ``block_size`` when it does not fit ``x``."""
+        spatial = tuple(x.shape[2:])
+        block = self.block_size
+        if len(block) > len(spatial):
+            raise ValueError(f"block_size {block} is 3D but x {tuple(x.shape)} is a 2D image; use a 2D block")
+        if len(block) < len(spatial):
+            axis = self.slice_axis % len(spatial)
+            block = block[:axis] + (1,) + block[axis:]
+        if any(b > s for b, s in zip(block, spatial)):
+            raise ValueError(f"block_size {self.block_size} is larger than the image {spatial} on some axis")
+        return block
+
+    # -- hooks of the shared loop: the variable is the table q ----------------------------
+    def init_state(self, x: torch.Tensor, state: AttackState) -> None:
+        lo, hi = state.budget.range_for(x)
+        block = self.blocks_for(x)
+        coeffs = block_dct(x - lo, block, pad=self.pad)
+        width = (hi - lo).reshape(-1)
+        state.aux.update(block=block, coeffs=coeffs, lo=lo, hi=hi, t=1,
+                         unit=(width / 255).reshape(-1, *([1] * (coeffs.ndim - 1))),
+                         ssim=SSIMReference(x, width) if self.ssim_weight > 0 else None)
+        state.var = torch.full_like(coeffs, self.q_init)
+
+    def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        a = state.aux
+        step = state.var * a["unit"]  # Q in model units, >= q_min/255 of the range: no 0/0
+        r = surrogate_round(a["coeffs"] / step, self.rounding, a["t"], self.steps)
+        x_adv = block_idct(r * step, a["block"], x.shape) + a["lo"]
+        x_adv = torch.minimum(torch.maximum(x_adv, a["lo"]), a["hi"])
+        return x_adv if state.mask is None else x + state.mask * (x_adv - x)
+
+    def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
+        state.var = state.var.detach() + self.q_step * grad.sign()
+        state.aux["t"] = t + 1
+
+    def project(self, x: torch.Tensor, state: AttackState) -> None:
+        state.var = state.var.clamp(self.q_min, self.q_max)
+
+    def finalize(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        with torch.no_grad():
+            x_adv = self.perturb(x, state)
+            self._final = {"penalty": self._penalty(x_adv, state), "q": state.var.detach()}
+        return x_adv
+
+    # -- the objective: loss minus the SSIM term -----------------------------------------
+    def _penalty(self, x_adv: torch.Tensor, state: AttackState) -> torch.Tensor:
+        ref = state.aux["ssim"]
+        if ref is None:
+            return x_adv.new_zeros(x_adv.shape[0])
+        return self.ssim_weight * (1 - ref(x_adv))
+
+    def _gain(self, logits: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        # The shared loop evaluates finalize()'s image with _gain(logits) alone; the SSIM
+        # term of that image was stored by finalize (see the report: hook requested).
+        gain = super()._gain(logits, y, t)
+        penalty = self._final.pop("penalty", None)
+        return gain if penalty is None else gain - penalty
+
+    def _score(self, logits: torch.Tensor, gain: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return gain  # _gain_and_grad already returns the final-step objective
+
+    def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
+                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x_adv, objective (B,), d objective / d q, logits); the objective includes
+        ``-ssim_weight (1 - SSIM)``, which the shared loop's logits-only gain lacks."""
+        q = state.var.detach().requires_grad_(True)
+        state.var = q
+        self._final.pop("penalty", None)
+        with torch.enable_grad():
+            x_adv = self.perturb(x, state)
+            penalty = self._penalty(x_adv, state)
+            if windowed:
+                logits, gain, gx = model.loss_and_input_grad(x_adv.detach(), lambda z: Attack._gain(self, z, y, t))
+                outs, ups = [x_adv], [gx]
+                if penalty.requires_grad:
+                    outs, ups = outs + [penalty.sum()], ups + [-torch.ones_like(penalty.sum())]
+                grad = torch.autograd.grad(outs, q, ups)[0]
+            else:
+                logits = model(x_adv)
+                gain = Attack._gain(self, logits, y, t)
+                total = (gain - penalty).sum()
+                grad = torch.autograd.grad(total, q, allow_unused=True)[0] if total.requires_grad else None
+        if grad is None:
+            grad = torch.zeros_like(q)
+        with torch.no_grad():
+            if self.step_dependent:
+                gain = Attack._gain(self, logits, y, self.steps)
+            score = gain.detach() - penalty.detach()
+        return x_adv.detach(), score, grad, logits.detach()
+
+    # -- entry point ----------------------------------------------------------------------
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            mask: torch.Tensor | None = None) -> AttackResult:
+        """As :meth:`Attack.run`; ``extra`` holds the image and table statistics (module doc)."""
+        if isinstance(x, torch.Tensor) and x.ndim in (4, 5):
+            self.blocks_for(x)
+            lo, hi = self.valid_range
+            tol = 1e-6 * (hi - lo)
+            if bool((x.amin() < lo - tol) | (x.amax() > hi + tol)):
+                raise ValueError(f"x lies outside valid_range {self.valid_range} (min {float(x.amin()):.4g}, "
+                                 f"max {float(x.amax()):.4g}); give the data's range in model units")
+        self._final = {}
+        result = super().run(model, x, y, mask)
+        q = self._final.pop("q")
+        with torch.no_grad():
+            xd, adv = x.detach(), result.x_adv
+            width = self.valid_range[1] - self.valid_range[0]
+            flat_q = q.reshape(q.shape[0], -1)
+            result.extra.update({
+                "ssim": SSIMReference(xd, width)(adv),
+                "psnr": metrics.psnr(xd, adv, width).to(xd.device),
+                **{k: v.to(device=xd.device, dtype=xd.dtype)
+                   for k, v in metrics.perturbation_norms(xd, adv, self.intensity).items()},
+                "q_mean": flat_q.mean(1), "q_smallest": flat_q.amin(1), "q_largest": flat_q.amax(1),
+                "q_frac_at_max": (flat_q >= self.q_max - 1e-6).to(xd.dtype).mean(1),
+            })
+        return result
+
+
+def _factory(dims: int, default_block: tuple[int, ...]) -> Callable[..., VAFA]:
+    def make(budget: Budget, **options: Any) -> VAFA:
+        """VAFA from a Budget: its valid range and IntensityMap are used, its eps is not
+        (q_max is the frequency budget)."""
+        block = tuple(options.pop("block_size", default_block))
+        if len(block) != dims:
+            raise ValueError(f"block_size: vafa{dims}d needs {dims} block sizes, got {block}")
+        if options.pop("restarts", 1) != 1:
+            raise ValueError("restarts: VAFA is deterministic (q starts at q_init); use restarts=1")
+        if "valid_range" not in options:
+            lo, hi = budget.low.reshape(-1), budget.high.reshape(-1)
+            if lo.numel() != 1 or hi.numel() != 1 or not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+                raise ValueError("valid_range: VAFA needs one finite valid range; give the budget one or pass valid_range")
+            options["valid_range"] = (float(lo), float(hi))
+        options.setdefault("intensity", budget.intensity)
+        return VAFA(block_size=block, **options)
+    return make
+
+
+register_attack("vafa3d")(_factory(3, (32, 32, 32)))
+register_attack("vafa2d")(_factory(2, (32, 32)))
