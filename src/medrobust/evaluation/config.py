@@ -33,7 +33,7 @@ FALLBACK_ATTACK_NAMES: tuple[str, ...] = ("fgsm", "bim", "pgd", "mifgsm", "apgd"
 METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "accuracy", "ssim", "psnr")
 EPS_UNITS: tuple[str, ...] = ("model", "raw", "HU", "1/255")
 # Fields that change what is written, never the numbers: excluded from the config hash.
-_OUTPUT_ONLY = {"out", "examples", "save_adversarial"}
+_OUTPUT_ONLY = {"out", "examples", "save_adversarial", "masking_check"}
 
 
 class GridConfigError(ValueError):
@@ -178,6 +178,7 @@ class GridConfig(_Strict):
     roi_size: list[Annotated[int, Field(ge=1)]] | None = None
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
     examples: int = Field(default=3, ge=0)
+    masking_check: bool = False
     device: str = "cpu"
 
     @field_validator("out")
@@ -200,7 +201,7 @@ class GridConfig(_Strict):
         """Stable 16-hex digest of everything that changes the numbers.
 
         Covers the validated config (JSON, sorted keys) minus output-only fields (out,
-        examples, save_adversarial) plus the SHA-256 of each checkpoint's files, so a
+        examples, save_adversarial, masking_check) plus the SHA-256 of each checkpoint's files, so a
         retrained model in the same folder is a different grid.
         """
         body = self.model_dump(mode="json", exclude=_OUTPUT_ONLY)

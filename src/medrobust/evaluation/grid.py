@@ -1,0 +1,358 @@
+"""The evaluation grid runner: models x perturbations x budgets x cases -> results.sqlite.
+
+``run_grid(config)`` first checks everything that can be checked (checkpoints load, the
+split has cases whose classes fit each model, every attack builds with its options and
+budgets, an existing store was written by this very config) and writes nothing when any
+check fails. It then loops model -> case -> perturbation -> eps (so each case is loaded
+and its clean prediction computed once per model), skips runs already in the store,
+and writes one row per run in its own transaction. Every run is seeded from
+``(seed, model, perturbation, eps, case)``, so a resumed grid gives the same numbers as an
+uninterrupted one.
+
+Under ``torchrun`` (WORLD_SIZE > 1) cases are sharded by rank; each rank writes its own
+``results.rank{r}.sqlite`` and rank 0 merges them after a barrier (no pickling between
+ranks). Rank 0 then writes the gradient-masking checks and ``results.csv``. The report is
+written by the caller (``medrobust.report.write_report``): evaluation never imports report.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from medrobust.evaluation.config import AttackSpec, GridConfig, GridConfigError, load_config
+from medrobust.evaluation.examples import EXAMPLES_DIR, ExampleKeeper, drop_of, example_name, save_example
+from medrobust.evaluation.robustness import masking_checks
+from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
+from medrobust.units import IntensityMap, budget_for_case
+
+STORE_NAME = "results.sqlite"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: nn.Module
+    info: Any  # medrobust.models.checkpoint.CheckpointInfo
+    split: Any  # medrobust.data.sources.Split
+
+
+def run_seed(seed: int, model: str, perturbation: str, eps: float, case_id: str) -> int:
+    """Deterministic 63-bit seed of one run."""
+    key = f"{seed}\x1f{model}\x1f{perturbation}\x1f{eps!r}\x1f{case_id}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size): torch.distributed's if initialised, else torchrun's env, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1:
+        dist.init_process_group(backend="gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _demo_datalist(kind: str) -> Path:
+    from medrobust.data import demo  # lazy: builds MNI152-based data only when asked
+
+    root = Path(os.environ.get("MEDROBUST_CACHE", Path.home() / ".cache" / "medrobust")) / f"demo-{kind}"
+    return demo.build_demo_segmentation(root) if kind == "segmentation" else demo.build_demo_classification(root)
+
+
+def _load(cfg: GridConfig) -> list[LoadedModel]:
+    """Load every checkpoint and its data split; errors name the config key."""
+    from medrobust.data.sources import open_split
+    from medrobust.models.checkpoint import load_checkpoint
+
+    datalist = cfg.data.datalist or _demo_datalist(cfg.data.demo or "segmentation")
+    splits: dict[str | None, Any] = {}
+    loaded = []
+    for i, spec in enumerate(cfg.models):
+        try:
+            model, info = load_checkpoint(spec.checkpoint)
+        except ValueError as err:
+            raise GridConfigError(f"models[{i}].checkpoint: {err}") from None
+        norm = cfg.data.normalization or (info.extra or {}).get("normalization")
+        if norm not in splits:
+            try:
+                splits[norm] = open_split(datalist, cfg.data.split, normalization=norm, max_cases=cfg.data.max_cases)
+            except (ValueError, IndexError) as err:
+                raise GridConfigError(f"data: {datalist} split {cfg.data.split!r}: {err or 'no cases'}") from None
+        split = splits[norm]
+        if len(split.dataset) == 0:
+            raise GridConfigError(f"data: {datalist} has no cases for split {cfg.data.split!r}")
+        if len(split.classes) != len(info.classes):
+            raise GridConfigError(f"models[{i}]: {spec.checkpoint} predicts {len(info.classes)} classes "
+                                  f"{info.classes} but {datalist} declares {len(split.classes)} {split.classes}")
+        loaded.append(LoadedModel(spec.name, model, info, split))
+    return loaded
+
+
+def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
+    """Build every (attack, eps) once on the first case so bad options fail before any work."""
+    from medrobust.attacks import get_attack
+
+    x = first["image"].unsqueeze(0)
+    imap = IntensityMap.from_dict(first["meta"]["intensity"])
+    for i, p in enumerate(cfg.perturbations):
+        if not isinstance(p, AttackSpec):
+            raise GridConfigError(f"perturbations[{i}].corruption: corruptions are not available in this "
+                                  f"version; allowed entries: `attack:`")
+        for eps in p.eps:
+            try:
+                get_attack(p.attack, budget_for_case(p.norm, eps, p.eps_unit, x, imap), **p.options)
+            except (ValueError, TypeError) as err:
+                raise GridConfigError(f"perturbations[{i}] ({p.label}, eps {eps:g} {p.eps_unit}): {err}") from None
+
+
+def prepare(cfg: GridConfig) -> list[LoadedModel]:
+    """Every check of the grid, before anything is written (raises GridConfigError)."""
+    previous = stored_config_hash(cfg.out / STORE_NAME)
+    if previous is not None and previous != cfg.config_hash():
+        raise GridConfigError(f"out: results store {cfg.out / STORE_NAME} was written by a different grid config "
+                              f"(hash {previous}, this config {cfg.config_hash()}); choose another `out` folder")
+    try:
+        torch.device(cfg.device)
+    except RuntimeError as err:
+        raise GridConfigError(f"device: {err}; allowed: cpu, cuda, cuda:N, mps") from None
+    loaded = _load(cfg)
+    _check_attacks(cfg, loaded[0].split.dataset[0])
+    return loaded
+
+
+def _score(logits: torch.Tensor, y: torch.Tensor, classes: list[str], spacing: Any, hd: bool) -> dict[str, Any]:
+    """Main score and per-class values of one prediction (B = 1)."""
+    from medrobust import metrics
+
+    if y.ndim == 1:
+        prob = torch.softmax(logits.double(), dim=1)[0, int(y[0])]
+        pred = int(logits.argmax(1)[0])
+        return {"score": float(pred == int(y[0])), "pred": pred, "prob": float(prob), "per_class": None, "hd95": None}
+    dice = metrics.dice_per_class(logits, y, len(classes))[0].double()
+    out = {"score": float(dice.nanmean()) if not dice.isnan().all() else 1.0, "pred": None, "prob": None,
+           "per_class": dict(zip(classes[1:], dice.tolist())), "hd95": None}
+    if hd:
+        out["hd95"] = dict(zip(classes[1:], metrics.hd95(logits, y, len(classes), spacing)[0].tolist()))
+    return out
+
+
+def _save_adversarial(out: Path, item: dict[str, Any], row: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor,
+                      imap: IntensityMap) -> None:
+    """NIfTI in raw units, float32, + the folder's manifest.json.
+
+    When the case was not resampled, the image is the source scan plus the perturbation in
+    raw units (source affine and header; intensities outside a CT window survive);
+    otherwise the adversarial image mapped back to raw units on the dataset's grid.
+    """
+    from medrobust.data.io import read_nifti, write_json_atomic, write_nifti
+
+    folder = out / "adversarial" / row["model"] / row["perturbation"] / f"eps{row['eps_stated']:g}"
+    path = folder / f"{row['case_id']}.nii.gz"
+    source = str(item["meta"]["source"])
+    delta = (imap.model_to_raw(x_adv[0].double()) - imap.model_to_raw(x[0].double())).cpu().numpy()
+    raw, meta = read_nifti(source) if source.endswith((".nii", ".nii.gz")) else (None, {})
+    if raw is not None and raw.size == delta.size:
+        image, affine, header = raw + delta.reshape(raw.shape), meta["affine"], meta.get("header")
+    else:
+        grid = item["meta"].get("grid_affine", item["meta"]["affine"])
+        image = imap.model_to_raw(x_adv[0].double()).cpu().numpy()
+        image = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+        affine, header = np.asarray(grid, dtype=np.float64), None
+    write_nifti(path, image.astype(np.float32), affine, header=header, dtype=np.float32)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"cases": {}}
+    manifest.update({"model": row["model"], "attack": row["attack"], "options": json.loads(row["options_json"]),
+                     "budget": {"norm": row["norm"], "eps": row["eps_stated"], "unit": row["eps_unit"]},
+                     "units": "raw intensities of the source scan plus the perturbation mapped to raw units"})
+    manifest["cases"][row["case_id"]] = {"image": path.name, "source": source,
+                                         **{k: row[k] for k in ("linf_raw", "l2_raw", "linf_model", "l2_model")}}
+    write_json_atomic(manifest_path, manifest)
+
+
+class _Runner:
+    """The loop of one rank over its cases; holds the store and the example keeper."""
+
+    def __init__(self, cfg: GridConfig, store: ResultStore, done: set, progress: Progress, task: Any) -> None:
+        self.cfg, self.store, self.done, self.progress, self.task = cfg, store, done, progress, task
+        self.device = torch.device(cfg.device)
+        self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, store.to_dataframe())
+        self.hash = cfg.config_hash()
+
+    def case(self, lm: LoadedModel, item: dict[str, Any]) -> None:
+        from medrobust.attacks import get_attack
+        from medrobust.models.inference import infer, windowed
+
+        case_id = str(item["id"])
+        todo = [(p, e) for p in self.cfg.perturbations for e in p.levels
+                if (lm.name, p.label, float(e), case_id) not in self.done]
+        self.progress.advance(self.task, sum(len(p.levels) for p in self.cfg.perturbations) - len(todo))
+        if not todo:
+            return
+        x = item["image"].unsqueeze(0).to(self.device)
+        y = torch.as_tensor(item["label"]).unsqueeze(0).to(self.device)
+        imap = IntensityMap.from_dict(item["meta"]["intensity"])
+        roi = self.cfg.roi_size or lm.info.roi_size
+        model = windowed(lm.model, x, roi, self.cfg.overlap)
+        classes, hd = list(lm.info.classes), "hd95" in self.cfg.metrics
+        spacing = item["meta"].get("spacing")
+        clean_logits = infer(model, x)
+        clean = _score(clean_logits, y, classes, spacing, hd)
+        for p, eps in todo:
+            t0 = time.perf_counter()
+            torch.manual_seed(run_seed(self.cfg.seed, lm.name, p.label, float(eps), case_id))
+            budget = budget_for_case(p.norm, eps, p.eps_unit, x, imap)
+            attack = get_attack(p.attack, budget, **p.options)
+            t1 = time.perf_counter()
+            result = attack.run(model, x, y)
+            attack_seconds = time.perf_counter() - t1
+            adv_logits = infer(model, result.x_adv)
+            adv = _score(adv_logits, y, classes, spacing, hd)
+            row = self._row(lm, p, float(eps), case_id, x, y, result, clean, adv, imap, budget)
+            row["attack_seconds"] = attack_seconds
+            if self.keeper.wants(lm.name, case_id, drop_of(row)):
+                self._example(row, x, result.x_adv, y, clean_logits, adv_logits, classes, budget)
+            if self.cfg.save_adversarial and y.ndim > 1:
+                _save_adversarial(self.cfg.out, item, row, x, result.x_adv, imap)
+            row["seconds"] = time.perf_counter() - t0
+            self.store.add_run(row)
+            self.keeper.accept(lm.name, case_id, drop_of(row), example_name(lm.name, p.label, float(eps), case_id))
+            self.progress.advance(self.task)
+
+    def _row(self, lm: LoadedModel, p: AttackSpec, eps: float, case_id: str, x: torch.Tensor, y: torch.Tensor,
+             result: Any, clean: dict[str, Any], adv: dict[str, Any], imap: IntensityMap, budget: Any) -> dict[str, Any]:
+        """The store row of one run (without timings)."""
+        from medrobust import metrics
+
+        x_adv = result.x_adv
+        lo, hi = budget.range_for(x)
+        data_range = float((hi - lo).reshape(-1)[0])
+        norms = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(x, x_adv, imap).items()}
+        history = result.loss_history
+        eps_model = float(budget.eps_for(x)[0])
+        return {
+            "config_hash": self.hash, "model": lm.name, "perturbation": p.label, "kind": "attack", "attack": p.attack,
+            "norm": p.norm, "options_json": json.dumps(p.options, sort_keys=True), "eps_stated": eps,
+            "eps_unit": p.eps_unit, "eps_model": eps_model, "eps_raw": float(imap.model_delta_to_raw(eps_model)),
+            "case_id": case_id, "task": lm.split.task,
+            "score_name": "accuracy" if y.ndim == 1 else "dice_mean",
+            "clean_score": clean["score"], "adv_score": adv["score"],
+            "clean_per_class": clean["per_class"], "adv_per_class": adv["per_class"],
+            "clean_hd95": clean["hd95"], "adv_hd95": adv["hd95"],
+            "label": int(y[0]) if y.ndim == 1 else None, "clean_pred": clean["pred"], "adv_pred": adv["pred"],
+            "clean_prob": clean["prob"], "adv_prob": adv["prob"], **norms,
+            "ssim": float(metrics.ssim(x, x_adv, data_range)[0]) if "ssim" in self.cfg.metrics else None,
+            "psnr": float(metrics.psnr(x, x_adv, data_range)[0]) if "psnr" in self.cfg.metrics else None,
+            "loss_initial": float(history[0, 0]) if history.numel() else None,
+            "loss_best": float(result.best_loss[0]) if result.best_loss.numel() else None,
+        }
+
+    def _example(self, row: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                 clean_logits: torch.Tensor, adv_logits: torch.Tensor, classes: list[str], budget: Any) -> None:
+        """Save the example slice of a run that is among its model's worst cases."""
+        lo, hi = budget.range_for(x)
+        seg = y.ndim > 1
+        info = {k: row[k] for k in ("model", "perturbation", "eps_stated", "eps_unit", "case_id", "task",
+                                    "clean_score", "adv_score")}
+        info.update(classes=classes, low=float(lo.reshape(-1)[0]) if torch.isfinite(lo).all() else float(x.min()),
+                    high=float(hi.reshape(-1)[0]) if torch.isfinite(hi).all() else float(x.max()))
+        save_example(self.cfg.out / EXAMPLES_DIR / example_name(row["model"], row["perturbation"], row["eps_stated"],
+                                                                row["case_id"]),
+                     image=x[0].cpu().numpy(), adversarial=x_adv[0].cpu().numpy(),
+                     label=y[0, 0].cpu().numpy() if seg else int(y[0]),
+                     pred_clean=clean_logits.argmax(1)[0].cpu().numpy() if seg else int(clean_logits.argmax(1)[0]),
+                     pred_adv=adv_logits.argmax(1)[0].cpu().numpy() if seg else int(adv_logits.argmax(1)[0]),
+                     info=info)
+
+
+def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel]) -> list[dict[str, Any]]:
+    """``gradient_masking_check`` (PGD steps, Square, whole-range PGD) on each model's first case
+    at the grid's largest L-inf budget."""
+    from medrobust.attacks import gradient_masking_check
+    from medrobust.models.inference import windowed
+
+    linf = [p for p in cfg.perturbations if isinstance(p, AttackSpec) and p.norm == "linf"]
+    if not linf:
+        return []
+    spec = max(linf, key=lambda p: max(p.eps))
+    rows = []
+    for lm in loaded:
+        item = lm.split.dataset[0]
+        x = item["image"].unsqueeze(0).to(cfg.device)
+        y = torch.as_tensor(item["label"]).unsqueeze(0).to(cfg.device)
+        budget = budget_for_case("linf", max(spec.eps), spec.eps_unit, x, IntensityMap.from_dict(item["meta"]["intensity"]))
+        report = gradient_masking_check(windowed(lm.model, x, cfg.roi_size or lm.info.roi_size, cfg.overlap), x, y,
+                                        budget, seed=cfg.seed)
+        rows.append({"model": lm.name, "attack": f"sanity check at eps {max(spec.eps):g} {spec.eps_unit} "
+                     f"(case {item['id']})", "likely_masking": report.likely_masking, "reasons": report.summary()})
+    return rows
+
+
+def _finish(cfg: GridConfig, loaded: list[LoadedModel], rank: int, size: int) -> None:
+    """Merge rank shards (rank 0, after a barrier), then masking checks and results.csv."""
+    if size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            return
+    with ResultStore(cfg.out / STORE_NAME, cfg.config_hash(), cfg.model_dump_json()) as store:
+        for shard in sorted(cfg.out.glob("results.rank*.sqlite")):
+            store.merge(shard)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{shard}{suffix}").unlink(missing_ok=True)
+        df = store.to_dataframe()
+        checks = masking_checks(df) if len(df) else []
+        store.write_checks(checks + (_sanity_checks(cfg, loaded) if cfg.masking_check else []))
+        store.export_csv(cfg.out / "results.csv")
+
+
+def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:
+    """Run (or resume) a grid; returns the output folder holding results.sqlite and results.csv.
+
+    Raises:
+        GridConfigError: anything wrong with the config, checkpoints, data, attack options,
+            or an existing store from another config; nothing is written then.
+    """
+    cfg = config if isinstance(config, GridConfig) else load_config(config)
+    loaded = prepare(cfg)
+    rank, size = world()
+    name = STORE_NAME if size == 1 else f"results.rank{rank}.sqlite"
+    try:
+        store = ResultStore(cfg.out / name, cfg.config_hash(), cfg.model_dump_json())
+    except StoreError as err:
+        raise GridConfigError(f"out: {err}") from None
+    with store:
+        done = store.done_keys()
+        if size > 1 and (cfg.out / STORE_NAME).exists():
+            with ResultStore(cfg.out / STORE_NAME) as main:
+                done |= main.done_keys()
+        per_case = sum(len(p.levels) for p in cfg.perturbations)
+        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn())
+        with Progress(*cols, disable=not progress or rank != 0) as bar:
+            for lm in loaded:
+                lm.model.to(torch.device(cfg.device))
+                first = lm.split.dataset[0]
+                store.set_model(lm.name, lm.split.task, list(lm.info.classes), first["meta"]["intensity"],
+                                {"architecture": lm.info.architecture, "recipe": lm.info.recipe,
+                                 "checkpoint": str(lm.info.path), "normalization": lm.split.normalization})
+                cases = range(rank, len(lm.split.dataset), size)
+                task = bar.add_task(f"{lm.name}", total=len(cases) * per_case)
+                runner = _Runner(cfg, store, done, bar, task)
+                for i in cases:
+                    runner.case(lm, lm.split.dataset[i])
+    _finish(cfg, loaded, rank, size)
+    return cfg.out
