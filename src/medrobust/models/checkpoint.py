@@ -12,13 +12,10 @@ per output channel), ``intensity`` (``IntensityMap.to_dict()`` or null), ``roi_s
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -26,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import medrobust
+from medrobust.data.io import atomic_path, write_json_atomic
 from medrobust.models.registry import build_model, model_spec
 from medrobust.models.wrappers import SlidingWindow
 from medrobust.units import IntensityMap
@@ -34,27 +32,6 @@ FORMAT = "medrobust-checkpoint/1"
 WEIGHTS_NAME = "model.safetensors"
 HEADER_NAME = "model.json"
 _SHOWN = 10  # keys listed per category in a mismatch message
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Temp path beside ``path``, renamed onto it on success, removed on failure.
-
-    Stand-in with the API of medrobust.data.io.atomic_path until that module lands.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False), encoding="utf-8")
 
 
 class CheckpointError(ValueError):

@@ -114,8 +114,11 @@ class SlidingWindow(nn.Module):
         crop = (slice(None), slice(None), *(slice(pad[2 * (nd - 1 - k)], pad[2 * (nd - 1 - k)] + spatial[k])
                                             for k in range(nd)))
         x_pad = F.pad(x, pad) if any(pad) else x
-        g_pad = upstream.new_zeros((x.shape[0], upstream.shape[1], *image_size))
-        g_pad[crop] = upstream
+        if any(pad):
+            g_pad = upstream.new_zeros((x.shape[0], upstream.shape[1], *image_size))
+            g_pad[crop] = upstream
+        else:
+            g_pad = upstream  # ours (from autograd.grad), so dividing it in place is safe
 
         interval = _get_scan_interval(image_size, roi, nd, (self.overlap,) * nd)
         slices = dense_patch_slices(image_size, roi, interval)
@@ -125,6 +128,7 @@ class SlidingWindow(nn.Module):
         for s in slices:
             count[(slice(None), slice(None), *s)] += weight
         g_pad.div_(count)  # d(blend)/d(window output) = weight / count, same for every channel
+        del count
 
         grad_pad = torch.zeros_like(x_pad)
         windows = [(b, s) for b in range(x.shape[0]) for s in slices]  # MONAI's order

@@ -1,0 +1,191 @@
+"""Metrics for segmentation, classification and perturbations, computed with MONAI.
+
+Segmentation: ``pred`` is labels ``(B, 1, *spatial)`` (int) or logits ``(B, K, *spatial)``
+(argmax is taken); ``y`` is labels ``(B, 1, *spatial)`` in ``[0, num_classes)``.
+Classification: ``pred`` is logits ``(B, K)`` or labels ``(B,)``; ``y`` is labels ``(B,)``.
+Perturbations: ``x`` and ``x_adv`` are images ``(B, C, *spatial)`` in model units.
+Per-sample results are float tensors ``(B,)`` / ``(B, K')`` on CPU; batch scores are floats.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import torch
+from monai.metrics import PSNRMetric, SSIMMetric, compute_dice, compute_hausdorff_distance, compute_roc_auc
+from monai.networks.utils import one_hot
+
+from medrobust.units import IntensityMap
+
+Spacing = float | Sequence[float] | Sequence[Sequence[float]] | torch.Tensor
+
+
+def _seg_labels(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if y.ndim < 3 or y.shape[1] != 1:
+        raise ValueError(f"y must be segmentation labels (B, 1, *spatial), got shape {tuple(y.shape)}")
+    if pred.shape[1] == num_classes and num_classes > 1:
+        pred = pred.argmax(dim=1, keepdim=True)
+    elif pred.shape[1] != 1:
+        raise ValueError(f"pred must be labels (B, 1, *spatial) or logits (B, {num_classes}, *spatial), "
+                         f"got shape {tuple(pred.shape)}")
+    if pred.shape != y.shape:
+        raise ValueError(f"pred labels {tuple(pred.shape)} and y {tuple(y.shape)} differ in shape")
+    for name, t in (("pred", pred), ("y", y)):
+        if t.numel() and (t.min() < 0 or t.max() >= num_classes):
+            raise ValueError(f"{name} has labels outside [0, {num_classes}): min {int(t.min())}, max {int(t.max())}")
+    return one_hot(pred.long().cpu(), num_classes), one_hot(y.long().cpu(), num_classes)
+
+
+def dice_per_class(pred: torch.Tensor, y: torch.Tensor, num_classes: int,
+                   include_background: bool = False) -> torch.Tensor:
+    """Dice per sample and class, ``(B, K')`` in [0, 1].
+
+    Background (class 0) is **excluded** by default (``K' = K - 1``); pass
+    ``include_background=True`` to keep it. A class absent from both prediction and
+    label scores 1.0 (nothing to find, nothing found); absent from the label only, 0.0.
+    """
+    p, t = _seg_labels(pred, y, num_classes)
+    return compute_dice(p, t, include_background=include_background, ignore_empty=False).float()
+
+
+def _spacing_arg(spacing: Spacing) -> float | list:
+    if isinstance(spacing, torch.Tensor):
+        return spacing.item() if spacing.ndim == 0 else spacing.double().cpu().tolist()
+    return spacing if isinstance(spacing, (int, float)) else [list(s) if isinstance(s, Sequence) else s
+                                                              for s in spacing]
+
+
+def hd95(pred: torch.Tensor, y: torch.Tensor, num_classes: int, spacing: Spacing,
+         include_background: bool = False) -> torch.Tensor:
+    """95th-percentile symmetric Hausdorff distance in millimetres, ``(B, K')``.
+
+    Args:
+        spacing: voxel size in mm: one float, one value per spatial axis, or per sample
+            ``(B, n_spatial)`` (list or tensor).
+        include_background: keep class 0 (default False, as for Dice).
+
+    NaN where the class is empty in the prediction or in the label (undefined distance).
+    """
+    p, t = _seg_labels(pred, y, num_classes)
+    with warnings.catch_warnings():  # MONAI warns for every empty class; NaN says the same
+        warnings.simplefilter("ignore")
+        out = compute_hausdorff_distance(p, t, include_background=include_background, percentile=95,
+                                         spacing=_spacing_arg(spacing))
+    return out.float()
+
+
+def _class_labels(pred: torch.Tensor) -> torch.Tensor:
+    if pred.ndim == 2:
+        return pred.argmax(dim=1)
+    if pred.ndim == 1:
+        return pred.long()
+    raise ValueError(f"pred must be logits (B, K) or labels (B,), got shape {tuple(pred.shape)}")
+
+
+def _check_y(y: torch.Tensor, batch: int) -> torch.Tensor:
+    if y.shape != (batch,):
+        raise ValueError(f"y must be class labels of shape ({batch},), got {tuple(y.shape)}")
+    return y.long().cpu()
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of samples whose predicted class equals ``y``."""
+    labels = _class_labels(pred).cpu()
+    return float((labels == _check_y(y, labels.shape[0])).double().mean())
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """``(K, K)`` int64 counts; row = true class, column = predicted class.
+
+    ``num_classes`` defaults to K of the logits, or to the largest label + 1.
+    """
+    # MONAI's ConfusionMatrixMetric gives per-class TP/FP/TN/FN, not the K x K table.
+    labels = _class_labels(pred).cpu()
+    y = _check_y(y, labels.shape[0])
+    if num_classes is None:
+        num_classes = pred.shape[1] if pred.ndim == 2 else int(max(labels.max(), y.max())) + 1
+    if labels.numel() and (min(labels.min(), y.min()) < 0 or max(labels.max(), y.max()) >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    return torch.bincount(y * num_classes + labels, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> float:
+    """Mean recall over the classes present in ``y`` (``num_classes`` as for the confusion matrix)."""
+    cm = confusion_matrix(pred, y, num_classes).double()
+    support = cm.sum(dim=1)
+    present = support > 0
+    return float((cm.diagonal()[present] / support[present]).mean())
+
+
+def auroc(scores: torch.Tensor, y: torch.Tensor, from_logits: bool = True) -> float:
+    """Area under the ROC curve; multi-class: mean of one-vs-rest AUCs.
+
+    Args:
+        scores: logits ``(B, K)`` (softmax is applied) or probabilities (``from_logits=False``).
+        y: labels ``(B,)``.
+
+    Classes absent from ``y`` (or present in every sample) have no AUC and are skipped;
+    NaN when no class has one.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (B, K) logits or probabilities, got shape {tuple(scores.shape)}")
+    probs = (torch.softmax(scores.double(), dim=1) if from_logits else scores.double()).detach().cpu()
+    y = _check_y(y, probs.shape[0])
+    with warnings.catch_warnings():  # MONAI warns per class without positives or negatives
+        warnings.simplefilter("ignore")
+        per_class = torch.tensor(compute_roc_auc(probs, one_hot(y[:, None], probs.shape[1]), average="none"),
+                                 dtype=torch.float64)
+    return float(per_class.nanmean())
+
+
+def _per_sample(metric: type, x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor,
+                **options: object) -> torch.Tensor:
+    """Run a MONAI image metric per sample when data_range is per-sample, ``(B,)``."""
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} differ in shape")
+    x, x_adv = x.detach().double().cpu(), x_adv.detach().double().cpu()
+    rng = torch.as_tensor(data_range, dtype=torch.float64).reshape(-1)
+    if rng.numel() not in (1, x.shape[0]) or (rng <= 0).any():
+        raise ValueError(f"data_range must be > 0, a float or one per sample, got {data_range}")
+    if rng.numel() == 1:
+        return metric(float(rng), reduction="none", **options)(x_adv, x).reshape(x.shape[0])
+    return torch.cat([metric(float(r), reduction="none", **options)(x_adv[i:i + 1], x[i:i + 1]).reshape(1)
+                      for i, r in enumerate(rng)])
+
+
+def ssim(x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor) -> torch.Tensor:
+    """Structural similarity per sample ``(B,)`` (1 = identical), 2D or 3D, mean over channels.
+
+    The Gaussian window is 11 voxels, or the largest odd size that fits the smallest axis.
+    ``data_range``: width of the intensity range in model units (float or ``(B,)``).
+    """
+    side = min(11, min(x.shape[2:]))
+    win = side if side % 2 else side - 1
+    if win < 3:
+        raise ValueError(f"ssim needs every spatial axis >= 3 voxels, got shape {tuple(x.shape)}")
+
+    def metric(rng: float, **kw: object) -> SSIMMetric:
+        return SSIMMetric(spatial_dims=x.ndim - 2, data_range=rng, win_size=win, **kw)
+
+    return _per_sample(metric, x, x_adv, data_range).float()
+
+
+def psnr(x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per sample ``(B,)``; ``inf`` for identical images."""
+    return _per_sample(PSNRMetric, x, x_adv, data_range).float()
+
+
+def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor,
+                       intensity: IntensityMap | None = None) -> dict[str, torch.Tensor]:
+    """L-inf and L2 norms of ``x_adv - x`` per sample, float64 ``(B,)`` each.
+
+    Keys ``linf_model``, ``l2_model`` (model units) and ``linf_raw``, ``l2_raw`` (raw units,
+    e.g. HU, via ``intensity.model_delta_to_raw``; per-sample scales allowed). Without an
+    IntensityMap the raw norms equal the model norms.
+    """
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} differ in shape")
+    delta = (x_adv.detach().double() - x.detach().double()).reshape(x.shape[0], -1).cpu()
+    linf, l2 = delta.abs().amax(dim=1), delta.norm(p=2, dim=1)
+    to_raw = intensity.model_delta_to_raw if intensity is not None else (lambda v: v)
+    return {"linf_model": linf, "l2_model": l2, "linf_raw": to_raw(linf), "l2_raw": to_raw(l2)}
