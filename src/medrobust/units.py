@@ -305,7 +305,8 @@ def budget_for_case(norm: str, eps: Scalar, unit: str, x: torch.Tensor,
         valid: tuple[Scalar, Scalar] = intensity.clip
     else:
         flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
-        valid = (flat.amin(dim=1), flat.amax(dim=1))
+        low = flat.amin(dim=1)
+        valid = (low, torch.maximum(flat.amax(dim=1), low + 1e-6))  # a constant case keeps a tiny range
     make = Budget.linf if norm == "linf" else Budget.l2 if norm == "l2" else None
     if make is None:
         raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(NORMS)}")

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from medrobust.models.checkpoint import load_checkpoint
+from medrobust.training import loop
 from medrobust.training.loop import TrainConfig, fit
 from medrobust.training.recipes import Recipe, build_recipe
 from tests.training.tiny import BlobSegmentation, tiny_unet
@@ -40,10 +41,21 @@ def test_training_learns_and_keeps_best_validation_checkpoint(tmp_path: Path) ->
     assert max(scores) == pytest.approx(best) and info.extra["epoch"] == scores.index(max(scores)) + 1
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
     _train(tmp_path / "full", epochs=4)
-    _train(tmp_path / "split", epochs=2)
-    _train(tmp_path / "split", epochs=4)  # picks up last/ at epoch 2
+    real_save, saved = loop.save_state, []
+
+    def save_then_die(folder: Path, state: dict) -> None:
+        real_save(folder, state)
+        saved.append(state["epoch"])
+        if len(saved) == 2:
+            raise KeyboardInterrupt("killed after epoch 2")
+
+    monkeypatch.setattr(loop, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "split", epochs=4)
+    monkeypatch.setattr(loop, "save_state", real_save)
+    _train(tmp_path / "split", epochs=4)  # picks up last/ after epoch 2, cosine schedule included
     a = load_file(str(tmp_path / "full" / "last" / "state.safetensors"))
     b = load_file(str(tmp_path / "split" / "last" / "state.safetensors"))
     weights = [k for k in a if k.startswith(".model.")]
@@ -82,7 +94,7 @@ def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path: Path) -> None:
         torch.manual_seed(0)
         torch.set_num_threads(1)
         cfg = TrainConfig(epochs=2, batch_size=int(sys.argv[2]), lr=1e-2, seed=3, scheduler="none")
-        fit(tiny_unet(), Recipe(), BlobSegmentation(8), BlobSegmentation(2, seed=1), cfg, sys.argv[1],
+        fit(tiny_unet(norm=None), Recipe(), BlobSegmentation(8), BlobSegmentation(2, seed=1), cfg, sys.argv[1],
             classes=["background", "blob"], progress=False)
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

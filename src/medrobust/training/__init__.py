@@ -1,1 +1,9 @@
-"""medrobust.training."""
+"""medrobust.training: the one loop and the recipes that decide a batch's loss.
+
+Importing this package registers every recipe in ``RECIPES``.
+"""
+from medrobust.training import adversarial, self_adaptive  # noqa: F401  (register recipes)
+from medrobust.training.loop import FitResult, TrainConfig, fit
+from medrobust.training.recipes import RECIPES, Recipe, StepInfo, build_recipe, register_recipe
+
+__all__ = ["RECIPES", "FitResult", "Recipe", "StepInfo", "TrainConfig", "build_recipe", "fit", "register_recipe"]

@@ -117,7 +117,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         out_dir: str | Path, *, classes: Sequence[str], intensity: IntensityMap | None = None,
-        progress: bool = True) -> FitResult:
+        extra: dict[str, Any] | None = None, progress: bool = True) -> FitResult:
     """Train ``model`` with ``recipe``; keep the best checkpoint on ``val_set``.
 
     Args:
@@ -126,7 +126,8 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
         train_set, val_set: datasets of dicts {"image", "label", ...} (``make_dataset``).
         config: loop settings. out_dir: output folder (created).
         classes: class names (K entries), written into the checkpoint.
-        intensity: the dataset's IntensityMap, written into the checkpoint.
+        intensity: the dataset's IntensityMap (when one map fits all cases), for the checkpoint.
+        extra: more JSON-able facts for the checkpoint (e.g. the normalisation's name).
     Returns:
         FitResult with the best validation metric (mean foreground Dice for segmentation,
         balanced accuracy for classification) and the epoch it was reached.
@@ -136,6 +137,7 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
     world = init_world(device)
     seed_everything(config.seed)
     model.to(device)
+    recipe.intensity = intensity
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
@@ -157,7 +159,7 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
         start_epoch, best, best_epoch, history = state["epoch"] + 1, state["best"], state["best_epoch"], state["history"]
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    spec_extra = {"recipe_params": recipe.params(), "train_config": config.model_dump(mode="json")}
+    spec_extra = {**(extra or {}), "recipe_params": recipe.params(), "train_config": config.model_dump(mode="json")}
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
@@ -172,22 +174,24 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
             sums: dict[str, float] = {}
             for it, batch in enumerate(loader):
                 x, y = batch["image"].to(device), batch["label"].to(device)
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(device, config.amp):
-                    loss, logs = recipe.batch_loss(model, x, y, StepInfo(epoch, it, config.epochs, scaler))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}, batch {it + 1}; "
-                                             "lower --lr or check the data for NaN")
-                (scaler.scale(loss) if scaler else loss).backward()
-                average_gradients(model, world)
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.update(batch_task, advance=1, info=f"loss {logs.get('loss', float(loss)):.4f}")
+                for _ in range(recipe.replays):  # > 1 only for minibatch replay (free_at)
+                    optimizer.zero_grad(set_to_none=True)
+                    with _autocast(device, config.amp):
+                        loss, logs = recipe.batch_loss(model, x, y, StepInfo(epoch, it, config.epochs, scaler))
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch + 1}, "
+                                                 f"batch {it + 1}; lower --lr or check the data for NaN")
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    recipe.after_backward(StepInfo(epoch, it, config.epochs, scaler))
+                    average_gradients(model, world)
+                    if scaler:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    for k, v in logs.items():
+                        sums[k] = sums.get(k, 0.0) + v / recipe.replays
+                bar.update(batch_task, advance=1, info=f"loss {float(loss.detach()):.4f}")
             bar.remove_task(batch_task)
             row: dict[str, float] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
             row.update({f"train_{k}": v / max(len(loader), 1) for k, v in sums.items()})

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrobust.losses import get_loss
+from medrobust.units import IntensityMap
 
 
 @dataclass
@@ -47,16 +48,24 @@ class Recipe:
     Attributes:
         name: registry name, written into the checkpoint.
         passes_per_batch: forward+backward passes a batch costs (for cost benchmarks).
+        replays: optimizer steps the loop takes on each batch (minibatch replay).
+        intensity: the dataset's IntensityMap, set by the loop (budgets in HU need it).
     """
 
     name = "standard"
     passes_per_batch = 1
+    replays = 1
+    intensity: IntensityMap | None = None
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the scalar loss to minimise and floats to log."""
         loss = task_loss(model(x), y)
         return loss, {"loss": float(loss.detach())}
+
+    def after_backward(self, step: StepInfo) -> None:
+        """Called after each backward, before the optimizer step (input gradients are there)."""
+        return None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> dict[str, float]:
         """Called after each training epoch; returns extra values to log."""
