@@ -242,3 +242,16 @@ def test_ssim_equals_monai(shape: tuple[int, ...]) -> None:
     yy = y.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(ref(yy).sum(), yy)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_the_inputs_device() -> None:
+    x, y = phantoms(1)
+    dev = torch.device("cuda")
+    net = tiny_net()
+    cpu = VAFA(q_max=1, steps=1, block_size=(8, 8, 8)).run(net, x, y)
+    gpu = VAFA(q_max=1, steps=1, block_size=(8, 8, 8)).run(net.to(dev), x.to(dev), y.to(dev))
+    assert gpu.x_adv.device.type == "cuda" and all(v.device.type == "cuda" for v in gpu.extra.values())
+    assert (gpu.x_adv.cpu() - cpu.x_adv).abs().max() <= 1 / 255  # at most a rounding flip apart
+    res = VAFA(steps=2, block_size=(8, 8, 8)).run(net, x.to(dev), y.to(dev))
+    assert torch.isfinite(res.x_adv).all() and (res.extra["q_largest"] <= 20).all()

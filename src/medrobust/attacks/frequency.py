@@ -215,8 +215,8 @@ class VAFA(Attack):
         return self.ssim_weight * (1 - ref(x_adv))
 
     def _gain(self, logits: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
-        # The shared loop evaluates finalize()'s image with _gain(logits) alone; the SSIM
-        # term of that image was stored by finalize (see the report: hook requested).
+        # The shared loop scores finalize()'s image with _gain(logits) alone (it has no hook
+        # for terms of the image), so finalize leaves that image's SSIM term here.
         gain = super()._gain(logits, y, t)
         penalty = self._final.pop("penalty", None)
         return gain if penalty is None else gain - penalty
