@@ -63,7 +63,10 @@ class AttackResult:
 @dataclass
 class AttackState:
     """Working state of one restart. ``budget`` lives on x's device/dtype; ``eps`` and
-    ``alpha`` (step size) are ``(B,)`` in model units; ``mask`` is 0/1 in x's dtype."""
+    ``alpha`` (step size) are ``(B,)`` in model units; ``mask`` is 0/1 in x's dtype.
+    ``eps_x``, ``neg_eps_x``, ``alpha_x``, ``low_x``, ``high_x`` are the same broadcast to ``(B, 1, ..., 1)``
+    once per run (the hot loop then makes no per-step reshapes); ``low_x``/``high_x`` are
+    None when the valid range is unbounded."""
 
     budget: Budget
     eps: torch.Tensor
@@ -72,6 +75,22 @@ class AttackState:
     generator: torch.Generator | None
     var: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     aux: dict[str, Any] = field(default_factory=dict)
+    eps_x: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    neg_eps_x: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    alpha_x: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    low_x: torch.Tensor | None = None
+    high_x: torch.Tensor | None = None
+
+    @classmethod
+    def create(cls, budget: Budget, x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None,
+               generator: torch.Generator | None) -> "AttackState":
+        """State for images ``x`` with ``budget`` moved to x's device and dtype."""
+        bounded = bool(torch.isfinite(budget.low).any() or torch.isfinite(budget.high).any())  # on the host
+        budget = dataclasses.replace(budget, eps=budget.eps.to(x), low=budget.low.to(x), high=budget.high.to(x))
+        eps = budget.eps_for(x)
+        lo, hi = budget.range_for(x)
+        return cls(budget, eps, alpha, mask, generator, eps_x=expand_to(eps, x), neg_eps_x=-expand_to(eps, x),
+                   alpha_x=expand_to(alpha, x), low_x=lo if bounded else None, high_x=hi if bounded else None)
 
 
 @contextmanager
@@ -213,9 +232,6 @@ class Attack:
         y = y.to(device=x.device, dtype=torch.long)
         if y.ndim > 1 and self.early_stop is True:
             raise ValueError("early_stop=True is for classification; for segmentation give a Dice threshold in [0, 1]")
-        budget = dataclasses.replace(self.budget, eps=self.budget.eps.to(x), low=self.budget.low.to(x),
-                                     high=self.budget.high.to(x))
-        eps = budget.eps_for(x)
         alpha = self._alpha(x)
         gen = None
         if self.seed is not None:
@@ -223,7 +239,7 @@ class Attack:
             gen.manual_seed(int(self.seed))
         start = time.perf_counter()
         with frozen(model):
-            result = self._attack(model, x.detach(), y, AttackState(budget, eps, alpha, mask, gen))
+            result = self._attack(model, x.detach(), y, AttackState.create(self.budget, x, alpha, mask, gen))
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         result.seconds = time.perf_counter() - start
@@ -269,7 +285,16 @@ class Attack:
         raise NotImplementedError
 
     def project(self, x: torch.Tensor, state: AttackState) -> None:
-        state.var = state.budget.project(x, state.var, state.mask)
+        """Onto ball ∩ range ∩ mask; Linf inlined with the state's precomputed bounds (the
+        same arithmetic as Budget.project, fewer kernels per step)."""
+        if state.budget.norm != "linf":
+            state.var = state.budget.project(x, state.var, state.mask)
+            return
+        delta = state.var - x
+        if state.mask is not None:
+            delta = delta * state.mask
+        out = x + torch.clamp(delta, state.neg_eps_x, state.eps_x)
+        state.var = out if state.low_x is None else torch.clamp(out, state.low_x, state.high_x)
 
     def finalize(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
         return self.perturb(x, state).detach()
@@ -312,16 +337,14 @@ class Attack:
         B, T = x.shape[0], self.steps
         sign = -1.0 if self.targeted else 1.0
         windowed = _is_sliding_window(model)
-        history = x.new_empty((self.restarts * (T + 1), B))
+        history: list[torch.Tensor] = []
         best_x, best_gain = x.clone(), x.new_full((B,), -math.inf)
         last_x, last_gain = x, best_gain
         done = torch.zeros(B, dtype=torch.bool, device=x.device) if self.early_stop is not False else None
-        row = 0
 
         def track(x_adv: torch.Tensor, score: torch.Tensor, logits: torch.Tensor) -> None:
-            nonlocal best_x, best_gain, row
-            history[row] = score * sign
-            row += 1
+            nonlocal best_x, best_gain
+            history.append(score)
             better = score > best_gain
             if done is not None:
                 newly = self._fails(logits, y) & ~done
@@ -349,6 +372,7 @@ class Attack:
                 track(last_x, last_gain, logits)
             if done is not None and bool(done.all()):
                 break
+        rows = torch.stack(history) * sign
         if not self.return_best:
-            return AttackResult(last_x.detach(), history[:row], last_gain * sign, 0.0)
-        return AttackResult(best_x.detach(), history[:row], best_gain * sign, 0.0)
+            return AttackResult(last_x.detach(), rows, last_gain * sign, 0.0)
+        return AttackResult(best_x.detach(), rows, best_gain * sign, 0.0)

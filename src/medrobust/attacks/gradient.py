@@ -39,7 +39,7 @@ class PGD(Attack):
     default_random_start = True
 
     def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
-        state.var = state.var.detach() + expand_to(state.alpha, x) * ascent_direction(grad, state)
+        state.var = torch.addcmul(state.var.detach(), state.alpha_x, ascent_direction(grad, state))
 
 
 class BIM(PGD):
@@ -90,4 +90,4 @@ class MIFGSM(PGD):
         if t > 1:
             g = g + state.aux["momentum"] * self.decay
         state.aux["momentum"] = g
-        state.var = state.var.detach() + expand_to(state.alpha, x) * ascent_direction(g, state)
+        state.var = torch.addcmul(state.var.detach(), state.alpha_x, ascent_direction(g, state))

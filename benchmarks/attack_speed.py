@@ -1,0 +1,125 @@
+"""Speed of the attack loop, measured in one run (issue 4, "Done when").
+
+Prints, for a 3D UNet (1x1x64^3 by default) and a 2D DenseNet121 (8x1x128^2):
+
+- time per PGD step / floor, where the floor is one forward plus one backward to the input
+  only (parameters frozen, eval mode); goal <= 1.10;
+- our PGD / torchattacks' PGD on the classifier, same eps/alpha/steps/random start;
+  goal <= 1.0. torchattacks runs in eval mode too but leaves parameters trainable (and
+  does not restore flags as we do).
+
+Each number is the median over ``--repeats`` rounds after a warm-up; within a round the
+floor, ours and torchattacks run back to back so that load drift hits all of them alike.
+Per-step time = the whole attack's time / steps, so it includes the start point, the
+best-iterate tracking and the final evaluation of the last iterate.
+
+    python benchmarks/attack_speed.py [--device cuda] [--steps 10] [--repeats 5] [--small]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import DenseNet121, UNet
+from torch import nn
+
+from medrobust.attacks import PGD
+from medrobust.units import Budget
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def floor_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+    """One forward + backward to the input only, parameters frozen (the cheapest step)."""
+    def run() -> object:
+        xr = x.detach().requires_grad_(True)
+        logits = model(xr)
+        target = y if y.ndim == 1 else y[:, 0]
+        return torch.autograd.grad(F.cross_entropy(logits, target), xr)[0]
+    return run
+
+
+def frozen_eval(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int,
+          with_torchattacks: bool) -> dict[str, float]:
+    device = x.device
+    budget = Budget.linf(4, unit="1/255", valid_range=(0.0, 1.0))
+    ours = PGD(budget, steps=steps, step_size=1, random_start=True)  # 1/255 per step
+    theirs = None
+    if with_torchattacks:
+        from torchattacks.attacks.pgd import PGD as TaPGD  # installed with --no-deps
+        theirs = TaPGD(model, eps=4 / 255, alpha=1 / 255, steps=steps, random_start=True)
+    floor_fn = floor_step(model, x, y)
+    floors, mine, others = [], [], []
+    for i in range(repeats + 1):  # round 0 is the warm-up (allocator, kernels, autotuning)
+        frozen_eval(model)
+        floor = statistics.median(timed(floor_fn, device) for _ in range(3))
+        for p in model.parameters():  # what a user hands over: a trainable model
+            p.requires_grad_(True)
+        if i == 0:
+            ours(model, x, y)
+            if theirs is not None:
+                theirs(x, y)
+            continue
+        floors.append(floor)
+        mine.append(timed(lambda: ours(model, x, y), device) / steps)
+        if theirs is not None:
+            others.append(timed(lambda: theirs(x, y), device) / steps)
+    out = {"floor_s": statistics.median(floors), "pgd_step_s": statistics.median(mine)}
+    out["step_over_floor"] = out["pgd_step_s"] / out["floor_s"]
+    if others:
+        out["torchattacks_step_s"] = statistics.median(others)
+        out["ours_over_torchattacks"] = out["pgd_step_s"] / out["torchattacks_step_s"]
+    print(f"{name}: floor {out['floor_s'] * 1e3:.1f} ms, PGD step {out['pgd_step_s'] * 1e3:.1f} ms, "
+          f"step/floor {out['step_over_floor']:.3f} (goal <= 1.10)", flush=True)
+    if others:
+        print(f"{name}: torchattacks PGD step {out['torchattacks_step_s'] * 1e3:.1f} ms, "
+              f"ours/torchattacks {out['ours_over_torchattacks']:.3f} (goal <= 1.0)", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--small", action="store_true", help="32^3 volume and 4x1x64^2 images (quick check)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    side3, (b2, side2) = (32, (4, 64)) if args.small else (64, (8, 128))
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, steps {args.steps}, "
+          f"repeats {args.repeats}", flush=True)
+
+    unet = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(16, 32, 64, 128), strides=(2, 2, 2),
+                num_res_units=2).to(device)
+    x3 = torch.rand(1, 1, side3, side3, side3, device=device)
+    y3 = torch.randint(0, 3, (1, 1, side3, side3, side3), device=device)
+    bench(f"3D UNet 1x1x{side3}^3", unet, x3, y3, args.steps, args.repeats, with_torchattacks=False)
+
+    dense = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2).to(device)
+    x2 = torch.rand(b2, 1, side2, side2, device=device)
+    y2 = torch.randint(0, 2, (b2,), device=device)
+    bench(f"2D DenseNet121 {b2}x1x{side2}^2", dense, x2, y2, args.steps, args.repeats, with_torchattacks=True)
+
+
+if __name__ == "__main__":
+    main()
