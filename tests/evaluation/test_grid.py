@@ -102,6 +102,32 @@ def test_grid_writes_one_row_per_run_and_its_outputs(tmp_path: Path, assets: dic
     pd.testing.assert_frame_equal(runs(out), before)
 
 
+def test_classification_grid_and_its_report(tmp_path: Path) -> None:
+    from medrobust.data.io import write_png
+    from medrobust.data.phantoms import phantom_classification
+    from medrobust.report import write_report
+
+    images, labels = phantom_classification((32, 32), num_classes=2, seed=1, batch=4)
+    for i, (img, k) in enumerate(zip(images, labels)):
+        write_png(tmp_path / "data" / "test" / ("healthy", "lesion")[int(k)] / f"c{i}.png", (img[0] * 255).clamp(0, 255))
+    torch.manual_seed(0)
+    net = build_model("resnet18", spatial_dims=2, in_channels=1, out_channels=2)
+    ckpt = save_checkpoint(tmp_path / "ckpt", net, classes=["healthy", "lesion"])
+    cfg = {"models": [{"name": "resnet", "checkpoint": str(ckpt)}],
+           "data": {"datalist": str(tmp_path / "data"), "split": "test"},
+           "perturbations": [{"attack": "pgd", "eps": [4, 16], "eps_unit": "1/255", "options": {"steps": 3}}],
+           "out": str(tmp_path / "results"), "examples": 1}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(cfg))
+    out = run_grid(tmp_path / "grid.yaml", progress=False)
+    df = runs(out)
+    assert len(df) == 2 * 4 and set(df["task"]) == {"classification"} and set(df["score_name"]) == {"accuracy"}
+    assert set(df["adv_score"]) <= {0.0, 1.0} and df["adv_prob"].between(0, 1).all()
+    assert (df["adv_score"] == (df["adv_pred"] == df["label"])).all()
+    assert df["clean_per_class"].isna().all()
+    html = write_report(out).read_text()
+    assert "the accuracy of resnet" in html and html.count("data:image/png;base64,") >= 1
+
+
 @pytest.mark.parametrize("breakage, match", [
     ({"perturbations": [{"attack": "pgd", "eps": [2], "options": {"stepz": 3}}]}, r"perturbations\[0\].*stepz"),
     ({"data": {"datalist": "EMPTY", "split": "test"}}, r"data: .*test"),

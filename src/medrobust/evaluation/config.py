@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -77,7 +78,8 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Cases to evaluate: ``datalist`` + ``split`` or ``demo``; normalisation spec string."""
+    """Cases to evaluate: ``datalist`` (Decathlon JSON, CSV or class-folder root) + ``split``,
+    or ``demo``; a normalisation spec string (default: the checkpoint's)."""
 
     datalist: Path | None = None
     split: str = "test"
@@ -89,8 +91,9 @@ class DataSpec(_Strict):
     @classmethod
     def _exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         path = _resolve(v, info)
-        if path is not None and not path.is_file():
-            raise ValueError(f"datalist file not found: {path}")
+        if path is not None and not path.exists():
+            raise ValueError(f"datalist not found: {path} (a Decathlon dataset.json, a classification CSV "
+                             "or a folder of class folders)")
         return path
 
     @model_validator(mode="after")
@@ -197,6 +200,7 @@ class GridConfig(_Strict):
             raise ValueError(f"names must be unique; repeated: {', '.join(dup)} (set `name:` to tell them apart)")
         return v
 
+    @cached_property
     def config_hash(self) -> str:
         """Stable 16-hex digest of everything that changes the numbers.
 

@@ -1,4 +1,4 @@
-"""Example slices for the report: the worst cases of each model, saved as small ``.npz`` files.
+"""Files the grid writes beside the store: example slices (``.npz``) and adversarial NIfTI.
 
 The grid keeps, per model, the ``k`` cases whose worst run lowered the score the most
 (``drop = clean_score - adv_score``; for classifiers plus a small term for the fall of the
@@ -11,12 +11,16 @@ plain numeric/str arrays written with ``np.savez_compressed`` and read back with
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+
+from medrobust.units import IntensityMap
 
 EXAMPLES_DIR = "examples"
 
@@ -151,3 +155,38 @@ def load_example(path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {k: z[k] for k in z.files if not k.startswith("info_")}
         out["info"] = {k[5:]: (z[k].tolist()) for k in z.files if k.startswith("info_")}
     return out
+
+
+def save_adversarial(out: Path, item: dict[str, Any], row: dict[str, Any], x: torch.Tensor,
+                     x_adv: torch.Tensor, imap: IntensityMap) -> None:
+    """Write a run's adversarial image as NIfTI in raw units, float32, + the folder's manifest.json.
+
+    Path: ``out/adversarial/<model>/<perturbation>/eps<eps>/<case>.nii.gz``.
+
+    When the case was not resampled, the image is the source scan plus the perturbation in
+    raw units (source affine and header; intensities outside a CT window survive);
+    otherwise the adversarial image mapped back to raw units on the dataset's grid.
+    """
+    from medrobust.data.io import read_nifti, write_json_atomic, write_nifti
+
+    folder = out / "adversarial" / row["model"] / row["perturbation"] / f"eps{row['eps_stated']:g}"
+    path = folder / f"{row['case_id']}.nii.gz"
+    source = str(item["meta"]["source"])
+    delta = (imap.model_to_raw(x_adv[0].double()) - imap.model_to_raw(x[0].double())).cpu().numpy()
+    raw, meta = read_nifti(source) if source.endswith((".nii", ".nii.gz")) else (None, {})
+    if raw is not None and raw.size == delta.size:
+        image, affine, header = raw + delta.reshape(raw.shape), meta["affine"], meta.get("header")
+    else:
+        grid = item["meta"].get("grid_affine", item["meta"]["affine"])
+        image = imap.model_to_raw(x_adv[0].double()).cpu().numpy()
+        image = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+        affine, header = np.asarray(grid, dtype=np.float64), None
+    write_nifti(path, image.astype(np.float32), affine, header=header, dtype=np.float32)
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"cases": {}}
+    manifest.update({"model": row["model"], "attack": row["attack"], "options": json.loads(row["options_json"]),
+                     "budget": {"norm": row["norm"], "eps": row["eps_stated"], "unit": row["eps_unit"]},
+                     "units": "raw intensities of the source scan plus the perturbation mapped to raw units"})
+    manifest["cases"][row["case_id"]] = {"image": path.name, "source": source,
+                                         **{k: row[k] for k in ("linf_raw", "l2_raw", "linf_model", "l2_model")}}
+    write_json_atomic(manifest_path, manifest)

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from medrobust.evaluation.config import AttackSpec, GridConfig, GridConfigError, load_config
-from medrobust.evaluation.examples import EXAMPLES_DIR, ExampleKeeper, drop_of, example_name, save_example
+from medrobust.evaluation.examples import (EXAMPLES_DIR, ExampleKeeper, drop_of, example_name, save_adversarial,
+                                           save_example)
 from medrobust.evaluation.robustness import masking_checks
 from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
 from medrobust.units import IntensityMap, budget_for_case
@@ -121,9 +121,9 @@ def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
 def prepare(cfg: GridConfig) -> list[LoadedModel]:
     """Every check of the grid, before anything is written (raises GridConfigError)."""
     previous = stored_config_hash(cfg.out / STORE_NAME)
-    if previous is not None and previous != cfg.config_hash():
+    if previous is not None and previous != cfg.config_hash:
         raise GridConfigError(f"out: results store {cfg.out / STORE_NAME} was written by a different grid config "
-                              f"(hash {previous}, this config {cfg.config_hash()}); choose another `out` folder")
+                              f"(hash {previous}, this config {cfg.config_hash}); choose another `out` folder")
     try:
         torch.device(cfg.device)
     except RuntimeError as err:
@@ -149,37 +149,20 @@ def _score(logits: torch.Tensor, y: torch.Tensor, classes: list[str], spacing: A
     return out
 
 
-def _save_adversarial(out: Path, item: dict[str, Any], row: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor,
-                      imap: IntensityMap) -> None:
-    """NIfTI in raw units, float32, + the folder's manifest.json.
+@dataclass
+class _Case:
+    """One case prepared for its runs: tensors (B = 1), clean prediction and score."""
 
-    When the case was not resampled, the image is the source scan plus the perturbation in
-    raw units (source affine and header; intensities outside a CT window survive);
-    otherwise the adversarial image mapped back to raw units on the dataset's grid.
-    """
-    from medrobust.data.io import read_nifti, write_json_atomic, write_nifti
-
-    folder = out / "adversarial" / row["model"] / row["perturbation"] / f"eps{row['eps_stated']:g}"
-    path = folder / f"{row['case_id']}.nii.gz"
-    source = str(item["meta"]["source"])
-    delta = (imap.model_to_raw(x_adv[0].double()) - imap.model_to_raw(x[0].double())).cpu().numpy()
-    raw, meta = read_nifti(source) if source.endswith((".nii", ".nii.gz")) else (None, {})
-    if raw is not None and raw.size == delta.size:
-        image, affine, header = raw + delta.reshape(raw.shape), meta["affine"], meta.get("header")
-    else:
-        grid = item["meta"].get("grid_affine", item["meta"]["affine"])
-        image = imap.model_to_raw(x_adv[0].double()).cpu().numpy()
-        image = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
-        affine, header = np.asarray(grid, dtype=np.float64), None
-    write_nifti(path, image.astype(np.float32), affine, header=header, dtype=np.float32)
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"cases": {}}
-    manifest.update({"model": row["model"], "attack": row["attack"], "options": json.loads(row["options_json"]),
-                     "budget": {"norm": row["norm"], "eps": row["eps_stated"], "unit": row["eps_unit"]},
-                     "units": "raw intensities of the source scan plus the perturbation mapped to raw units"})
-    manifest["cases"][row["case_id"]] = {"image": path.name, "source": source,
-                                         **{k: row[k] for k in ("linf_raw", "l2_raw", "linf_model", "l2_model")}}
-    write_json_atomic(manifest_path, manifest)
+    id: str
+    item: dict[str, Any]
+    x: torch.Tensor
+    y: torch.Tensor
+    imap: IntensityMap
+    model: nn.Module
+    clean_logits: torch.Tensor
+    clean: dict[str, Any]
+    data_range: float
+    ssim_ref: Any  # medrobust.attacks.ssim.SSIMReference: x's window statistics, computed once
 
 
 class _Runner:
@@ -189,90 +172,97 @@ class _Runner:
         self.cfg, self.store, self.done, self.progress, self.task = cfg, store, done, progress, task
         self.device = torch.device(cfg.device)
         self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, store.to_dataframe())
-        self.hash = cfg.config_hash()
+        self.hd = "hd95" in cfg.metrics
 
-    def case(self, lm: LoadedModel, item: dict[str, Any]) -> None:
-        from medrobust.attacks import get_attack
+    def _prepare(self, lm: LoadedModel, item: dict[str, Any]) -> _Case:
+        # SSIMReference equals metrics.ssim (MONAI's SSIMMetric, to 1e-5) but filters separably:
+        # MONAI's dense 11^3 window cost ~7% of a 10-step PGD per row on the demo volumes.
+        from medrobust.attacks.ssim import SSIMReference
         from medrobust.models.inference import infer, windowed
 
-        case_id = str(item["id"])
-        todo = [(p, e) for p in self.cfg.perturbations for e in p.levels
-                if (lm.name, p.label, float(e), case_id) not in self.done]
-        self.progress.advance(self.task, sum(len(p.levels) for p in self.cfg.perturbations) - len(todo))
-        if not todo:
-            return
         x = item["image"].unsqueeze(0).to(self.device)
         y = torch.as_tensor(item["label"]).unsqueeze(0).to(self.device)
         imap = IntensityMap.from_dict(item["meta"]["intensity"])
-        roi = self.cfg.roi_size or lm.info.roi_size
-        model = windowed(lm.model, x, roi, self.cfg.overlap)
-        classes, hd = list(lm.info.classes), "hd95" in self.cfg.metrics
-        spacing = item["meta"].get("spacing")
-        clean_logits = infer(model, x)
-        clean = _score(clean_logits, y, classes, spacing, hd)
+        model = windowed(lm.model, x, self.cfg.roi_size or lm.info.roi_size, self.cfg.overlap)
+        logits = infer(model, x)
+        lo, hi = budget_for_case("linf", 0.0, "model", x, imap).range_for(x)
+        data_range = float((hi - lo).reshape(-1)[0])
+        return _Case(str(item["id"]), item, x, y, imap, model, logits,
+                     _score(logits, y, list(lm.info.classes), item["meta"].get("spacing"), self.hd), data_range,
+                     SSIMReference(x, data_range) if "ssim" in self.cfg.metrics else None)
+
+    def case(self, lm: LoadedModel, item: dict[str, Any]) -> None:
+        """Run every unfinished (perturbation, eps) of one case; one store row each."""
+        from medrobust.attacks import get_attack
+        from medrobust.models.inference import infer
+
+        todo = [(p, e) for p in self.cfg.perturbations for e in p.levels
+                if (lm.name, p.label, float(e), str(item["id"])) not in self.done]
+        self.progress.advance(self.task, sum(len(p.levels) for p in self.cfg.perturbations) - len(todo))
+        if not todo:
+            return
+        c = self._prepare(lm, item)
         for p, eps in todo:
             t0 = time.perf_counter()
-            torch.manual_seed(run_seed(self.cfg.seed, lm.name, p.label, float(eps), case_id))
-            budget = budget_for_case(p.norm, eps, p.eps_unit, x, imap)
+            torch.manual_seed(run_seed(self.cfg.seed, lm.name, p.label, float(eps), c.id))
+            budget = budget_for_case(p.norm, eps, p.eps_unit, c.x, c.imap)
             attack = get_attack(p.attack, budget, **p.options)
             t1 = time.perf_counter()
-            result = attack.run(model, x, y)
+            result = attack.run(c.model, c.x, c.y)
             attack_seconds = time.perf_counter() - t1
-            adv_logits = infer(model, result.x_adv)
-            adv = _score(adv_logits, y, classes, spacing, hd)
-            row = self._row(lm, p, float(eps), case_id, x, y, result, clean, adv, imap, budget)
+            adv_logits = infer(c.model, result.x_adv)
+            row = self._row(lm, p, float(eps), c, result, adv_logits, budget)
             row["attack_seconds"] = attack_seconds
-            if self.keeper.wants(lm.name, case_id, drop_of(row)):
-                self._example(row, x, result.x_adv, y, clean_logits, adv_logits, classes, budget)
-            if self.cfg.save_adversarial and y.ndim > 1:
-                _save_adversarial(self.cfg.out, item, row, x, result.x_adv, imap)
+            if self.keeper.wants(lm.name, c.id, drop_of(row)):
+                self._example(row, c, result.x_adv, adv_logits, list(lm.info.classes))
+            if self.cfg.save_adversarial and c.y.ndim > 1:
+                save_adversarial(self.cfg.out, c.item, row, c.x, result.x_adv, c.imap)
             row["seconds"] = time.perf_counter() - t0
             self.store.add_run(row)
-            self.keeper.accept(lm.name, case_id, drop_of(row), example_name(lm.name, p.label, float(eps), case_id))
+            self.keeper.accept(lm.name, c.id, drop_of(row), example_name(lm.name, p.label, float(eps), c.id))
             self.progress.advance(self.task)
 
-    def _row(self, lm: LoadedModel, p: AttackSpec, eps: float, case_id: str, x: torch.Tensor, y: torch.Tensor,
-             result: Any, clean: dict[str, Any], adv: dict[str, Any], imap: IntensityMap, budget: Any) -> dict[str, Any]:
+    def _row(self, lm: LoadedModel, p: AttackSpec, eps: float, c: _Case, result: Any, adv_logits: torch.Tensor,
+             budget: Any) -> dict[str, Any]:
         """The store row of one run (without timings)."""
         from medrobust import metrics
 
-        x_adv = result.x_adv
-        lo, hi = budget.range_for(x)
-        data_range = float((hi - lo).reshape(-1)[0])
-        norms = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(x, x_adv, imap).items()}
+        x, y, x_adv = c.x, c.y, result.x_adv
+        clean, adv = c.clean, _score(adv_logits, y, list(lm.info.classes), c.item["meta"].get("spacing"), self.hd)
+        norms = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(x, x_adv, c.imap).items()}
         history = result.loss_history
         eps_model = float(budget.eps_for(x)[0])
+        with torch.no_grad():
+            ssim = float(c.ssim_ref(x_adv)[0]) if c.ssim_ref is not None else None
         return {
-            "config_hash": self.hash, "model": lm.name, "perturbation": p.label, "kind": "attack", "attack": p.attack,
-            "norm": p.norm, "options_json": json.dumps(p.options, sort_keys=True), "eps_stated": eps,
-            "eps_unit": p.eps_unit, "eps_model": eps_model, "eps_raw": float(imap.model_delta_to_raw(eps_model)),
-            "case_id": case_id, "task": lm.split.task,
+            "config_hash": self.cfg.config_hash, "model": lm.name, "perturbation": p.label, "kind": "attack",
+            "attack": p.attack, "norm": p.norm, "options_json": json.dumps(p.options, sort_keys=True),
+            "eps_stated": eps, "eps_unit": p.eps_unit, "eps_model": eps_model,
+            "eps_raw": float(c.imap.model_delta_to_raw(eps_model)), "case_id": c.id, "task": lm.split.task,
             "score_name": "accuracy" if y.ndim == 1 else "dice_mean",
             "clean_score": clean["score"], "adv_score": adv["score"],
             "clean_per_class": clean["per_class"], "adv_per_class": adv["per_class"],
             "clean_hd95": clean["hd95"], "adv_hd95": adv["hd95"],
             "label": int(y[0]) if y.ndim == 1 else None, "clean_pred": clean["pred"], "adv_pred": adv["pred"],
-            "clean_prob": clean["prob"], "adv_prob": adv["prob"], **norms,
-            "ssim": float(metrics.ssim(x, x_adv, data_range)[0]) if "ssim" in self.cfg.metrics else None,
-            "psnr": float(metrics.psnr(x, x_adv, data_range)[0]) if "psnr" in self.cfg.metrics else None,
+            "clean_prob": clean["prob"], "adv_prob": adv["prob"], **norms, "ssim": ssim,
+            "psnr": float(metrics.psnr(x, x_adv, c.data_range)[0]) if "psnr" in self.cfg.metrics else None,
             "loss_initial": float(history[0, 0]) if history.numel() else None,
             "loss_best": float(result.best_loss[0]) if result.best_loss.numel() else None,
         }
 
-    def _example(self, row: dict[str, Any], x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-                 clean_logits: torch.Tensor, adv_logits: torch.Tensor, classes: list[str], budget: Any) -> None:
+    def _example(self, row: dict[str, Any], c: _Case, x_adv: torch.Tensor, adv_logits: torch.Tensor,
+                 classes: list[str]) -> None:
         """Save the example slice of a run that is among its model's worst cases."""
-        lo, hi = budget.range_for(x)
-        seg = y.ndim > 1
+        seg = c.y.ndim > 1
         info = {k: row[k] for k in ("model", "perturbation", "eps_stated", "eps_unit", "case_id", "task",
                                     "clean_score", "adv_score")}
-        info.update(classes=classes, low=float(lo.reshape(-1)[0]) if torch.isfinite(lo).all() else float(x.min()),
-                    high=float(hi.reshape(-1)[0]) if torch.isfinite(hi).all() else float(x.max()))
+        lo, hi = budget_for_case("linf", 0.0, "model", c.x, c.imap).range_for(c.x)
+        info.update(classes=classes, low=float(lo.reshape(-1)[0]), high=float(hi.reshape(-1)[0]))
         save_example(self.cfg.out / EXAMPLES_DIR / example_name(row["model"], row["perturbation"], row["eps_stated"],
                                                                 row["case_id"]),
-                     image=x[0].cpu().numpy(), adversarial=x_adv[0].cpu().numpy(),
-                     label=y[0, 0].cpu().numpy() if seg else int(y[0]),
-                     pred_clean=clean_logits.argmax(1)[0].cpu().numpy() if seg else int(clean_logits.argmax(1)[0]),
+                     image=c.x[0].cpu().numpy(), adversarial=x_adv[0].cpu().numpy(),
+                     label=c.y[0, 0].cpu().numpy() if seg else int(c.y[0]),
+                     pred_clean=c.clean_logits.argmax(1)[0].cpu().numpy() if seg else int(c.clean_logits.argmax(1)[0]),
                      pred_adv=adv_logits.argmax(1)[0].cpu().numpy() if seg else int(adv_logits.argmax(1)[0]),
                      info=info)
 
@@ -308,7 +298,7 @@ def _finish(cfg: GridConfig, loaded: list[LoadedModel], rank: int, size: int) ->
         dist.barrier()
         if rank != 0:
             return
-    with ResultStore(cfg.out / STORE_NAME, cfg.config_hash(), cfg.model_dump_json()) as store:
+    with ResultStore(cfg.out / STORE_NAME, cfg.config_hash, cfg.model_dump_json()) as store:
         for shard in sorted(cfg.out.glob("results.rank*.sqlite")):
             store.merge(shard)
             for suffix in ("", "-wal", "-shm"):
@@ -331,7 +321,7 @@ def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:
     rank, size = world()
     name = STORE_NAME if size == 1 else f"results.rank{rank}.sqlite"
     try:
-        store = ResultStore(cfg.out / name, cfg.config_hash(), cfg.model_dump_json())
+        store = ResultStore(cfg.out / name, cfg.config_hash, cfg.model_dump_json())
     except StoreError as err:
         raise GridConfigError(f"out: {err}") from None
     with store:
