@@ -7,7 +7,8 @@ and ``q_max = 20`` means what it does in the paper, whatever the model units are
 
 - ``q`` has one entry per sample, channel, block and DCT coefficient (the shape of
   :func:`medrobust.attacks.dct.block_dct`'s output), ``q_min <= q <= q_max``, starting at
-  ``q_init`` (1: the identity up to 8-bit rounding).
+  ``q_init`` (default q_max; q = 1 is the identity up to 8-bit rounding, but from there the
+  search does not move: the rounding error, the only gradient w.r.t. q, is noise).
 - Objective (maximised): ``loss(M(X'), Y) - ssim_weight * (1 - SSIM(X, X'))`` per sample
   (the Dice loss by default, so Dice falls), by signed-gradient steps on ``q`` of
   ``step_size`` (q units; default ``2 (q_max - q_min) / steps``, so q can cross its range
@@ -26,8 +27,9 @@ and ``q_max = 20`` means what it does in the paper, whatever the model units are
   VAFA-2D, blocks per slice along ``slice_axis`` (default the last spatial axis, the
   slice axis of MONAI's ``(B, C, H, W, D)``).
 
-Unlike the published code: q starts at 1 (``VAFA.published`` restores q_init = q_max),
-no per-slice min-max rescale (no NaN on a constant slice), the search's forward uses
+Like the published code, q starts at q_max (measured: from q = 1 the attack returns its
+start; ``VAFA.published`` also restores the tanh rounding and q_min = 5). Unlike it: no
+per-slice min-max rescale (no NaN on a constant slice), the search's forward uses
 hard rounding, SSIM is the global SSIM (11-voxel Gaussian window) and any volume size
 is padded to a multiple of the block.
 """
@@ -90,7 +92,10 @@ class VAFA(Attack):
         ssim_weight: λ >= 0 of the SSIM term (0 switches it off).
         step_size: q units per step; None: ``2 (q_max - q_min) / steps``.
         rounding: "ste", "cubic" or "tanh" (surrogate derivative; forward is hard).
-        q_init: start value of q in [q_min, q_max].
+        q_init: start value of q in [q_min, q_max]; None (default) starts at q_max. Measured
+            on a trained 3D UNet: from q = 1 every coefficient/Q is >> 1, the rounding error
+            (the only gradient signal w.r.t. q) is noise and the search never leaves its
+            start (Dice 0.994 vs clean 0.994); from q_max it attacks (see design.md 5).
         valid_range: (lo, hi) of the images in model units; x must lie inside it.
         loss: per-sample loss name (default "dice") or callable (see medrobust.losses).
         intensity: IntensityMap of the data, for the norms in raw units (e.g. HU).
@@ -104,7 +109,7 @@ class VAFA(Attack):
 
     def __init__(self, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
                  ssim_weight: float = 1.0, step_size: float | None = None, rounding: str = "ste",
-                 q_init: float = 1.0, q_min: float = 1.0, valid_range: tuple[float, float] = (0.0, 1.0),
+                 q_init: float | None = None, q_min: float = 1.0, valid_range: tuple[float, float] = (0.0, 1.0),
                  loss: str | Callable[..., torch.Tensor] = "dice", intensity: IntensityMap | None = None,
                  slice_axis: int = -1, pad: str = "replicate", targeted: bool = False,
                  early_stop: bool | float = False, return_best: bool = True) -> None:
@@ -113,7 +118,8 @@ class VAFA(Attack):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
             return float(value)
 
-        q_max, q_min, q_init = number(q_max, "q_max"), number(q_min, "q_min"), number(q_init, "q_init")
+        q_max, q_min = number(q_max, "q_max"), number(q_min, "q_min")
+        q_init = q_max if q_init is None else number(q_init, "q_init")
         if q_max < 1:
             raise ValueError(f"q_max must be >= 1 (q = 1 is 8-bit precision), got {q_max}")
         if not 1 <= q_min <= q_max:

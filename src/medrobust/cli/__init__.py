@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -25,21 +24,19 @@ from medrobust.cli import attack, demo, predict, train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
+    """Entry point of the console script; returns the exit code.
+
+    Typer itself answers usage errors (exit 2) and --help; a ValueError from the library
+    (bad file, argument or budget) becomes one line on stderr and exit code 2.
+    """
     try:
-        result = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as err:
-        err.show()
-        return 2
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        return 1
+        app(args=argv, prog_name="medrobust")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except (ValueError, FileNotFoundError) as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 def run() -> None:

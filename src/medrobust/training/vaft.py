@@ -54,14 +54,15 @@ class VAFT(Recipe):
                 "clean_term": self.clean_term, "freq_term": self.freq_term}
 
     def _valid_range(self, x: torch.Tensor) -> tuple[float, float]:
+        """The map's clip, else the batch's intensity range (never empty)."""
         if self.intensity is not None and self.intensity.clip is not None:
             return self.intensity.clip
-        return float(x.min()), float(x.max())
+        lo = float(x.min())
+        return lo, max(float(x.max()), lo + 1e-6)
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-        block = tuple(min(b, s) for b, s in zip(self.block_size, x.shape[-len(self.block_size):]))
-        attack = VAFA(q_max=self.q_max, steps=self.steps, block_size=block, ssim_weight=self.ssim_weight,
+        attack = VAFA(q_max=self.q_max, steps=self.steps, block_size=self.block_size, ssim_weight=self.ssim_weight,
                       valid_range=self._valid_range(x))
         x_adv = attack(model, x, y)
         logits_adv = model(x_adv)
