@@ -11,8 +11,7 @@ from medrobust.cli import app
 from medrobust.cli.options import parse_json_object, parse_size
 from medrobust.data.sources import open_split
 from medrobust.models.registry import build_model
-from medrobust.training.loop import FitResult, TrainConfig, fit
-from medrobust.training.recipes import RECIPES, build_recipe
+from medrobust.training import RECIPES, FitResult, TrainConfig, build_recipe, fit
 from medrobust.units import IntensityMap
 
 console = Console()
