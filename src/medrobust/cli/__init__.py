@@ -20,7 +20,7 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Commands register themselves on `app` when their modules are imported.
-from medrobust.cli import attack, demo, predict, train  # noqa: E402,F401
+from medrobust.cli import attack, demo, evaluate, predict, train  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
