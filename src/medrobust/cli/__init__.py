@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # never wrap a file path
 
 # Commands register themselves on `app` when their modules are imported.
 from medrobust.cli import attack, demo, evaluate, predict, train  # noqa: E402,F401

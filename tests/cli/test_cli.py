@@ -1,0 +1,114 @@
+"""The command line end to end on a tiny phantom Decathlon set: train, predict, attack, and
+bad input that must exit 2 without writing output."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medrobust.cli import main
+from medrobust.data.phantoms import build_phantom_segmentation
+
+TINY_UNET = '{"channels": [4, 8], "strides": [2], "num_res_units": 0}'
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = build_phantom_segmentation(root / "data", shape=(16, 16, 16), n_train=4, n_val=2, n_test=2) / "dataset.json"
+    run = root / "run"
+    code = main(["train", "--data", str(data), "--model", "unet", "--out", str(run), "--epochs", "3",
+                 "--lr", "0.01", "--model-kwargs", TINY_UNET])
+    assert code == 0
+    return data, run / "model.json"
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("train", "predict", "attack", "evaluate", "report", "demo"):
+        assert command in text
+
+
+def test_train_writes_a_checkpoint_chosen_on_validation(trained: tuple[Path, Path]) -> None:
+    _, checkpoint = trained
+    meta = json.loads(checkpoint.read_text())
+    assert meta["architecture"] == "unet" and len(meta["classes"]) == 3
+    assert (checkpoint.parent / "model.safetensors").exists() and (checkpoint.parent / "history.csv").exists()
+    assert meta["extra"]["normalization"] == "zscore"
+
+
+def test_predict_writes_labels_with_the_source_affine(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, checkpoint = trained
+    assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "test",
+                 "--out", str(tmp_path / "pred")]) == 0
+    preds = sorted((tmp_path / "pred").glob("*_pred.nii.gz"))
+    assert len(preds) == 2
+    items = json.loads(data.read_text())["test"]
+    source = nib.load(str(data.parent / items[0]["image"]))
+    pred = nib.load(str(preds[0]))
+    assert np.allclose(pred.affine, source.affine) and pred.shape == source.shape
+    assert set(np.unique(np.asarray(pred.dataobj))) <= {0, 1, 2}
+
+
+def test_attack_writes_adversarial_images_and_manifest(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, checkpoint = trained
+    out = tmp_path / "adv"
+    assert main(["attack", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "test",
+                 "--attack", "pgd", "--eps", "8", "--eps-unit", "1/255", "--steps", "3", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["attack"] == "pgd" and len(manifest["cases"]) == 2
+    case = manifest["cases"][0]
+    assert case["linf_model"] > 0 and case["linf_raw"] > 0
+    adv = nib.load(str(out / case["image"]))
+    source = nib.load(case["source"])
+    assert adv.get_data_dtype() == np.float32 and np.allclose(adv.affine, source.affine)
+    delta = np.asarray(adv.dataobj) - np.asarray(source.dataobj)
+    assert np.abs(delta).max() == pytest.approx(case["linf_raw"], rel=1e-3)
+    assert case["adversarial"]["dice_mean"] <= case["clean"]["dice_mean"] + 1e-6
+
+
+def _exit_code_and_nothing_written(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    assert not out.exists() or not any(out.iterdir())
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,expect", [("--eps", "-1", "eps"), ("--steps", "0", "steps"),
+                                               ("--attack", "nope", "--attack"), ("--eps-unit", "mm", "unit")])
+def test_bad_attack_arguments_exit_2(trained: tuple[Path, Path], tmp_path: Path, flag: str, value: str, expect: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data, checkpoint = trained
+    argv = ["attack", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(tmp_path / "adv"),
+            "--steps", "2", flag, value]
+    assert expect in _exit_code_and_nothing_written(argv, tmp_path / "adv", capsys)
+
+
+def test_corrupt_nifti_is_named_and_exits_2(trained: tuple[Path, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    data, checkpoint = trained
+    copy = tmp_path / "data"
+    shutil.copytree(data.parent, copy)
+    victim = copy / json.loads(data.read_text())["test"][0]["image"]
+    victim.write_bytes(victim.read_bytes()[:100])
+    err = _exit_code_and_nothing_written(["predict", "--checkpoint", str(checkpoint), "--data",
+                                          str(copy / "dataset.json"), "--out", str(tmp_path / "pred")],
+                                         tmp_path / "pred", capsys)
+    assert victim.name in err
+
+
+def test_checkpoint_of_another_architecture_exits_2(trained: tuple[Path, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data, checkpoint = trained
+    fake = tmp_path / "ckpt"
+    shutil.copytree(checkpoint.parent, fake)
+    meta = json.loads((fake / "model.json").read_text())
+    meta["kwargs"]["channels"] = [8, 16]
+    (fake / "model.json").write_text(json.dumps(meta))
+    err = _exit_code_and_nothing_written(["predict", "--checkpoint", str(fake / "model.json"), "--data", str(data),
+                                          "--out", str(tmp_path / "pred")], tmp_path / "pred", capsys)
+    assert "model.json" in err or "safetensors" in err
