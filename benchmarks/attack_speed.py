@@ -3,7 +3,8 @@
 Prints, for a 3D UNet (1x1x64^3 by default) and a 2D DenseNet121 (8x1x128^2):
 
 - time per PGD step / floor, where the floor is one forward plus one backward to the input
-  only (parameters frozen, eval mode); goal <= 1.10;
+  only (parameters frozen, eval mode), timed over as many back-to-back steps as the attack
+  takes; goal <= 1.10;
 - our PGD / torchattacks' PGD on the classifier, same eps/alpha/steps/random start;
   goal <= 1.0. torchattacks runs in eval mode too but leaves parameters trainable (and
   does not restore flags as we do).
@@ -11,7 +12,8 @@ Prints, for a 3D UNet (1x1x64^3 by default) and a 2D DenseNet121 (8x1x128^2):
 Each number is the median over ``--repeats`` rounds after a warm-up; within a round the
 floor, ours and torchattacks run back to back so that load drift hits all of them alike.
 Per-step time = the whole attack's time / steps, so it includes the start point, the
-best-iterate tracking and the final evaluation of the last iterate.
+best-iterate tracking and the final evaluation of the last iterate (one extra forward per
+attack that torchattacks does not make: about 1/(3·steps) of the time).
 
     python benchmarks/attack_speed.py [--device cuda] [--steps 10] [--repeats 5] [--small]
 """
@@ -41,13 +43,17 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def floor_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
-    """One forward + backward to the input only, parameters frozen (the cheapest step)."""
+def floor_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> Callable[[], object]:
+    """``steps`` back-to-back forward + backward passes to the input only, parameters
+    frozen: the cheapest possible attack, amortised over as many steps as the attack."""
+    target = y if y.ndim == 1 else y[:, 0]
+
     def run() -> object:
-        xr = x.detach().requires_grad_(True)
-        logits = model(xr)
-        target = y if y.ndim == 1 else y[:, 0]
-        return torch.autograd.grad(F.cross_entropy(logits, target), xr)[0]
+        g = x
+        for _ in range(steps):
+            xr = x.detach().requires_grad_(True)
+            g = torch.autograd.grad(F.cross_entropy(model(xr), target), xr)[0]
+        return g
     return run
 
 
@@ -67,11 +73,11 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
     if with_torchattacks:
         from torchattacks.attacks.pgd import PGD as TaPGD  # installed with --no-deps
         theirs = TaPGD(model, eps=4 / 255, alpha=1 / 255, steps=steps, random_start=True)
-    floor_fn = floor_step(model, x, y)
+    floor_fn = floor_steps(model, x, y, steps)
     floors, mine, others = [], [], []
     for i in range(repeats + 1):  # round 0 is the warm-up (allocator, kernels, autotuning)
         frozen_eval(model)
-        floor = statistics.median(timed(floor_fn, device) for _ in range(3))
+        floor = timed(floor_fn, device) / steps
         for p in model.parameters():  # what a user hands over: a trainable model
             p.requires_grad_(True)
         if i == 0:

@@ -63,8 +63,8 @@ def _reduce(per_voxel: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     if per_voxel.ndim == 1:
         return per_voxel if keep is None else per_voxel * keep
     flat = per_voxel.reshape(per_voxel.shape[0], -1)
-    if keep is None:
-        return flat.mean(1)
+    if keep is None:  # sum / n, not mean: its backward is a view, not a volume-sized division
+        return flat.sum(1) / flat.shape[1]
     k = keep.reshape(keep.shape[0], -1)
     return (flat * k).sum(1) / k.sum(1).clamp_min(1.0)
 

@@ -107,3 +107,27 @@ def test_attack_keeps_invariants(name: str, s) -> None:
     assert all(m.training for m in model.modules()), "training flag not restored"
     assert [p.requires_grad for p in params] == flags, "requires_grad not restored"
     assert all(p.grad is None for p in params), "gradient left on a parameter"
+
+
+def test_gaussian_noise_std_is_in_the_budget_unit_and_norms_are_recorded() -> None:
+    imap = IntensityMap.ct_window(-175, 250)  # 425 HU per model unit
+    budget = Budget.linf(8, unit="HU", valid_range=(-10.0, 10.0), intensity=imap)
+    x = torch.zeros(2, 1, 32, 32, 32)
+    model = tiny_model(3, 1, "segmentation", torch.float32)
+    y = torch.zeros(2, 1, 32, 32, 32, dtype=torch.long)
+    result = get_attack("gaussian", budget, std=20, seed=0, steps=5, restarts=3).run(model, x, y)
+    noise_hu = (result.x_adv - x) * 425
+    assert abs(float(noise_hu.std()) - 20) < 0.5
+    torch.testing.assert_close(result.extra["linf_model"], (result.x_adv - x).flatten(1).abs().amax(1))
+    torch.testing.assert_close(result.extra["l2_model"], (result.x_adv - x).flatten(1).norm(dim=1))
+    default = get_attack("gaussian", budget, seed=0).run(model, x, y)  # std defaults to eps (8 HU)
+    assert abs(float((default.x_adv - x).std()) * 425 - 8) < 0.3
+
+
+def test_registry_translates_generic_options() -> None:
+    budget = Budget.linf(0.1, valid_range=(0.0, 1.0))
+    assert get_attack("square", budget, steps=7, restarts=2).steps == 7
+    assert get_attack("FGSM", budget, steps=20, step_size=3).steps == 1
+    assert get_attack("apgd-dlr", budget, steps=5).loss_name == "dlr"
+    with pytest.raises(ValueError, match="pgd"):
+        get_attack("pgd", budget, n_queries=5)

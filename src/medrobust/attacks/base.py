@@ -1,21 +1,16 @@
 """The shared attack loop (design.md section 5): one loop, small overridable hooks.
 
-An attack optimises a variable ``state.var`` (the adversarial image for voxel attacks; a
-quantisation table for VAFA) through five hooks:
-
-- ``init_state(x, state)``: set ``state.var`` (and ``state.aux``) at the start of a restart;
-- ``perturb(x, state) -> x_adv``: differentiable map from the variable to the image;
-- ``update(x, state, grad, gain, t)``: one ascent step on ``state.var`` (no graph);
-- ``project(x, state)``: back into the feasible set (norm ball ∩ valid range ∩ mask);
-- ``finalize(x, state) -> x_adv``: the image reported for the last iterate.
+An attack optimises ``state.var`` (the adversarial image for voxel attacks; VAFA's
+quantisation table) through hooks: ``init_state(x, state)`` sets it; ``perturb(x, state)``
+maps it differentiably to the image; ``update(x, state, grad, gain, t)`` takes one ascent
+step; ``project(x, state)`` returns to the feasible set (ball ∩ range ∩ mask);
+``finalize(x, state)`` gives the image of the last iterate.
 
 The loop runs ``steps`` times {perturb, forward, loss, gradient w.r.t. the variable only,
 track, update, project}, evaluates the last iterate once more, and keeps per sample the
-iterate with the highest loss (lowest for targeted attacks) over all restarts. Tracking
-uses the loss of the forward that also gives the gradient (that loss belongs to the iterate
-*before* the step), so it costs no extra forward and no host sync.
-
-``gain`` is the attacker's objective: the loss, or minus the loss for targeted attacks.
+iterate with the highest loss (lowest when targeted) over all restarts. Tracking uses the
+loss of the forward that also gives the gradient (the loss of the iterate *before* the
+step): no extra forward, no host sync. ``gain`` = loss, or -loss when targeted.
 """
 from __future__ import annotations
 
@@ -28,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medrobust.losses import STEP_DEPENDENT, get_loss
+from medrobust.metrics import dice_per_class
 from medrobust.units import Budget, Scalar, expand_to, per_sample
 
 __all__ = ["Attack", "AttackResult", "AttackState", "frozen", "sample_metric", "check_inputs"]
@@ -50,7 +45,7 @@ class AttackResult:
         best_loss: ``(B,)`` loss of the returned iterate (the max of the history per
             sample, or the min for targeted attacks, unless ``return_best=False``).
         seconds: wall time of the attack.
-        extra: attack-specific per-sample tensors (Square: ``queries``; noise: norms).
+        extra: per-sample extras (Square: ``queries``; noise: its norms).
     """
 
     x_adv: torch.Tensor
@@ -63,23 +58,22 @@ class AttackResult:
 @dataclass
 class AttackState:
     """Working state of one restart. ``budget`` lives on x's device/dtype; ``eps`` and
-    ``alpha`` (step size) are ``(B,)`` in model units; ``mask`` is 0/1 in x's dtype.
-    ``eps_x``, ``neg_eps_x``, ``alpha_x``, ``low_x``, ``high_x`` are the same broadcast to ``(B, 1, ..., 1)``
-    once per run (the hot loop then makes no per-step reshapes); ``low_x``/``high_x`` are
-    None when the valid range is unbounded."""
+    ``alpha`` (step size) are ``(B,)`` in model units, ``*_x`` the same broadcast to
+    ``(B, 1, ..., 1)`` once per run (``low_x``/``high_x`` None for an unbounded range);
+    ``mask`` is 0/1 in x's dtype. Hooks set ``var`` and keep their own state in ``aux``."""
 
     budget: Budget
     eps: torch.Tensor
     alpha: torch.Tensor
     mask: torch.Tensor | None
     generator: torch.Generator | None
+    eps_x: torch.Tensor
+    neg_eps_x: torch.Tensor
+    alpha_x: torch.Tensor
+    low_x: torch.Tensor | None
+    high_x: torch.Tensor | None
     var: torch.Tensor = field(default_factory=lambda: torch.empty(0))
     aux: dict[str, Any] = field(default_factory=dict)
-    eps_x: torch.Tensor = field(default_factory=lambda: torch.empty(0))
-    neg_eps_x: torch.Tensor = field(default_factory=lambda: torch.empty(0))
-    alpha_x: torch.Tensor = field(default_factory=lambda: torch.empty(0))
-    low_x: torch.Tensor | None = None
-    high_x: torch.Tensor | None = None
 
     @classmethod
     def create(cls, budget: Budget, x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None,
@@ -87,10 +81,9 @@ class AttackState:
         """State for images ``x`` with ``budget`` moved to x's device and dtype."""
         bounded = bool(torch.isfinite(budget.low).any() or torch.isfinite(budget.high).any())  # on the host
         budget = dataclasses.replace(budget, eps=budget.eps.to(x), low=budget.low.to(x), high=budget.high.to(x))
-        eps = budget.eps_for(x)
-        lo, hi = budget.range_for(x)
-        return cls(budget, eps, alpha, mask, generator, eps_x=expand_to(eps, x), neg_eps_x=-expand_to(eps, x),
-                   alpha_x=expand_to(alpha, x), low_x=lo if bounded else None, high_x=hi if bounded else None)
+        eps, (lo, hi) = budget.eps_for(x), budget.range_for(x)
+        return cls(budget, eps, alpha, mask, generator, expand_to(eps, x), -expand_to(eps, x), expand_to(alpha, x),
+                   lo if bounded else None, hi if bounded else None)
 
 
 @contextmanager
@@ -125,31 +118,22 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) ->
                          f"for classification or {seg_shape} for segmentation")
     if mask is None:
         return None
-    ok = mask.ndim == x.ndim
-    if ok:
-        try:
-            ok = torch.broadcast_shapes(mask.shape, x.shape) == x.shape
-        except RuntimeError:
-            ok = False
+    try:
+        ok = mask.ndim == x.ndim and torch.broadcast_shapes(mask.shape, x.shape) == x.shape
+    except RuntimeError:
+        ok = False
     if not ok:
         raise ValueError(f"mask must have shape {seg_shape} or broadcast to x {tuple(x.shape)}, got {tuple(mask.shape)}")
     return (mask != 0).to(device=x.device, dtype=x.dtype)
 
 
 def sample_metric(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample quality ``(B,)`` of hard predictions: 1/0 correct for classification; mean
-    Dice over the foreground classes present in prediction or label for segmentation (1.0
-    when none is). Lower is a stronger attack."""
-    pred = logits.argmax(1)
+    """Per-sample quality ``(B,)`` of the hard prediction: 1/0 correct for classification;
+    mean foreground Dice (metrics.dice_per_class: a class absent from both scores 1) for
+    segmentation. Lower is a stronger attack."""
     if y.ndim == 1:
-        return (pred == y).to(logits.dtype)
-    k = logits.shape[1]
-    p = F.one_hot(pred, k)[..., 1:].reshape(pred.shape[0], -1, k - 1).to(logits.dtype)
-    g = F.one_hot(y[:, 0].long(), k)[..., 1:].reshape(pred.shape[0], -1, k - 1).to(logits.dtype)
-    inter, total = (p * g).sum(1), p.sum(1) + g.sum(1)
-    valid = (total > 0).to(logits.dtype)
-    dice = 2 * inter / total.clamp_min(1)
-    return torch.where(valid.sum(1) > 0, (dice * valid).sum(1) / valid.sum(1).clamp_min(1), torch.ones_like(dice[:, 0]))
+        return (logits.argmax(1) == y).to(logits.dtype)
+    return dice_per_class(logits, y, logits.shape[1]).mean(1).to(logits.dtype)
 
 
 def _is_sliding_window(model: nn.Module) -> bool:
@@ -198,18 +182,13 @@ class Attack:
             raise ValueError(f"early_stop must be a bool or a Dice threshold in [0, 1], got {early_stop!r}")
         if step_size is not None:
             budget.to_model(step_size)  # validates: finite and >= 0
-        self.budget = budget
-        self.steps = steps
-        self.step_size = step_size
+        self.budget, self.steps, self.step_size = budget, steps, step_size
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.loss_fn = get_loss(loss) if isinstance(loss, str) else loss
         self.step_dependent = isinstance(loss, str) and loss in STEP_DEPENDENT
-        self.targeted = bool(targeted)
-        self.restarts = restarts
+        self.targeted, self.restarts, self.early_stop = bool(targeted), restarts, early_stop
         self.random_start = self.default_random_start if random_start is None else bool(random_start)
-        self.early_stop = early_stop
-        self.return_best = bool(return_best)
-        self.seed = seed
+        self.return_best, self.seed = bool(return_best), seed
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.budget.describe()}, steps={self.steps}, loss={self.loss_name!r}, "
@@ -233,10 +212,7 @@ class Attack:
         if y.ndim > 1 and self.early_stop is True:
             raise ValueError("early_stop=True is for classification; for segmentation give a Dice threshold in [0, 1]")
         alpha = self._alpha(x)
-        gen = None
-        if self.seed is not None:
-            gen = torch.Generator(device=x.device)
-            gen.manual_seed(int(self.seed))
+        gen = None if self.seed is None else torch.Generator(device=x.device).manual_seed(int(self.seed))
         start = time.perf_counter()
         with frozen(model):
             result = self._attack(model, x.detach(), y, AttackState.create(self.budget, x, alpha, mask, gen))
@@ -264,16 +240,13 @@ class Attack:
         if not self.random_start:
             state.var = x.clone()
             return
-        noise_shape, dev = x.shape, x.device
+        kw = {"generator": state.generator, "device": x.device, "dtype": x.dtype}
         if state.budget.norm == "linf":
-            u = torch.rand(noise_shape, generator=state.generator, device=dev, dtype=x.dtype)
-            delta = (2 * u - 1) * expand_to(state.eps, x)
-        else:
-            d = torch.randn(noise_shape, generator=state.generator, device=dev, dtype=x.dtype)
-            d = d * state.mask if state.mask is not None else d
+            delta = (2 * torch.rand(x.shape, **kw) - 1) * state.eps_x
+        else:  # direction uniform on the sphere (inside the mask), radius uniform in [0, eps]
+            d = torch.randn(x.shape, **kw) * (state.mask if state.mask is not None else 1)
             n = d.reshape(d.shape[0], -1).norm(dim=1).clamp_min(1e-12)
-            r = torch.rand(x.shape[0], generator=state.generator, device=dev, dtype=x.dtype)
-            delta = d * expand_to(r * state.eps / n, x)
+            delta = d * expand_to(torch.rand(x.shape[0], **kw) * state.eps / n, x)
         state.var = state.budget.project(x, x + delta, state.mask)
 
     def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
@@ -318,8 +291,7 @@ class Attack:
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
                        windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_adv, gain (B,), d gain / d var, logits), all but the gradient detached."""
-        var = state.var.detach().requires_grad_(True)
-        state.var = var
+        state.var = var = state.var.detach().requires_grad_(True)
         with torch.enable_grad():
             x_adv = self.perturb(x, state)
             if windowed:

@@ -47,15 +47,13 @@ class MaskingReport:
 
 
 def _chance(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Metric of a prediction drawn uniformly over the K classes (expected value)."""
+    """Expected metric of a prediction drawn uniformly over the K classes (segmentation:
+    Dice 2f/K / (f + 1/K) for a class of volume fraction f, 0 for a class absent from y)."""
     k = logits.shape[1]
     if y.ndim == 1:
         return 1.0 / k
-    frac = torch.stack([(y == c).flatten(1).float().mean(1) for c in range(1, k)], 1)   # (B, K-1)
-    present = (frac > 0).float()
-    dice = 2 * frac / k / (frac + 1.0 / k)
-    per = (dice * present).sum(1) / present.sum(1).clamp_min(1)
-    return float(torch.where(present.sum(1) > 0, per, torch.ones_like(per)).mean())
+    frac = torch.stack([(y == c).flatten(1).double().mean(1) for c in range(1, k)], 1)   # (B, K-1)
+    return float((2 * frac / k / (frac + 1.0 / k)).mean())
 
 
 def _huge(budget: Budget, x: torch.Tensor) -> Budget:
