@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from medrobust.cli import app
+from medrobust.cli.evaluate import print_summary
 from medrobust.cli.train import train_model
 from medrobust.data.demo import build_demo_segmentation
+from medrobust.evaluation.config import parse_config
+from medrobust.evaluation.grid import run_grid
 from medrobust.models.checkpoint import load_checkpoint
+from medrobust.report.html import write_report
 from medrobust.training.loop import TrainConfig
 
 console = Console()
@@ -60,10 +65,36 @@ def print_clean_dice(checkpoint: Path) -> dict[str, float]:
     return dice
 
 
+def demo_grid(checkpoint: Path, datalist: Path, results: Path, max_cases: int = 4) -> dict[str, Any]:
+    """The demo's robustness grid: white-box, black-box and frequency attacks at three eps."""
+    eps = [2.0, 4.0, 8.0]
+    linf = {"eps": eps, "eps_unit": "1/255", "norm": "linf"}
+    return {
+        "models": [{"name": "demo-unet", "checkpoint": str(checkpoint)}],
+        "data": {"datalist": str(datalist), "split": "test", "max_cases": max_cases},
+        "perturbations": [
+            {"attack": "fgsm", **linf, "options": {"loss": "dice_ce"}},
+            {"attack": "pgd", **linf, "options": {"steps": 10, "loss": "dice_ce"}},
+            {"attack": "apgd", **linf, "options": {"steps": 10, "loss": "ce"}},
+            {"attack": "pgd", "name": "segpgd", **linf, "options": {"steps": 10, "loss": "segpgd"}},
+            {"attack": "square", **linf, "options": {"steps": 60}},
+        ],
+        "metrics": ["dice", "ssim", "psnr"],
+        "out": str(results), "examples": 3, "masking_check": True, "seed": 0,
+    }
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("medrobust-demo"), "--out", help="Folder for data, model, results and report."),
+    max_cases: int = typer.Option(4, "--max-cases", min=1, help="Test cases in the robustness grid."),
 ) -> None:
-    """Build the MNI152 demo set, train a small 3D UNet (cached), print clean Dice per class."""
+    """Build the MNI152 demo set, train a small 3D UNet (cached), run the robustness grid,
+    write results.sqlite, results.csv and report.html, and print the summary."""
     checkpoint = demo_model(out)
     print_clean_dice(checkpoint)
+    config = parse_config(demo_grid(checkpoint, out / "data" / "dataset.json", out / "results", max_cases),
+                          source="medrobust demo")
+    results = run_grid(config)
+    print_summary(results)
+    console.print(f"report: {write_report(results)}")
