@@ -1,0 +1,123 @@
+"""Domain assimilation (seed 004): logits = F(B(C(T(x)))) as one ``nn.Module``.
+
+- T, :class:`TextureModule`: a small residual conv net, image -> image of the same shape,
+  initialised to the identity (its last convolution starts at zero).
+- C, :class:`ColourModule`: per-pixel 1x1 convolutions from the image's channels to RGB in
+  [0, 1] (sigmoid), the range the natural-image backbone was pretrained on.
+- B and F: any registry classifier built with ``in_channels=3``; F is that network's own
+  classifier layer (``fc`` of ResNet, ``class_layers.out`` of DenseNet), so "backbone" below
+  means B and F together.
+
+Because the whole chain is one module, every attack differentiates through T and C: no
+preprocessing step can hide the gradient. ``model.assimilate(x)`` returns C(T(x)) for the
+GLCM term of the ``assimilation`` recipe and for pictures.
+
+Registered as ``build_model("assimilation", spatial_dims, in_channels, out_channels,
+backbone="resnet18", backbone_weights="pretrained/model.json")``. ``backbone_weights`` (any
+file :func:`~medrobust.models.pretrained.load_pretrained` reads; the name ``pretrained`` is
+reserved by the registry, which refuses downloads) only initialises B; the trained weights
+live in the checkpoint, so the recorded spec leaves the path out and the checkpoint loads
+where that file is gone.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.networks.blocks import ResidualUnit
+from monai.networks.layers import Conv
+from torch import nn
+
+from medrobust.models.pretrained import LoadReport, load_pretrained
+from medrobust.models.registry import build_model, register_model
+
+
+class TextureModule(nn.Module):
+    """T: ``x + head(body(x))``, ``(B, C, *spatial)`` -> same shape; identity at initialisation.
+
+    Args:
+        spatial_dims: 2 or 3. channels: C. width: feature channels. blocks: MONAI residual units.
+    """
+
+    def __init__(self, spatial_dims: int = 2, channels: int = 1, width: int = 16, blocks: int = 2) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.body = nn.Sequential(conv(channels, width, 3, padding=1), nn.PReLU(),
+                                  *[ResidualUnit(spatial_dims, width, width) for _ in range(blocks)])
+        self.head = conv(width, channels, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.head(self.body(x))
+
+
+class ColourModule(nn.Module):
+    """C: a learned per-pixel colour map ``(B, C, *spatial)`` -> ``(B, 3, *spatial)`` in [0, 1]."""
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, width: int = 16) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.net = nn.Sequential(conv(in_channels, width, 1), nn.PReLU(), conv(width, width, 1), nn.PReLU(),
+                                 conv(width, 3, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class DomainAssimilation(nn.Module):
+    """F(B(C(T(x)))): ``(B, C, *spatial)`` -> logits ``(B, K)`` (or whatever the backbone gives).
+
+    Attributes:
+        texture, colour, backbone: T, C and B+F.
+        pretrained_report: what loading ``backbone_weights`` did (None without it).
+    """
+
+    def __init__(self, texture: nn.Module, colour: nn.Module, backbone: nn.Module) -> None:
+        super().__init__()
+        self.texture, self.colour, self.backbone = texture, colour, backbone
+        self.pretrained_report: LoadReport | None = None
+
+    def assimilate(self, x: torch.Tensor) -> torch.Tensor:
+        """C(T(x)): the colour image ``(B, 3, *spatial)`` in [0, 1] the backbone sees."""
+        return self.colour(self.texture(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.assimilate(x))
+
+    @property
+    def medrobust_spec(self) -> dict[str, Any]:
+        return self._spec
+
+    @medrobust_spec.setter
+    def medrobust_spec(self, spec: dict[str, Any]) -> None:
+        # build_model sets the spec after building; the weights file is an initialisation only.
+        self._spec = {**spec, "kwargs": {k: v for k, v in spec["kwargs"].items() if k != "backbone_weights"}}
+
+
+@register_model("assimilation")
+def build_assimilation(spatial_dims: int, in_channels: int, out_channels: int, *, backbone: str = "resnet18",
+                       backbone_kwargs: dict[str, Any] | None = None, backbone_weights: str | None = None,
+                       texture_width: int = 16, texture_blocks: int = 2, colour_width: int = 16) -> nn.Module:
+    """Builder behind ``build_model("assimilation", ...)``.
+
+    Args:
+        backbone: registry classifier name (resnet18/34/50, densenet121, efficientnet-b0, ...),
+            built with ``in_channels=3`` and ``out_channels``; backbone_kwargs: its extra kwargs.
+        backbone_weights: pretrained weights for the backbone (head refitted when K differs).
+        texture_width, texture_blocks: size of T. colour_width: hidden channels of C.
+    Raises:
+        ValueError: unknown or composite backbone, bad sizes, weights that do not fit.
+    """
+    if backbone == "assimilation":
+        raise ValueError("backbone: 'assimilation' cannot be its own backbone; use a classifier such as resnet18")
+    if texture_width < 1 or texture_blocks < 0 or colour_width < 1:
+        raise ValueError(f"texture_width/colour_width must be >= 1 and texture_blocks >= 0, got "
+                         f"{texture_width}, {colour_width}, {texture_blocks}")
+    net = build_model(backbone, spatial_dims=spatial_dims, in_channels=3, out_channels=out_channels,
+                      **(backbone_kwargs or {}))
+    model = DomainAssimilation(TextureModule(spatial_dims, in_channels, texture_width, texture_blocks),
+                               ColourModule(spatial_dims, in_channels, colour_width), net)
+    if backbone_weights:
+        model.pretrained_report = load_pretrained(net, backbone_weights)
+    return model
