@@ -102,6 +102,7 @@ def test_summary_states_clean_and_worst_numbers(report: Path) -> None:
     assert "Under the worst of 3 attacks (fgsm, pgd, square) at L∞ eps 8/255" in html
     assert "the accuracy of resnet falls from 100.0% (clean) to 0.0%" in html
     assert "eps (1/255)" in html and "PSNR (dB)" in html and "L∞ (raw units)" in html
+    assert "13.6 HU" in html  # achieved norm of the CT model in its raw unit
 
 
 def test_worst_case_table_beside_each_attack(report: Path) -> None:

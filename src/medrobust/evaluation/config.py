@@ -173,6 +173,8 @@ class GridConfig(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     data: DataSpec
     perturbations: list[Perturbation] = Field(min_length=1)
+    # Dice (segmentation) and accuracy (classification) are always computed; hd95, ssim and
+    # psnr only when listed.
     metrics: list[Literal["dice", "hd95", "accuracy", "ssim", "psnr"]] = Field(
         default_factory=lambda: ["dice", "accuracy", "ssim", "psnr"])
     seed: int = 0

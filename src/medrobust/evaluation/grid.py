@@ -145,6 +145,7 @@ def _score(logits: torch.Tensor, y: torch.Tensor, classes: list[str], spacing: A
     out = {"score": float(dice.nanmean()) if not dice.isnan().all() else 1.0, "pred": None, "prob": None,
            "per_class": dict(zip(classes[1:], dice.tolist())), "hd95": None}
     if hd:
+        spacing = spacing[: y.ndim - 2] if spacing is not None else 1.0  # meta holds 3 values for 2D too
         out["hd95"] = dict(zip(classes[1:], metrics.hd95(logits, y, len(classes), spacing)[0].tolist()))
     return out
 

@@ -38,6 +38,10 @@ def fmt_score(value: float, task: str) -> str:
     return f"{100 * value:.1f}%" if task == "classification" else f"{value:.3f}"
 
 
+def _num(value: float, spec: str) -> str:
+    return "-" if pd.isna(value) else format(value, spec)
+
+
 def _norm(norm: str) -> str:
     return "L∞" if norm == "linf" else "L2"
 
@@ -50,7 +54,7 @@ def _sentence(h: pd.Series, task: str, attacks: str, flagged: int) -> str:
             f"from {fmt_score(h['clean'], task)} (clean) to {fmt_score(h['worst'], task)} over {h['n_cases']} "
             f"case{'s' * (h['n_cases'] != 1)}; the strongest single attack there is {h['strongest']}. "
             f"The normalised area under the worst-case curve (eps 0 to {fmt_eps(h['eps'], h['eps_unit'])}) is "
-            f"{fmt_score(h['auc'], task)} (1 would mean no loss at any budget).")
+            f"{fmt_score(h['auc'], task)} (it would equal the clean score if no budget had any effect).")
     if flagged:
         text += (f" {flagged} attack{'s' * (flagged != 1)} show{'s' * (flagged == 1)} signs of gradient masking: "
                  "treat these numbers as upper bounds (see the masking checks).")
@@ -143,10 +147,13 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                                 fmt_score(r["worst"], tasks.get(r["model"], "")), r["n_cases"]]
                                for _, r in pc.iterrows()])
     q = rb.quality_table(df)
-    ctx["quality"] = _table(["model", "attack", "eps", "SSIM", "PSNR (dB)", "L∞ (raw units)", "L2 (raw units)",
-                             "attack time (s)"],
+    raw_unit = {m: ((v["intensity"] or {}).get("raw_unit") or "raw") for m, v in models.items()}
+    ctx["quality"] = _table(["model", "attack", "eps", "SSIM", "PSNR (dB)", "achieved L∞ (raw units)",
+                             "achieved L2 (raw units)", "attack time (s)"],
                             [[r["model"], r["perturbation"], fmt_eps(r["eps_stated"], r["eps_unit"]),
-                              f"{r['ssim']:.4f}", f"{r['psnr']:.1f}", f"{r['linf_raw']:.4g}", f"{r['l2_raw']:.4g}",
+                              _num(r["ssim"], ".4f"), _num(r["psnr"], ".1f"),
+                              f"{r['linf_raw']:.4g} {raw_unit.get(r['model'], 'raw')}",
+                              f"{r['l2_raw']:.4g} {raw_unit.get(r['model'], 'raw')}",
                               f"{r['attack_seconds']:.2f}"] for _, r in q.iterrows()])
     ctx["checks"] = _table(["model", "attack", "likely masking", "reasons"],
                            [[r["model"], r["attack"], "yes" if r["likely_masking"] else "no", r["reasons"]]
