@@ -10,9 +10,11 @@ Public API::
 """
 from medrobust.models.registry import MODEL_NAMES, build_model, model_spec, register_model
 from medrobust.models.ensemble import Ensemble
+from medrobust.models import cooperative  # noqa: F401  (registers the "cooperative" composite)
 from medrobust.models.wrappers import SlidingWindow
 from medrobust.models.checkpoint import (CheckpointError, CheckpointInfo, load_checkpoint, load_state_into,
                                          read_checkpoint_info, save_checkpoint)
+from medrobust.models import assimilation  # noqa: E402,F401  (registers the "assimilation" composite)
 
 __all__ = ["MODEL_NAMES", "build_model", "model_spec", "register_model", "Ensemble", "SlidingWindow",
            "CheckpointError", "CheckpointInfo", "load_checkpoint", "load_state_into", "read_checkpoint_info",

@@ -2,7 +2,7 @@
 
 Importing this package registers every recipe in ``RECIPES``.
 """
-from medrobust.training import adversarial, self_adaptive, vaft  # noqa: F401  (register recipes)
+from medrobust.training import adversarial, assimilation, cooperative, self_adaptive, vaft  # noqa: F401  (register recipes)
 from medrobust.training.loop import FitResult, TrainConfig, fit
 from medrobust.training.recipes import RECIPES, Recipe, StepInfo, build_recipe, register_recipe
 

@@ -1,0 +1,158 @@
+"""Cooperative FTN + STN segmenter (seed 003, Chen et al. MICCAI 2021) as one ``nn.Module``.
+
+FTN (fast-thinking network), no skip connections, so everything the decoders use passes
+through the latent codes that the cooperative recipe masks:
+
+    x (B, C, *S) --encode--> z_i (B, c_L, *S/f) --decouple--> z_s (B, c_L, *S/f)
+    z_i --decode_image--> reconstruction (B, C, *S)      z_s --decode_seg--> logits (B, K, *S)
+
+STN (slow-thinking network): a denoising autoencoder on soft segmentations,
+``refine(logits) = STN(softmax(logits / T))`` -> corrected logits (B, K, *S), T = 2.
+
+``forward(x)`` = FTN then one STN refinement of the FTN prediction, so attacks, corruptions
+and metrics see the whole pipeline. f = 2**(len(channels) - 1); inputs whose sides are not
+multiples of f are padded (replicate) before the networks and the output cropped back.
+MONAI has no latent-code encoder/decoder without skips, so they are stacked here from its
+``Convolution`` blocks.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from torch import nn
+
+from medrobust.models.registry import register_model
+
+NORMS = ("batch", "instance")
+_ACT = ("leakyrelu", {"negative_slope": 0.2})
+
+
+def _conv(dims: int, cin: int, cout: int, norm: str, stride: int = 1, up: bool = False) -> nn.Module:
+    return Convolution(dims, cin, cout, strides=stride, kernel_size=3, act=_ACT, norm=norm, is_transposed=up)
+
+
+def _head(dims: int, cin: int, cout: int) -> nn.Module:
+    return Convolution(dims, cin, cout, kernel_size=1, conv_only=True)
+
+
+class Encoder(nn.Sequential):
+    """(B, cin, *S) -> (B, channels[-1], *S/f): a conv, then per level a stride-2 conv and a conv."""
+
+    def __init__(self, dims: int, cin: int, channels: Sequence[int], norm: str) -> None:
+        layers = [_conv(dims, cin, channels[0], norm)]
+        for a, b in zip(channels[:-1], channels[1:]):
+            layers += [_conv(dims, a, b, norm, stride=2), _conv(dims, b, b, norm)]
+        super().__init__(*layers)
+
+
+class Decoder(nn.Sequential):
+    """(B, channels[-1], *S/f) -> (B, cout, *S): per level a stride-2 transposed conv and a conv,
+    then a linear 1x1 head (logits or image intensities)."""
+
+    def __init__(self, dims: int, cout: int, channels: Sequence[int], norm: str) -> None:
+        rev = list(channels)[::-1]
+        layers: list[nn.Module] = []
+        for a, b in zip(rev[:-1], rev[1:]):
+            layers += [_conv(dims, a, b, norm, stride=2, up=True), _conv(dims, b, b, norm)]
+        super().__init__(*layers, _head(dims, rev[-1], cout))
+
+
+class CooperativeNet(nn.Module):
+    """FTN (image encoder, decoupler, image decoder, segmentation decoder) + STN.
+
+    Args:
+        spatial_dims: 2 or 3. in_channels: image channels C. out_channels: classes K.
+        channels: encoder widths per level (decoders mirror them); the latent codes have
+            ``channels[-1]`` channels at 1/2**(len(channels)-1) of the input size.
+        stn_channels: widths of the STN autoencoder (default: ``channels``).
+        norm: "batch" (the seed's) or "instance".
+        temperature: T of the STN input softmax(logits / T), > 0.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
+                 channels: Sequence[int] = (8, 16, 32), stn_channels: Sequence[int] | None = None,
+                 norm: str = "batch", temperature: float = 2.0) -> None:
+        super().__init__()
+        stn_channels = list(channels if stn_channels is None else stn_channels)
+        for name, widths in (("channels", channels), ("stn_channels", stn_channels)):
+            if len(widths) < 1 or min(int(c) for c in widths) < 1:
+                raise ValueError(f"{name} must be a non-empty list of positive widths, got {list(widths)}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if out_channels < 2:
+            raise ValueError(f"out_channels must be >= 2 (segmentation classes), got {out_channels}")
+        d, latent = spatial_dims, int(channels[-1])
+        self.spatial_dims, self.num_classes, self.temperature = d, out_channels, float(temperature)
+        self.factor = 2 ** (max(len(channels), len(stn_channels)) - 1)
+        self.image_encoder = Encoder(d, in_channels, channels, norm)
+        self.decoupler = nn.Sequential(_conv(d, latent, latent, norm), _conv(d, latent, latent, norm))
+        self.image_decoder = Decoder(d, in_channels, channels, norm)
+        self.segmentation_decoder = Decoder(d, out_channels, channels, norm)
+        self.shape_encoder = Encoder(d, out_channels, stn_channels, norm)
+        self.shape_decoder = Decoder(d, out_channels, stn_channels, norm)
+
+    # --- FTN -------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, C, *S), S multiples of ``factor`` -> latent image code z_i (B, c_L, *S/f)."""
+        return self.image_encoder(x)
+
+    def decouple(self, z_i: torch.Tensor) -> torch.Tensor:
+        """z_i -> shape code z_s (same shape)."""
+        return self.decoupler(z_i)
+
+    def decode_image(self, z_i: torch.Tensor) -> torch.Tensor:
+        """z_i -> reconstructed image (B, C, *S), model units."""
+        return self.image_decoder(z_i)
+
+    def decode_seg(self, z_s: torch.Tensor) -> torch.Tensor:
+        """z_s -> FTN segmentation logits (B, K, *S)."""
+        return self.segmentation_decoder(z_s)
+
+    # --- STN -------------------------------------------------------------------------
+    def shape_correct(self, probs: torch.Tensor) -> torch.Tensor:
+        """Soft or one-hot segmentation (B, K, *S), values in [0, 1] -> corrected logits (B, K, *S)."""
+        return self.shape_decoder(self.shape_encoder(probs))
+
+    def refine(self, logits: torch.Tensor) -> torch.Tensor:
+        """STN refinement of logits (B, K, *S): STN(softmax(logits / T)) -> logits (B, K, *S)."""
+        return self.shape_correct(F.softmax(logits / self.temperature, dim=1))
+
+    # --- whole pipeline --------------------------------------------------------------
+    def pad(self, t: torch.Tensor) -> torch.Tensor:
+        """Pad the spatial sides of (B, *, *S) at the end to multiples of ``factor`` (replicate).
+
+        Integer tensors (labels) are padded through float and cast back.
+        """
+        extra = [(-s) % self.factor for s in t.shape[2:]]
+        if not any(extra):
+            return t
+        widths = [w for e in reversed(extra) for w in (0, e)]
+        if t.is_floating_point():
+            return F.pad(t, widths, mode="replicate")
+        return F.pad(t.float(), widths, mode="replicate").to(t.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Image (B, C, *S) in model units -> refined logits (B, K, *S): FTN, then STN on its prediction."""
+        size = x.shape[2:]
+        logits = self.refine(self.decode_seg(self.decouple(self.encode(self.pad(x)))))
+        return logits[(..., *[slice(0, s) for s in size])]
+
+
+def unwrap_cooperative(model: nn.Module) -> CooperativeNet | None:
+    """The CooperativeNet inside ``model`` (itself, or under ``.model``/``.module`` wrappers), else None."""
+    while not isinstance(model, CooperativeNet):
+        inner = getattr(model, "model", None) or getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return None
+        model = inner
+    return model
+
+
+@register_model("cooperative")
+def _cooperative(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return CooperativeNet(spatial_dims, in_channels, out_channels, **kw)
