@@ -66,7 +66,8 @@ def print_clean_dice(checkpoint: Path) -> dict[str, float]:
 
 
 def demo_grid(checkpoint: Path, datalist: Path, results: Path, max_cases: int = 4) -> dict[str, Any]:
-    """The demo's robustness grid: white-box, black-box and frequency attacks at three eps."""
+    """The demo's robustness grid: white-box and black-box L-inf attacks at three eps (their
+    worst case per case is the headline), and VAFA at two frequency budgets q_max."""
     eps = [2.0, 4.0, 8.0]
     linf = {"eps": eps, "eps_unit": "1/255", "norm": "linf"}
     return {
@@ -78,6 +79,8 @@ def demo_grid(checkpoint: Path, datalist: Path, results: Path, max_cases: int = 
             {"attack": "apgd", **linf, "options": {"steps": 10, "loss": "ce"}},
             {"attack": "pgd", "name": "segpgd", **linf, "options": {"steps": 10, "loss": "segpgd"}},
             {"attack": "square", **linf, "options": {"steps": 60}},
+            {"attack": "vafa3d", "norm": "dct", "eps": [10.0, 20.0], "eps_unit": "1/255",
+             "options": {"steps": 10, "block_size": [32, 32, 32]}},
         ],
         "metrics": ["dice", "ssim", "psnr"],
         "out": str(results), "examples": 3, "masking_check": True, "seed": 0,

@@ -110,8 +110,22 @@ class AttackSpec(_Strict):
     name: str | None = None
     eps: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1)
     eps_unit: Literal["model", "raw", "HU", "1/255"] = "model"
-    norm: Literal["linf", "l2"] = "linf"
+    # "dct": VAFA's frequency budget; each eps is q_max in 1/255 of the valid range. It is a
+    # threat model of its own, so it never joins the worst case over L-inf attacks.
+    norm: Literal["linf", "l2", "dct"] = "linf"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _frequency_budget(self) -> "AttackSpec":
+        frequency = self.attack.startswith("vafa")
+        if frequency != (self.norm == "dct"):
+            raise ValueError("norm: 'dct' (eps = q_max) is the budget of the vafa attacks and only theirs; "
+                             f"got norm {self.norm!r} for attack {self.attack!r}")
+        if frequency and (self.eps_unit != "1/255" or min(self.eps) < 1):
+            raise ValueError("eps: for norm 'dct' each eps is q_max >= 1 in eps_unit '1/255' (of the valid range)")
+        if frequency and "q_max" in self.options:
+            raise ValueError("options: q_max is given by eps for norm 'dct'")
+        return self
 
     @field_validator("attack")
     @classmethod

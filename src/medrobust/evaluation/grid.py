@@ -46,6 +46,18 @@ class LoadedModel:
     split: Any  # medrobust.data.sources.Split
 
 
+def attack_for(p: AttackSpec, eps: float, x: torch.Tensor, imap: IntensityMap) -> tuple[Any, Any]:
+    """The budget and the configured attack of one grid entry at one eps (norm "dct": eps is
+    VAFA's q_max and the budget carries only the valid range)."""
+    from medrobust.attacks import get_attack
+
+    if p.norm == "dct":
+        budget = budget_for_case("linf", 0.0, "model", x, imap)
+        return budget, get_attack(p.attack, budget, **p.options, q_max=eps)
+    budget = budget_for_case(p.norm, eps, p.eps_unit, x, imap)
+    return budget, get_attack(p.attack, budget, **p.options)
+
+
 def run_seed(seed: int, model: str, perturbation: str, eps: float, case_id: str) -> int:
     """Deterministic 63-bit seed of one run."""
     key = f"{seed}\x1f{model}\x1f{perturbation}\x1f{eps!r}\x1f{case_id}".encode()
@@ -103,8 +115,6 @@ def _load(cfg: GridConfig) -> list[LoadedModel]:
 
 def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
     """Build every (attack, eps) once on the first case so bad options fail before any work."""
-    from medrobust.attacks import get_attack
-
     x = first["image"].unsqueeze(0)
     imap = IntensityMap.from_dict(first["meta"]["intensity"])
     for i, p in enumerate(cfg.perturbations):
@@ -113,7 +123,7 @@ def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
                                   f"version; allowed entries: `attack:`")
         for eps in p.eps:
             try:
-                get_attack(p.attack, budget_for_case(p.norm, eps, p.eps_unit, x, imap), **p.options)
+                attack_for(p, eps, x, imap)
             except (ValueError, TypeError) as err:
                 raise GridConfigError(f"perturbations[{i}] ({p.label}, eps {eps:g} {p.eps_unit}): {err}") from None
 
@@ -194,7 +204,6 @@ class _Runner:
 
     def case(self, lm: LoadedModel, item: dict[str, Any]) -> None:
         """Run every unfinished (perturbation, eps) of one case; one store row each."""
-        from medrobust.attacks import get_attack
         from medrobust.models.inference import infer
 
         todo = [(p, e) for p in self.cfg.perturbations for e in p.levels
@@ -206,8 +215,7 @@ class _Runner:
         for p, eps in todo:
             t0 = time.perf_counter()
             torch.manual_seed(run_seed(self.cfg.seed, lm.name, p.label, float(eps), c.id))
-            budget = budget_for_case(p.norm, eps, p.eps_unit, c.x, c.imap)
-            attack = get_attack(p.attack, budget, **p.options)
+            budget, attack = attack_for(p, eps, c.x, c.imap)
             t1 = time.perf_counter()
             result = attack.run(c.model, c.x, c.y)
             attack_seconds = time.perf_counter() - t1
