@@ -63,3 +63,11 @@ def test_trained_segmenter_is_not_flagged() -> None:
     assert report.metric_name == "dice"
     assert not report.likely_masking, report.reasons
     assert report.huge_eps_metric < report.whitebox_metric < report.clean_metric
+
+
+def test_l2_budget_compares_square_inside_the_l2_ball() -> None:
+    model = classifier(None)
+    x, y = labelled(model)
+    report = gradient_masking_check(model, x, y, Budget.l2(3.0, valid_range=(0.0, 1.0)), steps=10, n_queries=50)
+    assert not report.likely_masking, report.reasons
+    assert report.whitebox_metric <= report.blackbox_metric

@@ -73,8 +73,8 @@ def gradient_masking_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, b
 
     Args:
         model, x, y: as for any attack (model units; labels ``(B,)`` or ``(B, 1, *spatial)``).
-        budget: the budget robustness is claimed at (Square needs a Linf one; for an L2
-            budget the black-box comparison uses the Linf ball of the same eps).
+        budget: the budget robustness is claimed at (for an L2 budget, Square searches the
+            largest Linf ball inside it).
         steps: PGD steps; n_queries: Square queries; loss: the white-box loss.
         tolerance: how much lower (metric units) Square or the whole-range attack may be
             than expected before it counts as a sign.
@@ -83,7 +83,10 @@ def gradient_masking_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, b
     """
     check_inputs(x, y, mask)
     pgd = PGD(budget, steps=steps, loss=loss, seed=seed).run(model, x, y, mask)
-    square_budget = budget if budget.norm == "linf" else Budget.linf(budget.eps, "model", (budget.low, budget.high))
+    # Square is Linf-only: for an L2 budget use the largest Linf ball inside the L2 ball
+    # (eps / sqrt(n)), so that Square searches a subset of what PGD may use
+    square_budget = budget if budget.norm == "linf" else Budget.linf(
+        budget.eps / math.sqrt(x[0].numel()), "model", (budget.low, budget.high))
     square = Square(square_budget, n_queries=n_queries, seed=seed).run(model, x, y, mask)
     huge = PGD(_huge(budget, x), steps=steps, loss=loss, random_start=False).run(model, x, y, mask)
     with frozen(model), torch.no_grad():
