@@ -12,7 +12,7 @@ from medrobust.models import CheckpointError, build_model, load_checkpoint, save
 from medrobust.models.cooperative import CooperativeNet, unwrap_cooperative
 from medrobust.models.wrappers import SlidingWindow
 
-TINY = {"channels": [4, 8, 8]}
+TINY = {"channels": [4, 8]}
 
 
 @pytest.fixture(autouse=True, scope="module")

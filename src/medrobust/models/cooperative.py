@@ -10,7 +10,7 @@ STN (slow-thinking network): a denoising autoencoder on soft segmentations,
 ``refine(logits) = STN(softmax(logits / T))`` -> corrected logits (B, K, *S), T = 2.
 
 ``forward(x)`` = FTN then one STN refinement of the FTN prediction, so attacks, corruptions
-and metrics see the whole pipeline. f = 2**(len(channels) - 1); inputs whose sides are not
+and metrics see the whole pipeline. f = 2**len(channels); inputs whose sides are not
 multiples of f are padded (replicate) before the networks and the output cropped back.
 MONAI has no latent-code encoder/decoder without skips, so they are stacked here from its
 ``Convolution`` blocks.
@@ -34,30 +34,29 @@ def _conv(dims: int, cin: int, cout: int, norm: str, stride: int = 1, up: bool =
     return Convolution(dims, cin, cout, strides=stride, kernel_size=3, act=_ACT, norm=norm, is_transposed=up)
 
 
-def _head(dims: int, cin: int, cout: int) -> nn.Module:
-    return Convolution(dims, cin, cout, kernel_size=1, conv_only=True)
-
-
 class Encoder(nn.Sequential):
-    """(B, cin, *S) -> (B, channels[-1], *S/f): a conv, then per level a stride-2 conv and a conv."""
+    """(B, cin, *S) -> (B, channels[-1], *S/f), f = 2**len(channels): per width a stride-2 conv
+    and a conv. No full-resolution conv (as MONAI's UNet), which keeps 3D volumes cheap on CPU."""
 
     def __init__(self, dims: int, cin: int, channels: Sequence[int], norm: str) -> None:
-        layers = [_conv(dims, cin, channels[0], norm)]
-        for a, b in zip(channels[:-1], channels[1:]):
+        layers: list[nn.Module] = []
+        for a, b in zip([cin, *channels[:-1]], channels):
             layers += [_conv(dims, a, b, norm, stride=2), _conv(dims, b, b, norm)]
         super().__init__(*layers)
 
 
 class Decoder(nn.Sequential):
-    """(B, channels[-1], *S/f) -> (B, cout, *S): per level a stride-2 transposed conv and a conv,
-    then a linear 1x1 head (logits or image intensities)."""
+    """(B, channels[-1], *S/f) -> (B, cout, *S): per width a conv and a stride-2 transposed conv
+    to the next width; the last one is linear (logits or image intensities)."""
 
     def __init__(self, dims: int, cout: int, channels: Sequence[int], norm: str) -> None:
         rev = list(channels)[::-1]
         layers: list[nn.Module] = []
-        for a, b in zip(rev[:-1], rev[1:]):
-            layers += [_conv(dims, a, b, norm, stride=2, up=True), _conv(dims, b, b, norm)]
-        super().__init__(*layers, _head(dims, rev[-1], cout))
+        for a, b in zip(rev, rev[1:]):
+            layers += [_conv(dims, a, a, norm), _conv(dims, a, b, norm, stride=2, up=True)]
+        layers += [_conv(dims, rev[-1], rev[-1], norm),
+                   Convolution(dims, rev[-1], cout, strides=2, kernel_size=3, is_transposed=True, conv_only=True)]
+        super().__init__(*layers)
 
 
 class CooperativeNet(nn.Module):
@@ -65,8 +64,8 @@ class CooperativeNet(nn.Module):
 
     Args:
         spatial_dims: 2 or 3. in_channels: image channels C. out_channels: classes K.
-        channels: encoder widths per level (decoders mirror them); the latent codes have
-            ``channels[-1]`` channels at 1/2**(len(channels)-1) of the input size.
+        channels: encoder widths, one stride-2 level each (decoders mirror them); the latent
+            codes have ``channels[-1]`` channels at 1/2**len(channels) of the input size.
         stn_channels: widths of the STN autoencoder (default: ``channels``).
         norm: "batch" (the seed's) or "instance".
         temperature: T of the STN input softmax(logits / T), > 0.
@@ -88,7 +87,7 @@ class CooperativeNet(nn.Module):
             raise ValueError(f"out_channels must be >= 2 (segmentation classes), got {out_channels}")
         d, latent = spatial_dims, int(channels[-1])
         self.spatial_dims, self.num_classes, self.temperature = d, out_channels, float(temperature)
-        self.factor = 2 ** (max(len(channels), len(stn_channels)) - 1)
+        self.factor = 2 ** max(len(channels), len(stn_channels))
         self.image_encoder = Encoder(d, in_channels, channels, norm)
         self.decoupler = nn.Sequential(_conv(d, latent, latent, norm), _conv(d, latent, latent, norm))
         self.image_decoder = Decoder(d, in_channels, channels, norm)
@@ -146,7 +145,9 @@ class CooperativeNet(nn.Module):
 def unwrap_cooperative(model: nn.Module) -> CooperativeNet | None:
     """The CooperativeNet inside ``model`` (itself, or under ``.model``/``.module`` wrappers), else None."""
     while not isinstance(model, CooperativeNet):
-        inner = getattr(model, "model", None) or getattr(model, "module", None)
+        inner = getattr(model, "model", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
         if not isinstance(inner, nn.Module):
             return None
         model = inner
