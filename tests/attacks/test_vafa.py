@@ -226,7 +226,7 @@ def _state(attack: VAFA, x: torch.Tensor):  # type: ignore[no-untyped-def]
     from medrobust.attacks.base import AttackState
 
     budget = attack.budget
-    state = AttackState(budget, budget.eps_for(x), budget.eps_for(x), None, None)
+    state = AttackState.create(budget, x, budget.eps_for(x), None, None)
     attack.init_state(x, state)
     return state
 
