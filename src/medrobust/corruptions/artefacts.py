@@ -1,0 +1,187 @@
+"""The eight corruptions as TorchIO transforms with fixed parameters, and the volume geometry.
+
+Each ``apply_<name>(vol, geo, lv, rng, seed)`` takes a volume ``(C, X, Y, Z)`` float32 on
+the CPU, already rescaled to its reference range (values mostly in [0, 1]), the
+:class:`Geometry`, the severity's row of the table, a seeded ``numpy`` generator and the
+derived seed; it returns the corrupted volume and the parameters it drew (JSON-ready).
+
+Axes. MRI artefacts live in the acquisition frame: k-space is segmented along an in-plane
+*phase-encoding* axis and motion is in-plane, so nothing is ever applied along the
+through-plane (slice) axis (TorchIO's ``RandomMotion`` segments k-space along array axis 2,
+which for axial stacks is the slice axis; here the phase axis is moved there first).
+Resolution loss, in turn, acts *only* on the through-plane axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchio as tio
+
+ISOTROPY_TOLERANCE = 1.1  # spacings within 10% count as isotropic
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the slice axis lies in a volume ``(C, X, Y, Z)`` (2D images: Z of size 1).
+
+    Attributes:
+        affine: (4, 4) voxel-to-world (mm) of the volume (the case's real affine).
+        spacing: voxel size (mm) along X, Y, Z.
+        through: the through-plane axis (0, 1 or 2); ``in_plane`` the two others.
+        reason: why that axis ("declared", "single slice", "largest spacing", "isotropic").
+    """
+
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    through: int
+    in_plane: tuple[int, int]
+    reason: str
+
+
+def geometry(shape: tuple[int, int, int], affine: Any, through_plane: int | None) -> Geometry:
+    """Geometry of a volume of spatial ``shape`` (X, Y, Z) with ``affine`` (None: 1 mm identity).
+
+    The through-plane axis is ``through_plane`` when given, else an axis of size 1, else the
+    axis of largest spacing when the voxels are anisotropic, else the last axis.
+    """
+    aff = np.eye(4) if affine is None else np.asarray(
+        affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        raise ValueError(f"affine: expected a finite 4x4 voxel-to-world matrix, got shape {aff.shape}")
+    spacing = tuple(float(s) for s in np.linalg.norm(aff[:3, :3], axis=0))
+    if min(spacing) <= 0:
+        raise ValueError(f"affine: voxel spacing must be > 0 along every axis, got {spacing}")
+    if through_plane is not None:
+        if through_plane not in (0, 1, 2) or isinstance(through_plane, bool):
+            raise ValueError(f"through_plane: must be a spatial axis 0, 1 or 2 of a 3D image, got {through_plane!r}")
+        axis, reason = int(through_plane), "declared"
+    elif 1 in shape:
+        axis, reason = shape.index(1), "single slice"
+    elif max(spacing) > ISOTROPY_TOLERANCE * min(spacing):
+        axis, reason = int(np.argmax(spacing)), "largest spacing"
+    else:
+        axis, reason = 2, "isotropic voxels: last axis"
+    in_plane = tuple(a for a in range(3) if a != axis)
+    return Geometry(aff, spacing, axis, in_plane, reason)  # type: ignore[arg-type]
+
+
+def _run(transform: tio.Transform, vol: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    return transform(tio.ScalarImage(tensor=vol, affine=affine)).data.float()
+
+
+def apply_motion(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One sudden in-plane movement (rotation about the slice axis + in-plane shift) after which
+    ``round(kspace_fraction * n)`` of the n phase-encoding lines are acquired: the outer lines on
+    one side of the k-space centre, never the centre line (Shaw et al. 2019, ``tio.Motion``).
+    The severity sets the fraction; the nested line sets make the change grow with it (on axes
+    under ~24 voxels two levels may round to the same number of lines)."""
+    phase = int(geo.in_plane[rng.integers(2)])
+    other = geo.in_plane[0] if phase == geo.in_plane[1] else geo.in_plane[1]
+    order = (other, geo.through, phase)  # TorchIO segments k-space along the last array axis
+    direction = rng.normal(size=2)
+    shift = direction / (np.linalg.norm(direction) or 1.0) * lv["translation_mm"]
+    rotation = float(rng.choice([-1.0, 1.0]) * lv["degrees"])
+    degrees, translation = np.zeros((1, 3)), np.zeros((1, 3))
+    degrees[0, 1] = rotation  # about the through-plane axis only (position 1 of `order`)
+    translation[0, [0, 2]] = shift  # in-plane only
+    n = int(vol.shape[phase + 1])
+    # Outer lines on one side of the centre only: the centre line (index n // 2 after TorchIO's
+    # fftshift) always comes from before the move. The small offset keeps int(n * time) exact.
+    moved_lines = min(max(1, round(lv["kspace_fraction"] * n)), n - n // 2 - 1)
+    times = np.array([(n - moved_lines) / n + 1e-9])
+    # Rotation and translation are defined in the acquisition frame (voxel axes scaled by the
+    # spacing), where the scanner's slice and phase axes are, not in the oblique world frame.
+    frame = np.diag([geo.spacing[a] for a in order] + [1.0])
+    moved = _run(tio.Motion(degrees=degrees, translation=translation, times=times, image_interpolation="linear"),
+                 vol.permute(0, *(a + 1 for a in order)).contiguous(), frame)
+    out = moved.permute(0, *(order.index(a) + 1 for a in range(3))).contiguous()
+    return out, {"phase_axis": phase, "moved_lines": moved_lines, "lines": n, "rotation_deg": rotation,
+                 "translation_mm": {str(order[0]): float(shift[0]), str(order[2]): float(shift[1])}}
+
+
+def apply_spike(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One k-space spike off-centre in-plane (herringbone stripes), same in every slice."""
+    position = np.full((1, 3), 0.5)  # k-space centre along the through-plane axis
+    for a in geo.in_plane:
+        position[0, a] = 0.5 + rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.4)
+    out = _run(tio.Spike(spikes_positions=position, intensity=lv["intensity"]), vol, geo.affine)
+    return out, {"position": position[0].tolist()}
+
+
+def apply_ghosting(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                   seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Periodic ghosts along an in-plane phase axis (``tio.Ghosting``)."""
+    phase, ghosts = int(geo.in_plane[rng.integers(2)]), int(rng.integers(4, 9))
+    out = _run(tio.Ghosting(num_ghosts=ghosts, axis=phase, intensity=lv["intensity"], restore=0.02),
+               vol, geo.affine)
+    return out, {"phase_axis": phase, "num_ghosts": ghosts, "restore": 0.02}
+
+
+def apply_bias_field(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                     seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Smooth multiplicative field exp(p(x, y, z)), p of order 3, centred (geometric mean 1)
+    and scaled so max |p| = ``max_log_gain`` (``tio.BiasField``)."""
+    order = 3
+    coefficients = rng.uniform(-1, 1, (order + 1) * (order + 2) * (order + 3) // 6)
+    coefficients[0] = 0.0  # constant term: set below so the field is centred
+    log_field = np.log(tio.BiasField.generate_bias_field(vol, order, coefficients).astype(np.float64))
+    centre = log_field.mean()
+    span = float(np.abs(log_field - centre).max()) or 1.0
+    coefficients = coefficients * lv["max_log_gain"] / span
+    coefficients[0] = -centre * lv["max_log_gain"] / span
+    out = _run(tio.BiasField(coefficients=coefficients.tolist(), order=order), vol, geo.affine)
+    return out, {"order": order, "coefficients": coefficients.tolist()}
+
+
+def apply_blur(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+               seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """In-plane Gaussian blur of ``sigma_voxels`` in-plane voxels (``tio.Blur``, sigma in mm)."""
+    std = [0.0, 0.0, 0.0]
+    for a in geo.in_plane:
+        std[a] = lv["sigma_voxels"] * geo.spacing[a]
+    return _run(tio.Blur(std=tuple(std)), vol, geo.affine), {"std_mm": std}
+
+
+def apply_noise(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Additive Gaussian noise, std a fraction of the reference range (``tio.Noise``, seeded)."""
+    noise_seed = int(seed % (2**63 - 1))
+    return _run(tio.Noise(mean=0.0, std=lv["std_fraction"], seed=noise_seed), vol, geo.affine), {"noise_seed": noise_seed}
+
+
+def apply_gamma(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Contrast change u -> u ** gamma on the rescaled image (``tio.Gamma``)."""
+    gamma = float(np.exp(rng.choice([-1.0, 1.0]) * lv["log_gamma"]))
+    return _run(tio.Gamma(gamma=gamma), vol, geo.affine), {"gamma": gamma}
+
+
+def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
+                     seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Thick slices: ``round(n / factor)`` slices averaged over the same field of view along the
+    through-plane axis, then linearly interpolated back to the n original ones. A single-slice
+    (2D) image has no slice axis to thicken, so one in-plane axis (drawn) loses resolution."""
+    axis = geo.through if vol.shape[geo.through + 1] > 1 else int(geo.in_plane[rng.integers(2)])
+    n = int(vol.shape[axis + 1])
+    size = list(vol.shape[1:])
+    size[axis] = max(1, int(round(n / lv["factor"])))
+    # Not tio.Resample: it keeps the first voxel centre fixed, so for non-integer factors the
+    # thick slices shift against the anatomy (measured: level 2 hurt less than level 1), and
+    # its anti-aliasing needs >= 4 slices. Box averages over the same field of view do not.
+    low = F.interpolate(vol[None], size=size, mode="area")
+    back = F.interpolate(low, size=tuple(vol.shape[1:]), mode="trilinear", align_corners=False)[0]
+    return back.float(), {"axis": axis, "slices": n, "thick_slices": size[axis],
+                          "effective_factor": n / size[axis]}
+
+
+Artefact = Callable[[torch.Tensor, Geometry, dict[str, float], np.random.Generator, int],
+                    tuple[torch.Tensor, dict[str, Any]]]
+ARTEFACTS: dict[str, Artefact] = {"motion": apply_motion, "spike": apply_spike, "ghosting": apply_ghosting,
+                                  "bias_field": apply_bias_field, "blur": apply_blur, "noise": apply_noise,
+                                  "gamma": apply_gamma, "resolution": apply_resolution}

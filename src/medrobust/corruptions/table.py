@@ -1,0 +1,88 @@
+"""The one table of corruption parameters per severity, and argument checks (no TorchIO import).
+
+Every strength is stated on the image rescaled to its **reference range** [lo, hi]
+(``u = (x - lo) / (hi - lo)``: the IntensityMap's clip window, e.g. a CT window, or else the
+case's own min..max per channel), so a level means the same on CT, MRI and 8-bit images.
+
+==========  =====================  ====================================  =================================
+corruption  parameter              severity 1, 2, 3, 4, 5                drawn once per (seed, case, name)
+==========  =====================  ====================================  =================================
+motion      kspace_fraction        0.2, 0.3, 0.38, 0.43, 0.47 (outer     phase axis, rotation sign,
+                                   phase lines acquired after one move,  shift direction (in-plane)
+                                   all on one side of the centre)
+            degrees (in-plane)     4 at every level (rotation)
+            translation_mm         4 at every level (in-plane shift)
+spike       intensity              0.1, 0.2, 0.35, 0.5, 0.75             one k-space position (in-plane
+                                   (spike / k-space maximum)             offset, through-plane k = 0)
+ghosting    intensity              0.15, 0.3, 0.45, 0.6, 0.8             phase axis, 4..8 ghosts
+                                   (k-space planes damped by)            (2% of k-space centre restored)
+bias_field  max_log_gain           0.2, 0.35, 0.5, 0.7, 0.9              20 coefficients of an order-3
+                                   (max abs log of the field)            polynomial, field centred on 1
+blur        sigma_voxels           0.5, 0.75, 1, 1.5, 2                  -
+                                   (in-plane Gaussian sigma)
+noise       std_fraction           0.02, 0.04, 0.06, 0.09, 0.12          noise seed
+                                   (Gaussian std / reference range)
+gamma       log_gamma              0.1, 0.2, 0.3, 0.45, 0.6              sign (gamma above or below 1)
+                                   (gamma = exp(+-log_gamma) on u)
+resolution  factor                 1.5, 2, 3, 4, 6                       (2D: which in-plane axis)
+                                   (slice thickness multiplied along
+                                   the through-plane axis, then back)
+==========  =====================  ====================================  =================================
+
+Motion grades the *fraction* of k-space acquired after one fixed movement: the k-space
+regions are nested, so by Parseval the L2 change grows strictly with the level (growing
+the movement instead is not monotone: a shift by an even number of voxels is invisible
+at the Nyquist frequency, measured on 16^3 phantoms).
+
+The random draws depend on (seed, case, corruption) but not on the severity: the levels
+of one case show the *same* artefact growing (common random numbers), so a higher level
+changes the image more, and curves over severity are not blurred by new draws per level.
+"""
+from __future__ import annotations
+
+import hashlib
+
+CORRUPTION_NAMES: tuple[str, ...] = ("motion", "spike", "ghosting", "bias_field", "blur", "noise", "gamma",
+                                     "resolution")
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+# name -> parameter -> value at severities 1..5 (see the module docstring for units).
+SEVERITY_TABLE: dict[str, dict[str, tuple[float, ...]]] = {
+    "motion": {"kspace_fraction": (0.2, 0.3, 0.38, 0.43, 0.47), "degrees": (4.0,) * 5, "translation_mm": (4.0,) * 5},
+    "spike": {"intensity": (0.1, 0.2, 0.35, 0.5, 0.75)},
+    "ghosting": {"intensity": (0.15, 0.3, 0.45, 0.6, 0.8)},
+    "bias_field": {"max_log_gain": (0.2, 0.35, 0.5, 0.7, 0.9)},
+    "blur": {"sigma_voxels": (0.5, 0.75, 1.0, 1.5, 2.0)},
+    "noise": {"std_fraction": (0.02, 0.04, 0.06, 0.09, 0.12)},
+    "gamma": {"log_gamma": (0.1, 0.2, 0.3, 0.45, 0.6)},
+    "resolution": {"factor": (1.5, 2.0, 3.0, 4.0, 6.0)},
+}
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """``name`` if it is a known corruption, else ValueError naming ``what`` and the allowed names."""
+    if name not in CORRUPTION_NAMES:
+        raise ValueError(f"{what}: unknown corruption {name!r}; allowed: {', '.join(CORRUPTION_NAMES)}")
+    return str(name)
+
+
+def check_severity(severity: object, what: str = "severity") -> int:
+    """``severity`` as an int in 1..5, else ValueError naming ``what``."""
+    ok = isinstance(severity, int) and not isinstance(severity, bool) and severity in SEVERITIES
+    if not ok and isinstance(severity, float) and severity.is_integer() and int(severity) in SEVERITIES:
+        return int(severity)
+    if not ok:
+        raise ValueError(f"{what}: severity must be an integer 1-5, got {severity!r}")
+    return int(severity)  # type: ignore[arg-type]
+
+
+def level(name: str, severity: int) -> dict[str, float]:
+    """The table's parameters of ``name`` at ``severity`` (both checked)."""
+    s = check_severity(severity)
+    return {k: v[s - 1] for k, v in SEVERITY_TABLE[check_name(name)].items()}
+
+
+def corruption_seed(seed: int, case_id: str, name: str) -> int:
+    """63-bit seed of the random draws of one (seed, case, corruption); severity-free by design."""
+    key = f"{int(seed)}\x1f{case_id}\x1f{name}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
