@@ -151,8 +151,7 @@ def apply_blur(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.r
 def apply_noise(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Additive Gaussian noise, std a fraction of the reference range (``tio.Noise``, seeded)."""
-    noise_seed = int(seed % (2**63 - 1))
-    return _run(tio.Noise(mean=0.0, std=lv["std_fraction"], seed=noise_seed), vol, geo.affine), {"noise_seed": noise_seed}
+    return _run(tio.Noise(mean=0.0, std=lv["std_fraction"], seed=seed), vol, geo.affine), {"noise_seed": seed}
 
 
 def apply_gamma(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,

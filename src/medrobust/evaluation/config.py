@@ -153,12 +153,32 @@ class AttackSpec(_Strict):
 
 
 class CorruptionSpec(_Strict):
-    """A corruption at severities 1-5 (rows use ``eps_unit="severity"``)."""
+    """A corruption (``medrobust.corruptions``) at severities 1-5 (rows use ``eps_unit="severity"``);
+    the only option is ``through_plane`` (the slice axis 0-2, default: the largest spacing)."""
 
     corruption: str
     name: str | None = None
     severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("corruption")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from medrobust.corruptions.table import CORRUPTION_NAMES  # light: no TorchIO
+
+        if v not in CORRUPTION_NAMES:
+            raise ValueError(f"unknown corruption {v!r}; allowed: {', '.join(CORRUPTION_NAMES)}")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - {"through_plane"})
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)}; allowed: through_plane (slice axis 0, 1 or 2)")
+        if v.get("through_plane") not in (None, 0, 1, 2) or isinstance(v.get("through_plane"), bool):
+            raise ValueError(f"through_plane must be a spatial axis 0, 1 or 2, got {v['through_plane']!r}")
+        return v
 
     @property
     def label(self) -> str:

@@ -7,7 +7,8 @@ check fails. It then loops model -> case -> perturbation -> eps (so each case is
 and its clean prediction computed once per model), skips runs already in the store,
 and writes one row per run in its own transaction. Every run is seeded from
 ``(seed, model, perturbation, eps, case)``, so a resumed grid gives the same numbers as an
-uninterrupted one.
+uninterrupted one. Corruption entries run through ``corruption_runs`` (severities in
+place of eps, one row per severity, the same resume key).
 
 Under ``torchrun`` (WORLD_SIZE > 1) cases are sharded by rank; each rank writes its own
 ``results.rank{r}.sqlite`` and rank 0 merges them after a barrier (no pickling between
@@ -28,7 +29,8 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from medrobust.evaluation.config import AttackSpec, GridConfig, GridConfigError, load_config
+from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, GridConfigError, load_config
+from medrobust.evaluation.corruption_runs import run_corruption
 from medrobust.evaluation.examples import (EXAMPLES_DIR, ExampleKeeper, drop_of, example_name, save_adversarial,
                                            save_example)
 from medrobust.evaluation.robustness import masking_checks
@@ -118,10 +120,7 @@ def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
     x = first["image"].unsqueeze(0)
     imap = IntensityMap.from_dict(first["meta"]["intensity"])
     for i, p in enumerate(cfg.perturbations):
-        if not isinstance(p, AttackSpec):
-            raise GridConfigError(f"perturbations[{i}].corruption: corruptions are not available in this "
-                                  f"version; allowed entries: `attack:`")
-        for eps in p.eps:
+        for eps in p.eps if isinstance(p, AttackSpec) else []:  # corruptions: checked by the config
             try:
                 attack_for(p, eps, x, imap)
             except (ValueError, TypeError) as err:
@@ -182,7 +181,8 @@ class _Runner:
     def __init__(self, cfg: GridConfig, store: ResultStore, done: set, progress: Progress, task: Any) -> None:
         self.cfg, self.store, self.done, self.progress, self.task = cfg, store, done, progress, task
         self.device = torch.device(cfg.device)
-        self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, store.to_dataframe())
+        stored = store.to_dataframe()  # corruption runs never compete for the adversarial examples
+        self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, stored[stored["kind"] == "attack"])
         self.hd = "hd95" in cfg.metrics
 
     def _prepare(self, lm: LoadedModel, item: dict[str, Any]) -> _Case:
@@ -213,6 +213,12 @@ class _Runner:
             return
         c = self._prepare(lm, item)
         for p, eps in todo:
+            if isinstance(p, CorruptionSpec):
+                classes, spacing = list(lm.info.classes), c.item["meta"].get("spacing")
+                self.store.add_run(run_corruption(self.cfg, lm, p, int(eps), c, lambda logits: _score(
+                    logits, c.y, classes, spacing, self.hd)))
+                self.progress.advance(self.task)
+                continue
             t0 = time.perf_counter()
             torch.manual_seed(run_seed(self.cfg.seed, lm.name, p.label, float(eps), c.id))
             budget, attack = attack_for(p, eps, c.x, c.imap)

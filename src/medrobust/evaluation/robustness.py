@@ -15,6 +15,10 @@ Budgets are only compared within one **budget group** ``(norm, eps_unit)``: eps 
 - normalised AUC: ``AUC = 1/(eps_max - eps_min) * trapezoid(score, eps)`` over the stated
   eps range including the clean point eps = 0 (same units as the score; 1 = perfect and
   unaffected, equal to the score itself when only eps = 0 exists).
+
+Corruption runs (``kind == "corruption"``, severity 1-5 in ``eps_stated``) have their own
+summaries at the end (curves over severity, relative corruption error CE_c and mCE); they
+never enter the worst case over attacks.
 """
 from __future__ import annotations
 
@@ -249,3 +253,67 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
                      "strongest": pc["worst_attack"].value_counts().index[0] if len(pc) else ""})
     return pd.DataFrame(rows, columns=["model", "norm", "eps_unit", "eps", "clean", "worst", "n_attacks",
                                        "n_cases", "auc", "strongest"])
+
+
+# -- corruptions: severities 1-5 in place of eps; never part of the worst case over attacks --
+
+def corruptions_only(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of corruption runs (``kind == "corruption"``; ``eps_stated`` is the severity)."""
+    return df[df["kind"] == "corruption"].copy()
+
+
+def corruption_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean score vs severity per (model, corruption entry), the clean point at severity 0
+    (mean clean score over the same cases).
+
+    Columns: model, perturbation, corruption, severity, score, n_cases.
+    """
+    rows = []
+    for (model, pert), g in corruptions_only(df).groupby(["model", "perturbation"], sort=True):
+        curve = g.groupby("eps_stated").agg(score=("adv_score", "mean"), n_cases=("case_id", "nunique")).reset_index()
+        clean = pd.DataFrame([{"eps_stated": 0.0, "score": g.drop_duplicates("case_id")["clean_score"].mean(),
+                               "n_cases": g["case_id"].nunique()}])
+        curve = pd.concat([clean, curve], ignore_index=True).rename(columns={"eps_stated": "severity"})
+        rows.append(curve.assign(model=model, perturbation=pert, corruption=g["attack"].iloc[0]))
+    cols = ["model", "perturbation", "corruption", "severity", "score", "n_cases"]
+    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def corruption_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """Relative corruption error of each (model, corruption entry c):
+
+    ``CE_c = (S_clean - mean_s S_{c,s}) / S_clean``, the fraction of the clean score lost on
+    average over the severities s run (S: mean score over the same cases; 0 = unaffected,
+    1 = everything lost, negative = the corruption helped; NaN when S_clean = 0).
+
+    Columns: model, perturbation, corruption, clean, mean, ce, severities (list), n_cases.
+    """
+    rows = []
+    for (model, pert, name), c in corruption_curves(df).groupby(["model", "perturbation", "corruption"], sort=True):
+        clean = float(c.loc[c["severity"] == 0, "score"].iloc[0])
+        levels = c[c["severity"] > 0]
+        mean = float(levels["score"].mean())
+        rows.append({"model": model, "perturbation": pert, "corruption": name, "clean": clean, "mean": mean,
+                     "ce": (clean - mean) / clean if clean > 0 else float("nan"),
+                     "severities": [int(s) for s in levels["severity"]], "n_cases": int(c["n_cases"].max())})
+    return pd.DataFrame(rows, columns=["model", "perturbation", "corruption", "clean", "mean", "ce", "severities",
+                                       "n_cases"])
+
+
+def corruption_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: clean score, mean score over every corruption and severity (each
+    (corruption, severity) weighted equally), ``mCE = mean_c CE_c`` and the corruption with
+    the largest CE.
+
+    Columns: model, clean, mean, mce, worst, n_corruptions, n_cases.
+    """
+    curves, errors = corruption_curves(df), corruption_errors(df)
+    rows = []
+    for model, e in errors.groupby("model", sort=True):
+        c = curves[(curves["model"] == model) & (curves["severity"] > 0)]
+        cases = corruptions_only(df)
+        cases = cases[cases["model"] == model].drop_duplicates("case_id")
+        rows.append({"model": model, "clean": float(cases["clean_score"].mean()), "mean": float(c["score"].mean()),
+                     "mce": float(e["ce"].mean()), "worst": str(e.loc[e["ce"].idxmax(), "perturbation"])
+                     if e["ce"].notna().any() else "", "n_corruptions": len(e), "n_cases": len(cases)})
+    return pd.DataFrame(rows, columns=["model", "clean", "mean", "mce", "worst", "n_corruptions", "n_cases"])

@@ -16,6 +16,7 @@ import pandas as pd
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_examples
 from medrobust.evaluation.store import ResultStore
+from medrobust.report.corruption_section import corruption_context
 from medrobust.report.plots import curves_figure, example_figure
 
 STORE_NAME = "results.sqlite"
@@ -25,7 +26,7 @@ REPORT_NAME = "report.html"
 def fmt_eps(eps: float, unit: str) -> str:
     """eps as a reader states it: '4/255', '8 HU', '0.1 (model units)'."""
     return {"1/255": f"{eps:g}/255", "HU": f"{eps:g} HU", "raw": f"{eps:g} (raw units)",
-            "model": f"{eps:g} (model units)"}.get(unit, f"{eps:g} {unit}")
+            "model": f"{eps:g} (model units)", "severity": f"severity {eps:g}"}.get(unit, f"{eps:g} {unit}")
 
 
 def score_name(task: str) -> str:
@@ -85,7 +86,7 @@ def _worst_case_tables(df: pd.DataFrame, tasks: dict[str, str]) -> list[dict[str
 
 def _examples(results_dir: Path, df: pd.DataFrame, k: int) -> list[dict[str, Any]]:
     out = []
-    for _, r in select_examples(df, k).iterrows():
+    for _, r in select_examples(df[df["kind"] == "attack"], k).iterrows():  # corruptions have their section
         path = results_dir / EXAMPLES_DIR / r["example"]
         if not path.is_file():
             continue
@@ -114,6 +115,7 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                            "config_json": json.dumps(config, indent=2), "summaries": [], "curves": [],
                            "headline": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
                            "examples": []}
+    ctx["corruptions"] = corruption_context(results_dir, df, tasks)  # own section, own builder
     if df.empty:
         return ctx
     heads = rb.headline(df)

@@ -1,0 +1,183 @@
+"""``medrobust corrupt``: a corrupted copy of a Decathlon split, as a new Decathlon folder.
+
+Output (``--out``)::
+
+    dataset.json      the source's labels/modality; "test" lists one entry per
+                      case x corruption x severity, id ``<case>__<corruption>_s<severity>``
+    imagesTs/         corrupted images, float32 NIfTI, source affine and header, raw units
+    labelsTs/         the source labels, copied once per case and shared by its entries
+    manifest.json     source, seed, table values and every drawn parameter per entry
+
+Everything is checked before anything is written, and the folder is assembled in a hidden
+staging folder beside ``--out``, so a failure leaves no partial output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import nibabel as nib
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from medrobust.cli import app
+from medrobust.cli.options import parse_floats, refuse_existing
+from medrobust.corruptions import CORRUPTION_NAMES, SEVERITY_TABLE, check_name, check_severity, corrupt
+from medrobust.data.datalists import load_decathlon
+from medrobust.data.io import DataError, is_nifti, read_nifti, write_json_atomic, write_nifti
+
+console = Console()
+
+
+def parse_corruptions(text: str) -> list[str]:
+    """"motion,spike" -> ["motion", "spike"] (order kept, repeats dropped); ValueError naming --corruptions."""
+    names = [check_name(v.strip(), "--corruptions") for v in text.split(",") if v.strip()]
+    if not names:
+        raise ValueError(f"--corruptions: give at least one of {', '.join(CORRUPTION_NAMES)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_severities(text: str) -> list[int]:
+    """"1,3,5" -> [1, 3, 5]; ValueError naming --severities for anything but integers 1-5."""
+    out = []
+    for v in (v.strip() for v in text.split(",")):
+        if v:
+            if not v.isdigit():
+                raise ValueError(f"--severities: severities are integers 1-5 like 1,3,5, got {v!r}")
+            out.append(check_severity(int(v), "--severities"))
+    if not out:
+        raise ValueError("--severities: give at least one integer 1-5, e.g. 1,3,5")
+    return sorted(set(out))
+
+
+def _check_inputs(data: Path, split: str, max_cases: Optional[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The datalist and its items, every file opened (headers only) before any output."""
+    if not (data.is_file() and data.suffix.lower() == ".json"):
+        raise ValueError(f"--data: {data} is not a Decathlon dataset.json (corrupt writes NIfTI volumes)")
+    items = load_decathlon(data, split)[:max_cases]
+    doc = json.loads(data.read_text(encoding="utf-8"))
+    ids = [str(it["id"]) for it in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"--data: {data} split {split!r} repeats case ids; corrupted ids must be unique")
+    for it in items:
+        images = [it["image"]] if isinstance(it["image"], str) else list(it["image"])
+        for path in images + ([it["label"]] if it["label"] else []):
+            if not is_nifti(path):
+                raise DataError(f"{path}: not a NIfTI file; corrupt needs .nii or .nii.gz volumes")
+            try:
+                nib.load(path)
+            except Exception as err:  # nibabel raises several types for unreadable headers
+                raise DataError(f"{path}: cannot read the NIfTI header ({err})") from err
+    return doc, items
+
+
+def _read_case(item: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], list[str]]:
+    """(image (C, X, Y, Z) float32 raw units, meta of the first file, image paths)."""
+    paths = [item["image"]] if isinstance(item["image"], str) else list(item["image"])
+    arrays, meta = [], None
+    for p in paths:
+        arr, m = read_nifti(p)
+        arrays.append(arr[None] if arr.ndim == 3 else arr)
+        meta = meta or m
+    return torch.from_numpy(np.concatenate(arrays)), meta or {}, paths
+
+
+def _write_entry(stage: Path, out_id: str, image: torch.Tensor, meta: dict[str, Any], paths: list[str]) -> list[str]:
+    """Write one corrupted case (one file per source file); returns the relative image paths."""
+    arrays = image.numpy().astype(np.float32)
+    if len(paths) == 1:  # one file, 3D (C = 1) or 4D
+        names = [f"imagesTs/{out_id}.nii.gz"]
+        chunks = [arrays[0] if arrays.shape[0] == 1 else arrays]
+    else:  # one file per channel, as in the source
+        names = [f"imagesTs/{out_id}_{k:04d}.nii.gz" for k in range(len(paths))]
+        chunks = list(arrays)
+    for name, chunk in zip(names, chunks):
+        write_nifti(stage / name, chunk, meta["affine"], header=meta.get("header"), dtype=np.float32)
+    return [f"./{n}" for n in names]
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Move the staged files into ``out`` (datalist and manifest last)."""
+    files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: p.suffix == ".json")
+    for path in files:
+        dest = out / path.relative_to(stage)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+@app.command("corrupt")
+def corrupt_command(
+    data: Path = typer.Option(..., "--data", help="Decathlon dataset.json of NIfTI volumes."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    corruptions: str = typer.Option(",".join(CORRUPTION_NAMES), "--corruptions",
+                                    help=f"Comma-separated, from: {', '.join(CORRUPTION_NAMES)}."),
+    severities: str = typer.Option("1,2,3,4,5", "--severities", help="Comma-separated integers 1-5."),
+    seed: int = typer.Option(0, "--seed", help="With case and corruption, fixes every random draw."),
+    window: Optional[str] = typer.Option(None, "--window", help="LO,HI raw intensity range the strengths refer "
+                                         "to (e.g. the CT window -175,250); default: each case's min..max."),
+    through_plane: Optional[int] = typer.Option(None, "--through-plane", min=0, max=2,
+                                                help="Slice axis 0-2 (default: the largest spacing)."),
+    max_cases: Optional[int] = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
+    out: Path = typer.Option(..., "--out", help="New Decathlon folder for the corrupted split."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
+) -> None:
+    """Corrupt every case of a split at each corruption and severity; write a Decathlon folder + manifest."""
+    names, levels = parse_corruptions(corruptions), parse_severities(severities)
+    value_range = None
+    if window is not None:
+        lo_hi = parse_floats(window, "--window")
+        if len(lo_hi) != 2 or not lo_hi[1] > lo_hi[0]:
+            raise ValueError(f"--window: expected LO,HI with LO < HI, got {window!r}")
+        value_range = (lo_hi[0], lo_hi[1])
+    refuse_existing(out, "--out", force)
+    doc, items = _check_inputs(data, split, max_cases)
+    stage = out.parent / f".tmp-corrupt-{uuid.uuid4().hex[:12]}"
+    entries, manifest_cases = [], {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("corrupting", total=len(items) * len(names) * len(levels))
+            for item in items:
+                image, meta, paths = _read_case(item)
+                label = None
+                if item["label"]:
+                    label = f"./labelsTs/{item['id']}{'.nii.gz' if item['label'].endswith('.gz') else '.nii'}"
+                    (stage / "labelsTs").mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(item["label"], stage / label)
+                for name in names:
+                    for s in levels:
+                        out_id = f"{item['id']}__{name}_s{s}"
+                        corrupted, params = corrupt(image, name, s, seed=seed, affine=meta["affine"],
+                                                    case_id=str(item["id"]), value_range=value_range,
+                                                    through_plane=through_plane)
+                        rel = _write_entry(stage, out_id, corrupted, meta, paths)
+                        entries.append({"id": out_id, "image": rel[0] if len(rel) == 1 else rel,
+                                        **({"label": label} if label else {})})
+                        manifest_cases[out_id] = {"source_id": item["id"], "source_image": item["image"],
+                                                  "source_label": item["label"], "image": rel, "label": label,
+                                                  "corruption": name, "severity": s, "params": params}
+                        bar.advance(task)
+        kept = {k: v for k, v in doc.items() if k not in ("training", "validation", "test", "numTraining", "numTest")}
+        write_json_atomic(stage / "dataset.json", {
+            **kept, "name": f"{doc.get('name', data.parent.name)} (corrupted)",
+            "description": f"{split} split of {data} corrupted by medrobust ({', '.join(names)}; severities "
+                           f"{', '.join(map(str, levels))}; seed {seed}); see manifest.json",
+            "training": [], "validation": [], "test": entries, "numTraining": 0, "numTest": len(entries)})
+        write_json_atomic(stage / "manifest.json", {
+            "source": str(data.resolve()), "split": split, "seed": seed, "corruptions": names, "severities": levels,
+            "reference_range": f"--window {window}" if window else "each case's min..max per channel",
+            "through_plane": through_plane, "severity_table": {n: SEVERITY_TABLE[n] for n in names},
+            "images": "float32 NIfTI in the source's raw units, source affine and header", "cases": manifest_cases})
+        _publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    console.print(f"{len(entries)} corrupted images of {len(items)} cases in {out}; manifest: {out / 'manifest.json'}")
