@@ -29,8 +29,10 @@ CASES = [  # (name, spatial_dims, image shape, kwargs); classifiers give (B, K)
     ("ensemble", 2, (16, 16), {"members": [{"architecture": "unet", "kwargs": {"channels": (4, 8), "strides": (2,)}},
                                            {"architecture": "segresnet", "kwargs": {"init_filters": 4,
                                                                                     "norm": GN2}}]}),
+    ("cooperative", 2, (16, 16), {}),
+    ("assimilation", 2, (32, 32), {"texture_width": 4, "texture_blocks": 1, "colour_width": 4}),
 ]
-CLASSIFIERS = {"densenet121", "resnet18", "resnet34", "resnet50", "efficientnet-b0"}
+CLASSIFIERS = {"densenet121", "resnet18", "resnet34", "resnet50", "efficientnet-b0", "assimilation"}
 
 
 def test_every_name_has_a_case() -> None:
