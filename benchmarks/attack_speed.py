@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
@@ -30,18 +29,9 @@ import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, UNet
 from torch import nn
 
+from timing import timed  # benchmarks/timing.py (scripts run from benchmarks/ or with it on sys.path)
 from medrobust.attacks import PGD
 from medrobust.units import Budget
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def floor_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> Callable[[], object]:

@@ -19,29 +19,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable
 
 import torch
 from monai.networks.nets import UNet
 from torch import nn
 
+from timing import timed  # benchmarks/timing.py (scripts run from benchmarks/ or with it on sys.path)
 from medrobust.attacks.dct import block_dct, block_idct
 from medrobust.attacks.frequency import VAFA
 from medrobust.losses import get_loss
 
 PUBLISHED_MS = {32: 50.0, 8: 107.0}  # the published pipeline on 2 threads (issue 5)
 GOAL_SPEEDUP = {32: 4.0, 8: 15.0}
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def bench_dct(x: torch.Tensor, runs: int) -> None:
