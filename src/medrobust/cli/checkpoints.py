@@ -20,13 +20,17 @@ class ModelAndData:
 def open_model_and_data(checkpoint: Path, data: Path, split: str, *, max_cases: int | None = None) -> ModelAndData:
     """Load ``checkpoint`` and ``split`` of ``data`` normalised as the model was trained.
 
-    Raises ValueError when the dataset's classes differ from the checkpoint's.
+    Raises ValueError when the dataset's classes differ from the checkpoint's (count, and
+    for classifiers the names).
     """
     model, info = load_checkpoint(checkpoint)
     normalization = (info.extra or {}).get("normalization")
-    opened = open_split(data, split, normalization=normalization, max_cases=max_cases)
-    if len(opened.classes) != len(info.classes):
+    size = (info.extra or {}).get("image_size")  # classifiers: every split resized as in training
+    opened = open_split(data, split, normalization=normalization, max_cases=max_cases,
+                        spatial_size=tuple(size) if size else None)
+    named = opened.task == "classification"  # a class is its name (folder); segmentation labels are indices
+    if len(opened.classes) != len(info.classes) or (named and opened.classes != info.classes):
         raise ValueError(f"{checkpoint}: model predicts {len(info.classes)} classes {info.classes} but {data} "
-                         f"declares {len(opened.classes)} {opened.classes}")
+                         f"split {split!r} declares {len(opened.classes)} {opened.classes}")
     model.eval()
     return ModelAndData(model=model, info=info, split=opened)

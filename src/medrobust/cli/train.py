@@ -25,11 +25,15 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
     """Build the model for the dataset's shape and classes, then run the training loop.
 
     The train split may be cropped/padded to ``patch_size``; validation runs on whole
-    volumes (through SlidingWindow when they exceed ``config.roi_size``).
+    volumes (through SlidingWindow when they exceed ``config.roi_size``). Classification
+    images of every split are resized to ``patch_size`` (recorded as ``extra["image_size"]``).
     """
     config = config or TrainConfig()
     train = open_split(data, "train", normalization=normalization, spatial_size=patch_size, augment=augment)
-    val = open_split(data, "val", normalization=normalization)
+    size = patch_size if train.task == "classification" else None
+    val = open_split(data, "val", normalization=normalization, spatial_size=size)
+    if train.task == "classification" and val.classes != train.classes:
+        raise ValueError(f"{data}: the train split has classes {train.classes} but the val split has {val.classes}")
     kwargs = {"spatial_dims": train.spatial_dims, "in_channels": train.in_channels,
               "out_channels": len(train.classes), **(model_kwargs or {})}
     if model_name in ("unetr", "swinunetr") and "img_size" not in kwargs:
@@ -40,7 +44,8 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
     fixed = train.normalization.startswith("ct:") or train.normalization == "none"
     intensity = IntensityMap.from_dict(train.dataset[0]["meta"]["intensity"]) if fixed else None
     return fit(model, build_recipe(recipe, **(recipe_params or {})), train.dataset, val.dataset, config, out,
-               classes=train.classes, intensity=intensity, extra={"normalization": train.normalization},
+               classes=train.classes, intensity=intensity,
+               extra={"normalization": train.normalization, **({"image_size": list(size)} if size else {})},
                progress=progress)
 
 

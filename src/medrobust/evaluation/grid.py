@@ -33,6 +33,8 @@ from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, 
 from medrobust.evaluation.corruption_runs import run_corruption
 from medrobust.evaluation.examples import (EXAMPLES_DIR, ExampleKeeper, drop_of, example_name, save_adversarial,
                                            save_example)
+from medrobust.evaluation.ensembles import run_grid_ensembles
+from medrobust.evaluation.explain import prune_cams, save_example_cams
 from medrobust.evaluation.robustness import masking_checks
 from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
 from medrobust.units import IntensityMap, budget_for_case
@@ -92,7 +94,7 @@ def _load(cfg: GridConfig) -> list[LoadedModel]:
     from medrobust.models.checkpoint import load_checkpoint
 
     datalist = cfg.data.datalist or _demo_datalist(cfg.data.demo or "segmentation")
-    splits: dict[str | None, Any] = {}
+    splits: dict[Any, Any] = {}
     loaded = []
     for i, spec in enumerate(cfg.models):
         try:
@@ -100,15 +102,17 @@ def _load(cfg: GridConfig) -> list[LoadedModel]:
         except ValueError as err:
             raise GridConfigError(f"models[{i}].checkpoint: {err}") from None
         norm = cfg.data.normalization or (info.extra or {}).get("normalization")
-        if norm not in splits:
+        size = tuple((info.extra or {}).get("image_size") or ()) or None  # classifiers: resized as in training
+        if (norm, size) not in splits:
             try:
-                splits[norm] = open_split(datalist, cfg.data.split, normalization=norm, max_cases=cfg.data.max_cases)
+                splits[norm, size] = open_split(datalist, cfg.data.split, normalization=norm,
+                                                max_cases=cfg.data.max_cases, spatial_size=size)
             except (ValueError, IndexError) as err:
                 raise GridConfigError(f"data: {datalist} split {cfg.data.split!r}: {err or 'no cases'}") from None
-        split = splits[norm]
+        split = splits[norm, size]
         if len(split.dataset) == 0:
             raise GridConfigError(f"data: {datalist} has no cases for split {cfg.data.split!r}")
-        if len(split.classes) != len(info.classes):
+        if len(split.classes) != len(info.classes) or (split.task == "classification" and split.classes != info.classes):
             raise GridConfigError(f"models[{i}]: {spec.checkpoint} predicts {len(info.classes)} classes "
                                   f"{info.classes} but {datalist} declares {len(split.classes)} {split.classes}")
         loaded.append(LoadedModel(spec.name, model, info, split))
@@ -280,6 +284,11 @@ class _Runner:
                      pred_clean=c.clean_logits.argmax(1)[0].cpu().numpy() if seg else int(c.clean_logits.argmax(1)[0]),
                      pred_adv=adv_logits.argmax(1)[0].cpu().numpy() if seg else int(adv_logits.argmax(1)[0]),
                      info=info)
+        if not seg:  # classifiers: Grad-CAM of the clean and the adversarial case beside the example
+            save_example_cams(self.cfg.out / EXAMPLES_DIR / example_name(row["model"], row["perturbation"],
+                                                                         row["eps_stated"], row["case_id"]),
+                              c.model, c.x, x_adv, {**info, "label": int(c.y[0]), "pred_clean": int(
+                                  c.clean_logits.argmax(1)[0]), "pred_adv": int(adv_logits.argmax(1)[0])})
 
 
 def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel]) -> list[dict[str, Any]]:
@@ -322,6 +331,8 @@ def _finish(cfg: GridConfig, loaded: list[LoadedModel], rank: int, size: int) ->
         checks = masking_checks(df) if len(df) else []
         store.write_checks(checks + (_sanity_checks(cfg, loaded) if cfg.masking_check else []))
         store.export_csv(cfg.out / "results.csv")
+    run_grid_ensembles(cfg, loaded, cfg.out / STORE_NAME)  # ensemble table: clean, transfer, joint attack
+    prune_cams(cfg.out / EXAMPLES_DIR)
 
 
 def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:

@@ -16,6 +16,7 @@ import pandas as pd
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_examples
 from medrobust.evaluation.store import ResultStore
+from medrobust.report.classification import classification_context
 from medrobust.report.corruption_section import corruption_context
 from medrobust.report.plots import curves_figure, example_figure
 
@@ -116,6 +117,7 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                            "headline": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
                            "examples": []}
     ctx["corruptions"] = corruption_context(results_dir, df, tasks)  # own section, own builder
+    ctx["classification"] = classification_context(results_dir, df, models, int(config.get("examples", 3)))
     if df.empty:
         return ctx
     heads = rb.headline(df)

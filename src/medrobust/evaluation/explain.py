@@ -1,0 +1,245 @@
+"""Grad-CAM (MONAI) for 2D and 3D classifiers, and how far an attack moves it.
+
+``GradCAMExplainer(model)(x)`` gives one map per sample, ``(B, 1, *spatial)`` in [0, 1]
+(1 = the strongest evidence for the explained class), computed with
+``monai.visualize.GradCAM`` on ``target_layer``. Without one, the layer is found
+generically: the last module, in execution order, whose output is still a spatial feature
+map ``(B, C, *spatial)`` with more than one voxel, i.e. the output of the last
+convolutional stage (resnet: ``layer4``, densenet121: ``class_layers.relu``,
+efficientnet-b0: ``_swish``; on inputs so small that the last stage is one voxel, an
+earlier one). An :class:`~medrobust.models.ensemble.Ensemble` is explained
+as the mean of its members' maps for the ensemble's class.
+
+:func:`top_fraction_iou` compares two maps by the overlap (IoU) of their top-10% voxels.
+:func:`save_example_cams` / :func:`load_example_cams` keep the maps of a grid example beside
+its example file (``<example>.gradcam.npz``, read with ``allow_pickle=False``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.visualize import GradCAM
+from monai.visualize.class_activation_maps import ModelWithHooks
+from torch import nn
+
+from medrobust.models.ensemble import Ensemble
+from medrobust.models.inference import infer
+from medrobust.models.wrappers import SlidingWindow
+
+TOP_FRACTION = 0.1
+CAM_SUFFIX = ".gradcam.npz"
+
+
+class _PerSampleScore(ModelWithHooks):
+    """MONAI's hooks, scoring each sample's own class.
+
+    MONAI indexes ``logits[:, class_idx]``; with one class per sample (a ``(B,)`` tensor) that
+    is a ``(B, B)`` block whose sum mixes the samples' gradients.
+    """
+
+    def class_score(self, logits: torch.Tensor, class_idx: Any) -> torch.Tensor:
+        idx = torch.as_tensor(class_idx, device=logits.device).reshape(-1)
+        return logits.gather(1, idx.expand(logits.shape[0])[:, None]).squeeze(1)
+
+
+def _unit_range(cam: torch.Tensor) -> torch.Tensor:
+    """Scale each sample's map to [0, 1] by its maximum (an all-zero map stays zero).
+
+    MONAI's default post-processing maps (min, max) to (1, 0), flipping the map.
+    """
+    peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)
+    return (cam / peak.reshape(-1, *([1] * (cam.ndim - 1)))).detach()
+
+
+def layer_candidates(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Module names whose output is a spatial feature map for ``x``, the best Grad-CAM layer first.
+
+    Best = the last (execution order) with more than one voxel; modules that enlarge their
+    input (padding, upsampling) or run more than once per forward (a shared activation, which
+    MONAI's hooks cannot follow) are left out. Maps of a single voxel come last.
+    """
+    fired: list[tuple[str, int]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
+            if not (isinstance(out, torch.Tensor) and out.ndim == x.ndim and out.shape[0] == x.shape[0]):
+                return
+            size = math.prod(out.shape[2:])
+            first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if first is None or first.ndim != x.ndim or size <= math.prod(first.shape[2:]):  # padding is no stage
+                fired.append((name, size))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    calls = {name: sum(n == name for n, _ in fired) for name, _ in fired}
+    once = [(name, size) for name, size in reversed(fired) if calls[name] == 1]
+    return [n for n, size in once if size > 1] + [n for n, size in once if size == 1]
+
+
+class GradCAMExplainer:
+    """Grad-CAM maps of a classifier (2D or 3D), reusable across batches.
+
+    Args:
+        model: maps ``(B, C, *spatial)`` to logits ``(B, K)``; an Ensemble is explained as the
+            mean of its members' maps. It is copied: MONAI's hooks stay on the copy.
+        target_layer: a module name of ``model`` (of each member for an Ensemble); None
+            takes the best of :func:`layer_candidates` that MONAI's hooks can follow (a
+            layer whose output is later changed in place cannot be hooked; the next is tried).
+    """
+
+    TRIES = 4
+
+    def __init__(self, model: nn.Module, target_layer: str | None = None) -> None:
+        if isinstance(model, SlidingWindow):
+            model = model.model
+        self.source = model
+        self.ensemble = model if isinstance(model, Ensemble) else None
+        self.members = ([GradCAMExplainer(m, target_layer) for m in model.members]
+                        if isinstance(model, Ensemble) else [])
+        self.layer = target_layer
+        self._cam: GradCAM | None = None
+
+    def _copy(self) -> nn.Module:
+        """The caller's model keeps its mode and never carries MONAI's hooks: they go on a copy."""
+        return copy.deepcopy(self.source).eval()
+
+    def _run(self, net: nn.Module, layer: str, x: torch.Tensor, class_idx: Any) -> torch.Tensor:
+        names = dict(net.named_modules())
+        if layer not in names:
+            shown = ", ".join(n for n in list(names)[-8:] if n)
+            raise ValueError(f"target_layer: {layer!r} is not a module of {type(net).__name__} (last modules: {shown})")
+        hooks = _PerSampleScore(net, layer, register_forward=True, register_backward=True)
+        cam = GradCAM(nn_module=hooks, target_layers=layer, postprocessing=_unit_range)
+        out = cam(x, class_idx=class_idx)
+        self._cam, self.layer = cam, layer
+        return out
+
+    def __call__(self, x: torch.Tensor, class_idx: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Maps ``(B, 1, *spatial)`` in [0, 1] for ``class_idx`` (int, ``(B,)``, or None = predicted)."""
+        if x.ndim not in (4, 5):
+            raise ValueError(f"x must be images (B, C, H, W) or (B, C, D, H, W), got shape {tuple(x.shape)}")
+        if self.ensemble is not None:
+            if class_idx is None:
+                class_idx = infer(self.ensemble, x).argmax(1)
+            return _unit_range(torch.stack([m(x, class_idx) for m in self.members]).mean(0))
+        # a fresh leaf that needs grad, so the layer's gradient exists even with frozen weights
+        x = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            if self._cam is not None:
+                return self._cam(x, class_idx=class_idx).float()
+            net = self._copy()
+            if self.layer is not None:
+                return self._run(net, self.layer, x, class_idx).float()
+            tried = layer_candidates(net, x)[: self.TRIES]
+            for i, layer in enumerate(tried):
+                try:
+                    return self._run(net if i == 0 else self._copy(), layer, x, class_idx).float()
+                except RuntimeError:  # hooked output modified in place further on
+                    continue
+        raise ValueError(f"target_layer: no layer of {type(self.source).__name__} gives a Grad-CAM map for input "
+                         f"{tuple(x.shape)} (tried {', '.join(tried) or 'none'}); name one (model.named_modules())")
+
+    @property
+    def layer_name(self) -> str:
+        """The explained layer ("" before the first call when it is found automatically)."""
+        if self.ensemble is not None:
+            return ", ".join(m.layer_name for m in self.members)
+        return self.layer or ""
+
+
+def top_fraction_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = TOP_FRACTION) -> torch.Tensor:
+    """IoU of the top ``fraction`` voxels of two maps, per sample ``(B,)`` in [0, 1].
+
+    Each mask holds exactly ``ceil(fraction * N)`` voxels (``torch.topk``; ties are broken by
+    position), so a flat map does not turn into an all-voxel mask.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    fa, fb = a.detach().flatten(1), b.detach().flatten(1)
+    k = max(1, math.ceil(fraction * fa.shape[1]))
+    ma = torch.zeros_like(fa, dtype=torch.bool).scatter_(1, fa.topk(k, dim=1).indices, True)
+    mb = torch.zeros_like(fb, dtype=torch.bool).scatter_(1, fb.topk(k, dim=1).indices, True)
+    return ((ma & mb).sum(1) / (ma | mb).sum(1)).float().cpu()
+
+
+def _plane(a: np.ndarray, idx: int | None) -> np.ndarray:
+    """(C, *spatial) or (1, *spatial) -> (H, W) or (H, W, 3); 3D volumes cut at ``idx`` (last axis)."""
+    if idx is not None:
+        a = a[..., idx]
+    return np.moveaxis(a, 0, -1) if a.shape[0] == 3 else a[0]
+
+
+def cam_path(example_path: Path) -> Path:
+    """The Grad-CAM file kept beside an example file ``name.npz`` -> ``name.gradcam.npz``."""
+    return example_path.with_name(example_path.name.removesuffix(".npz") + CAM_SUFFIX)
+
+
+def save_example_cams(example_path: Path, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
+                      info: dict[str, Any], target_layer: str | None = None) -> Path:
+    """Grad-CAM of a clean and an adversarial case (B = 1), saved beside its example file.
+
+    Each map explains its own predicted class. Saved (atomically): the 2D plane of image,
+    adversarial image and both maps (3D: the slice, along the last axis, where the clean map
+    is largest), ``iou`` (top-10% IoU over the whole map), ``layer`` and ``info``
+    (str/number fields such as model, case_id, classes, low, high).
+    """
+    from medrobust.data.io import atomic_path  # lazy: data is a sibling part
+
+    explainer = GradCAMExplainer(model, target_layer)
+    clean, adv, ious = explain_pair(explainer, x, x_adv)
+    iou = float(ious[0])
+    c = torch.cat([clean, adv]).cpu().numpy()
+    idx = int(c[0, 0].reshape(-1, c.shape[-1]).sum(0).argmax()) if x.ndim == 5 else None
+    arrays = {"image": _plane(x[0].detach().cpu().numpy(), idx), "adversarial": _plane(x_adv[0].detach().cpu().numpy(), idx),
+              "cam_clean": _plane(c[0], idx), "cam_adv": _plane(c[1], idx), "iou": np.asarray(iou),
+              "layer": np.asarray(explainer.layer_name), "slice": np.asarray(-1 if idx is None else idx)}
+    arrays.update({f"info_{k}": np.asarray(v) for k, v in info.items()})
+    path = cam_path(example_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+def load_example_cams(path: Path) -> dict[str, Any]:
+    """Read a ``.gradcam.npz`` (never unpickles): arrays, ``iou`` and ``layer`` as Python values, ``info``."""
+    with np.load(path, allow_pickle=False) as z:
+        out: dict[str, Any] = {k: z[k] for k in z.files if not k.startswith("info_")}
+        out["info"] = {k[5:]: z[k].tolist() for k in z.files if k.startswith("info_")}
+    out["iou"], out["layer"], out["slice"] = float(out["iou"]), str(out["layer"]), int(out["slice"])
+    return out
+
+
+def prune_cams(folder: Path) -> int:
+    """Delete Grad-CAM files whose example file is gone (the grid keeps only the worst cases)."""
+    removed = 0
+    for path in Path(folder).glob(f"*{CAM_SUFFIX}"):
+        if not path.with_name(path.name.removesuffix(CAM_SUFFIX) + ".npz").exists():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def explain_pair(explainer: GradCAMExplainer, x: torch.Tensor, x_adv: torch.Tensor,
+                 fraction: float = TOP_FRACTION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clean maps, adversarial maps (each for its own predicted class) and their top-fraction IoU ``(B,)``."""
+    cams = explainer(torch.cat([x, x_adv]))
+    clean, adv = cams[: x.shape[0]], cams[x.shape[0]:]
+    return clean, adv, top_fraction_iou(clean, adv, fraction)
+
