@@ -145,7 +145,7 @@ class AttackSpec(_Strict):
 
     @property
     def label(self) -> str:
-        return self.name or (self.attack if self.norm == "linf" else f"{self.attack}-{self.norm}")
+        return self.name or (self.attack if self.norm in ("linf", "dct") else f"{self.attack}-{self.norm}")
 
     @property
     def levels(self) -> list[float]:
