@@ -66,13 +66,16 @@ class CooperativeNet(nn.Module):
         spatial_dims: 2 or 3. in_channels: image channels C. out_channels: classes K.
         channels: encoder widths, one stride-2 level each (decoders mirror them); the latent
             codes have ``channels[-1]`` channels at 1/2**len(channels) of the input size.
+            Default (16, 32): codes at 1/4. Measured on the 3.5 mm MNI demo (8 epochs,
+            masking off): (8, 16, 32), codes at 1/8, reached validation Dice 0.27 and its STN
+            lowered the FTN's white-matter Dice from 0.46 to 0.16; (16, 32) reached 0.33.
         stn_channels: widths of the STN autoencoder (default: ``channels``).
         norm: "batch" (the seed's) or "instance".
         temperature: T of the STN input softmax(logits / T), > 0.
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
-                 channels: Sequence[int] = (8, 16, 32), stn_channels: Sequence[int] | None = None,
+                 channels: Sequence[int] = (16, 32), stn_channels: Sequence[int] | None = None,
                  norm: str = "batch", temperature: float = 2.0) -> None:
         super().__init__()
         stn_channels = list(channels if stn_channels is None else stn_channels)
