@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from medrobust.models.checkpoint import load_checkpoint
+from medrobust.models.registry import build_model
 from medrobust.training import loop
 from medrobust.training.loop import TrainConfig, fit
 from medrobust.training.recipes import Recipe, build_recipe
@@ -74,6 +75,15 @@ def test_resume_refuses_another_recipe(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="recipe"):
         fit(tiny_unet(), Other(), BlobSegmentation(4), BlobSegmentation(2), TrainConfig(epochs=2), tmp_path / "run",
+            classes=["background", "blob"], progress=False)
+
+
+def test_resume_refuses_another_architecture(tmp_path: Path) -> None:
+    _train(tmp_path / "run", epochs=1)
+    wider = build_model("unet", spatial_dims=2, in_channels=1, out_channels=2, channels=(8, 16), strides=(2,),
+                        num_res_units=0)
+    with pytest.raises(ValueError, match="architecture"):
+        fit(wider, Recipe(), BlobSegmentation(4), BlobSegmentation(2), TrainConfig(epochs=2), tmp_path / "run",
             classes=["background", "blob"], progress=False)
 
 

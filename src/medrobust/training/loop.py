@@ -151,7 +151,11 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
         if state["recipe"] != recipe.name:
             raise ValueError(f"{last}: resume state was written by recipe {state['recipe']!r}, not {recipe.name!r}; "
                              "use another --out or --no-resume")
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise ValueError(f"{last}: the resume state holds another architecture than this model "
+                             f"({str(err).splitlines()[0]}); use another --out or --no-resume") from None
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
