@@ -138,6 +138,36 @@ def test_gradcam_section_renders_in_headless_chromium(run: dict[str, Path], chro
 
 
 @pytest.mark.slow
+def test_nifti_classification_csv_runs_end_to_end(tmp_path: Path) -> None:
+    from medrobust.data.io import write_nifti
+    from medrobust.evaluation.explain import load_example_cams
+
+    rng = np.random.default_rng(2)
+    lines = ["image,label,split"]
+    for i, split in enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2):
+        vol = rng.normal(100, 10, (16, 16, 16)).astype(np.float32)
+        vol[4:9, 4:9, 4:9] += 80 * (i % 2)
+        write_nifti(tmp_path / f"v{i}.nii.gz", vol, np.diag([1.5, 1.5, 2.0, 1.0]))
+        lines.append(f"v{i}.nii.gz,{CLASSES[i % 2]},{split}")
+    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n")
+    data, run3d = tmp_path / "cases.csv", tmp_path / "r18"
+    assert main(["train", "--data", str(data), "--model", "resnet18", "--out", str(run3d), "--epochs", "1",
+                 "--model-kwargs", MODELS["r18"][1]]) == 0
+    assert main(["attack", "--checkpoint", str(run3d / "model.json"), "--data", str(data), "--split", "test",
+                 "--steps", "1", "--out", str(tmp_path / "adv")]) == 0
+    grid = {"models": [{"name": "r18-3d", "checkpoint": str(run3d / "model.json")}],
+            "data": {"datalist": str(data), "split": "test"}, "examples": 1, "out": str(tmp_path / "results"),
+            "perturbations": [{"attack": "fgsm", "eps": [8], "eps_unit": "1/255"}]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    assert main(["evaluate", str(tmp_path / "grid.yaml"), "--no-progress"]) == 0
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert '<section id="classification"' in html and "r18-3d · case" in html  # a Grad-CAM panel
+    (cams,) = (tmp_path / "results" / "examples").glob("*.gradcam.npz")
+    loaded = load_example_cams(cams)
+    assert loaded["slice"] >= 0 and loaded["cam_clean"].shape == (16, 16)
+
+
+@pytest.mark.slow
 def test_bad_class_folders_exit_2_with_nothing_written(run: dict[str, Path], tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     def refused(argv: list[str], out: Path, *names: str) -> None:
@@ -151,6 +181,9 @@ def test_bad_class_folders_exit_2_with_nothing_written(run: dict[str, Path], tmp
     for f in (empty / "train" / "lesion").iterdir():
         f.unlink()
     refused(["train", "--data", str(empty), "--model", "resnet18", "--out", str(out)], out, "lesion", "no images")
+
+    sizes = write_class_folders(tmp_path / "sizes", {"train": 3, "val": 1})  # 28, 32 and 40 px: no stated size
+    refused(["train", "--data", str(sizes), "--model", "resnet18", "--out", str(out)], out, "--patch-size", "sizes")
 
     broken = write_class_folders(tmp_path / "broken", {"train": 2, "val": 1})
     png = broken / "train" / "healthy" / "train_0.png"

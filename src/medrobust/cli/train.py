@@ -9,12 +9,23 @@ from rich.console import Console
 
 from medrobust.cli import app
 from medrobust.cli.options import parse_json_object, parse_size
-from medrobust.data.sources import open_split
+from medrobust.data.sources import Split, open_split
 from medrobust.models.registry import build_model
 from medrobust.training import RECIPES, FitResult, TrainConfig, build_recipe, fit
 from medrobust.units import IntensityMap
 
 console = Console()
+
+
+def _check_classification(data: Path, train: Split, val: Split) -> None:
+    """Train and val must name the same classes; images of several sizes need a stated size."""
+    if val.classes != train.classes:
+        raise ValueError(f"{data}: the train split has classes {train.classes} but the val split has {val.classes}")
+    shapes = sorted({tuple(train.dataset[i]["image"].shape[1:]) for i in range(len(train.dataset))})  # type: ignore[arg-type]
+    if len(shapes) > 1:
+        listed = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
+        raise ValueError(f"--patch-size: {data} holds images of {len(shapes)} sizes ({listed}); state the size "
+                         "to resize them to, e.g. --patch-size 64,64")
 
 
 def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standard",
@@ -32,8 +43,8 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
     train = open_split(data, "train", normalization=normalization, spatial_size=patch_size, augment=augment)
     size = patch_size if train.task == "classification" else None
     val = open_split(data, "val", normalization=normalization, spatial_size=size)
-    if train.task == "classification" and val.classes != train.classes:
-        raise ValueError(f"{data}: the train split has classes {train.classes} but the val split has {val.classes}")
+    if train.task == "classification":
+        _check_classification(data, train, val)
     kwargs = {"spatial_dims": train.spatial_dims, "in_channels": train.in_channels,
               "out_channels": len(train.classes), **(model_kwargs or {})}
     if model_name in ("unetr", "swinunetr") and "img_size" not in kwargs:

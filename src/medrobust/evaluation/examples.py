@@ -131,7 +131,8 @@ def save_example(path: Path, *, image: np.ndarray, adversarial: np.ndarray, labe
 
     spatial_dims = image.ndim - 1
     seg = np.ndim(label) > 0
-    idx = slice_index(np.asarray(label)) if seg and spatial_dims == 3 else None
+    # 3D: the slice with the most labelled foreground, or the central one for a classified volume
+    idx = (slice_index(np.asarray(label)) if seg else image.shape[-1] // 2) if spatial_dims == 3 else None
     arrays: dict[str, np.ndarray] = {
         "image": _plane(np.asarray(image, np.float32), spatial_dims, idx),
         "adversarial": _plane(np.asarray(adversarial, np.float32), spatial_dims, idx),

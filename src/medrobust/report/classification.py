@@ -170,8 +170,8 @@ def _survival(t: pd.DataFrame, model: str, pert: str, k: int) -> str:
     held = [float(e) for e, g in a.groupby("eps_stated")
             if g[g["setting"].str.startswith("joint")]["hard_vote"].min() >= base - SURVIVES]
     text = (f"{'Yes' if survives else 'No'}: the hard vote of {model} "
-            f"{'survives' if survives else 'does not survive'} the joint attack. Under {pert} "
-            f"{joint['setting'].removeprefix('joint ')} at {_norm(joint['norm'])} eps "
+            f"{'survives' if survives else 'does not survive'} the joint attack. Under {pert} through the "
+            f"{joint['setting'].removeprefix('joint (').removesuffix(')')} at {_norm(joint['norm'])} eps "
             f"{_eps(joint['eps_stated'], joint['eps_unit'])}, its accuracy goes from {_pct(base)} (clean) to "
             f"{_pct(joint['hard_vote'])} over {int(joint['n_cases'])} cases (chance {_pct(1 / k)})")
     if len(transfer):
