@@ -64,7 +64,7 @@ def attack_settings(ensemble: Any, names: Sequence[str]) -> list[tuple[str, Any]
 
     members = list(ensemble.members)
     return ([(f"transfer from {n}", m) for n, m in zip(names, members)] +
-            [(f"joint ({mode.replace('_', ' ')})", Ensemble(members, mode=mode)) for mode in JOINT_MODES])
+            [(f"joint ({mode.replace('_', ' ')})", Ensemble(members, mode=mode).eval()) for mode in JOINT_MODES])
 
 
 def evaluate_ensemble(ensemble: Any, x: Any, y: Any, attack: Any | None, *, names: Sequence[str] | None = None,

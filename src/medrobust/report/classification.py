@@ -133,7 +133,8 @@ def gradcam_figure(cams: dict[str, Any]) -> str:
         _show(ax, grey(img), volume, cmap="gray", vmin=0, vmax=1)
         _show(ax, cam, volume, cmap="jet", vmin=0, vmax=1, alpha=0.45)
         cut = np.quantile(cam, 1 - TOP_FRACTION)
-        ax.contour(np.swapaxes(cam, 0, 1) if volume else cam, levels=[cut], colors="white", linewidths=1.2)
+        if cam.max() > cut:  # a flat map has no top region to outline
+            ax.contour(np.swapaxes(cam, 0, 1) if volume else cam, levels=[cut], colors="white", linewidths=1.2)
         ax.set_title(f"Grad-CAM, {title}", fontsize=10)
     fig.tight_layout()
     return to_png(fig)
