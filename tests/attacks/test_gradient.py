@@ -15,15 +15,6 @@ from medrobust.losses import get_loss
 from medrobust.units import Budget, IntensityMap
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-offs that dominate on busy CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def phantoms(n: int, size: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (n, 1, size, size) in [0, 1] and labels (n, 1, size, size): an ellipse (1)
     holding a smaller brighter one (2) on a dark noisy background."""

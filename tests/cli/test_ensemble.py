@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -16,13 +15,6 @@ from medrobust.models import Ensemble, build_model, load_checkpoint, save_checkp
 
 TINY = {"widen_factor": 0.125}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _member(folder: Path, name: str, classes: list[str], seed: int) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -18,13 +17,6 @@ from medrobust.models import build_model, save_checkpoint
 
 TINY = {"widen_factor": 0.125, "conv1_t_stride": 1, "no_max_pool": True}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _read_iou(path: Path) -> list[dict[str, str]]:

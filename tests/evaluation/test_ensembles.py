@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -17,13 +16,6 @@ from medrobust.evaluation.ensembles import (ensemble_table, evaluate_ensemble, l
 from medrobust.models import Ensemble
 from medrobust.units import Budget
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Fixed(nn.Module):

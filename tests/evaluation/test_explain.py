@@ -3,7 +3,6 @@ ensembles as the mean of members, the caller's model untouched, top-10% IoU, exa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -17,14 +16,6 @@ from medrobust.models import Ensemble, build_model
 
 TINY_RESNET = {"widen_factor": 0.125, "conv1_t_stride": 1, "no_max_pool": True}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from a second thread, and lose a lot on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TinyCNN(nn.Module):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -30,15 +29,6 @@ SRC = Path(__file__).parents[2] / "src"
 # columns that legitimately differ between two runs of the same grid
 VOLATILE = ["id", "seconds", "attack_seconds", "created"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread, as in the subprocesses (OMP_NUM_THREADS=1): identical numbers, and
-    no oversubscription of the shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

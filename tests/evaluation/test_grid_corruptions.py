@@ -6,7 +6,6 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,13 +28,6 @@ PERTURBATIONS = [{"corruption": "motion", "severities": [1, 3]},
                  {"corruption": "noise", "name": "noise-axial", "severities": [1, 2, 5], "options": {"through_plane": 2}},
                  {"attack": "fgsm", "eps": [4], "eps_unit": "1/255"}]
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

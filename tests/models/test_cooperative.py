@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -13,15 +12,6 @@ from medrobust.models.cooperative import CooperativeNet, unwrap_cooperative
 from medrobust.models.wrappers import SlidingWindow
 
 TINY = {"channels": [4, 8]}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny convolutions: one thread (two are ~8x slower when other processes share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dims,size", [(2, (20, 24)), (3, (16, 12, 16)), (3, (10, 16, 9))])

@@ -1,23 +1,12 @@
 """SlidingWindow: forward equals MONAI; the windowed gradient equals the full-graph one."""
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
 import torch
 import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 
 from medrobust.models import SlidingWindow, build_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny float64 graphs: one thread avoids OpenMP spin-waits on shared, busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _tiny_unet(dims: int) -> torch.nn.Module:

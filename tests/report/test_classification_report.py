@@ -7,12 +7,10 @@ import base64
 import json
 import re
 from pathlib import Path
-from typing import Iterator
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from medrobust.cli import main
@@ -27,13 +25,6 @@ CLASSES = ["healthy", "lesion"]
 MODELS = {"r18": ("resnet18", '{"widen_factor": 0.125, "conv1_t_stride": 1, "no_max_pool": true}'),
           "d121": ("densenet121", '{"init_features": 8, "growth_rate": 4, "block_config": [2, 2]}')}
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_class_folders(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
@@ -53,7 +44,6 @@ def write_class_folders(root: Path, counts: dict[str, int], seed: int = 0) -> Pa
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("e2e")
     data = write_class_folders(root / "data", {"train": 4, "val": 2, "test": 2})
     for name, (arch, kwargs) in MODELS.items():

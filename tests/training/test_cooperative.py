@@ -3,7 +3,6 @@ refuses bad input, works in the shared loop and CLI, and the masking conventions
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -17,16 +16,6 @@ from medrobust.training.masking import channel_mask, code_gradient, frozen_norm_
 from tests.training.tiny import BlobSegmentation, tiny_unet
 
 TINY = {"channels": [4, 8]}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny convolutions gain nothing from a second thread, and lose about 8x when the cores
-    are shared with other processes (measured: 10 steps 3 s vs 24 s), so run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _net(dims: int = 2, classes: int = 3) -> CooperativeNet:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from medrobust.data.io import atomic_path
 from medrobust.data.transforms import collate
 from medrobust.models.checkpoint import save_checkpoint
-from medrobust.training.distributed import World, average_gradients, barrier, broadcast_float, init_world
+from medrobust.training.distributed import average_gradients, barrier, broadcast_float, init_world
 from medrobust.training.recipes import Recipe, StepInfo
 from medrobust.training.state import load_state, save_state
 from medrobust.training.validation import validate
