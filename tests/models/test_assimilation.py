@@ -27,6 +27,10 @@ def test_modules_shapes_ranges_and_identity_texture_at_start() -> None:
     torch.testing.assert_close(model.texture(x), x)
     image = model.assimilate(x)
     assert image.shape == (2, 3, 32, 32) and image.min() >= 0 and image.max() <= 1
+    # C starts as the grey image at photo contrast, whatever the units of x
+    torch.testing.assert_close(image[:, 0], image[:, 2])
+    torch.testing.assert_close(model.assimilate(100.0 * x + 7.0), image, rtol=1e-4, atol=1e-5)
+    assert 0.2 < float(image.detach().std()) < 0.4
     assert model(x).shape == (2, 2)
 
 
@@ -69,7 +73,10 @@ def test_backbone_weights_initialise_b_and_the_checkpoint_does_not_need_them(tmp
     torch.testing.assert_close(model.backbone.layer3[0].conv1.weight, natural.layer3[0].conv1.weight)
     assert model.pretrained_report is not None and model.pretrained_report.head_skipped == ["fc.weight", "fc.bias"]
     spec = model_spec(model)
-    assert "backbone_weights" not in spec["kwargs"] and spec["kwargs"]["backbone"] == "resnet18"
+    assert "backbone_weights" not in spec["kwargs"]
+    assert spec["kwargs"]["backbone"] == "resnet18" and spec["kwargs"]["backbone_kwargs"] == NARROW
+    inherited = build_model("assimilation", spatial_dims=2, in_channels=1, out_channels=2, backbone_weights=str(source))
+    assert model_spec(inherited)["kwargs"]["backbone_kwargs"] == NARROW  # taken from the natural checkpoint
     saved = save_checkpoint(tmp_path / "run", model, classes=["healthy", "lesion"], recipe="assimilation")
     (tmp_path / "natural" / "model.safetensors").unlink()
     loaded, info = load_checkpoint(saved)

@@ -2,8 +2,9 @@
 
 - T, :class:`TextureModule`: a small residual conv net, image -> image of the same shape,
   initialised to the identity (its last convolution starts at zero).
-- C, :class:`ColourModule`: per-pixel 1x1 convolutions from the image's channels to RGB in
-  [0, 1] (sigmoid), the range the natural-image backbone was pretrained on.
+- C, :class:`ColourModule`: a per-pixel colour map (1x1 convolutions) from the image's
+  channels to RGB in [0, 1] (sigmoid), the range the natural-image backbone was pretrained
+  on; it starts as the grey image at natural-photo contrast.
 - B and F: any registry classifier built with ``in_channels=3``; F is that network's own
   classifier layer (``fc`` of ResNet, ``class_layers.out`` of DenseNet), so "backbone" below
   means B and F together.
@@ -13,14 +14,17 @@ preprocessing step can hide the gradient. ``model.assimilate(x)`` returns C(T(x)
 GLCM term of the ``assimilation`` recipe and for pictures.
 
 Registered as ``build_model("assimilation", spatial_dims, in_channels, out_channels,
-backbone="resnet18", backbone_weights="pretrained/model.json")``. ``backbone_weights`` (any
+backbone="resnet18", backbone_weights="natural/model.json")``. ``backbone_weights`` (any
 file :func:`~medrobust.models.pretrained.load_pretrained` reads; the name ``pretrained`` is
-reserved by the registry, which refuses downloads) only initialises B; the trained weights
-live in the checkpoint, so the recorded spec leaves the path out and the checkpoint loads
-where that file is gone.
+reserved by the registry, which refuses downloads) only initialises B. When it is a
+medrobust checkpoint, ``backbone`` and ``backbone_kwargs`` left at None are taken from it
+(so the network fits the weights). The recorded spec holds the backbone actually built and
+leaves the path out: the trained weights live in the run's checkpoint, which then loads
+where the pretrained file is gone.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +32,7 @@ from monai.networks.blocks import ResidualUnit
 from monai.networks.layers import Conv
 from torch import nn
 
+from medrobust.models.checkpoint import HEADER_NAME, read_checkpoint_info
 from medrobust.models.pretrained import LoadReport, load_pretrained
 from medrobust.models.registry import build_model, register_model
 
@@ -53,16 +58,29 @@ class TextureModule(nn.Module):
 
 
 class ColourModule(nn.Module):
-    """C: a learned per-pixel colour map ``(B, C, *spatial)`` -> ``(B, 3, *spatial)`` in [0, 1]."""
+    """C: ``(B, C, *spatial)`` -> ``(B, 3, *spatial)`` in [0, 1]: ``sigmoid(gain·mean_c(z) + net(z))``.
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, width: int = 16) -> None:
+    ``z`` is the image standardised per sample (mean 0, std 1 over all its voxels), ``net``
+    a learned per-pixel colour map (1x1 convolutions) whose last layer starts at zero. So C
+    starts as the grey image at the contrast of a natural photograph (gain 1.7: one standard
+    deviation maps to 0.15..0.85) whatever the model units, and learns colours from there.
+    (A randomly initialised colour map squeezed the image into a narrow grey band.)
+    """
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, width: int = 16, gain: float = 1.7) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
+        self.gain = gain
         self.net = nn.Sequential(conv(in_channels, width, 1), nn.PReLU(), conv(width, width, 1), nn.PReLU(),
-                                 conv(width, 3, 1), nn.Sigmoid())
+                                 conv(width, 3, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        flat = x.flatten(1)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        z = (x - flat.mean(1).view(shape)) / flat.std(1).clamp_min(1e-6).view(shape)
+        return torch.sigmoid(self.gain * z.mean(1, keepdim=True) + self.net(z))
 
 
 class DomainAssimilation(nn.Module):
@@ -71,12 +89,14 @@ class DomainAssimilation(nn.Module):
     Attributes:
         texture, colour, backbone: T, C and B+F.
         pretrained_report: what loading ``backbone_weights`` did (None without it).
+        built_backbone: (registry name, kwargs) of B when built by the registry, else None.
     """
 
     def __init__(self, texture: nn.Module, colour: nn.Module, backbone: nn.Module) -> None:
         super().__init__()
         self.texture, self.colour, self.backbone = texture, colour, backbone
         self.pretrained_report: LoadReport | None = None
+        self.built_backbone: tuple[str, dict[str, Any]] | None = None
 
     def assimilate(self, x: torch.Tensor) -> torch.Tensor:
         """C(T(x)): the colour image ``(B, 3, *spatial)`` in [0, 1] the backbone sees."""
@@ -91,12 +111,16 @@ class DomainAssimilation(nn.Module):
 
     @medrobust_spec.setter
     def medrobust_spec(self, spec: dict[str, Any]) -> None:
-        # build_model sets the spec after building; the weights file is an initialisation only.
-        self._spec = {**spec, "kwargs": {k: v for k, v in spec["kwargs"].items() if k != "backbone_weights"}}
+        # build_model sets the spec after building: record the backbone as built, not the file.
+        kwargs = {k: v for k, v in spec["kwargs"].items() if k != "backbone_weights"}
+        built = getattr(self, "built_backbone", None)
+        if built is not None:
+            kwargs["backbone"], kwargs["backbone_kwargs"] = built
+        self._spec = {**spec, "kwargs": kwargs}
 
 
 @register_model("assimilation")
-def build_assimilation(spatial_dims: int, in_channels: int, out_channels: int, *, backbone: str = "resnet18",
+def build_assimilation(spatial_dims: int, in_channels: int, out_channels: int, *, backbone: str | None = None,
                        backbone_kwargs: dict[str, Any] | None = None, backbone_weights: str | None = None,
                        texture_width: int = 16, texture_blocks: int = 2, colour_width: int = 16) -> nn.Module:
     """Builder behind ``build_model("assimilation", ...)``.
@@ -104,20 +128,34 @@ def build_assimilation(spatial_dims: int, in_channels: int, out_channels: int, *
     Args:
         backbone: registry classifier name (resnet18/34/50, densenet121, efficientnet-b0, ...),
             built with ``in_channels=3`` and ``out_channels``; backbone_kwargs: its extra kwargs.
+            None: those of the ``backbone_weights`` checkpoint, else "resnet18" and {}.
         backbone_weights: pretrained weights for the backbone (head refitted when K differs).
         texture_width, texture_blocks: size of T. colour_width: hidden channels of C.
     Raises:
         ValueError: unknown or composite backbone, bad sizes, weights that do not fit.
     """
-    if backbone == "assimilation":
+    recorded = _checkpoint_backbone(backbone_weights)
+    name = backbone or (recorded[0] if recorded else "resnet18")
+    if backbone_kwargs is None:
+        backbone_kwargs = recorded[1] if recorded and recorded[0] == name else {}
+    if name == "assimilation":
         raise ValueError("backbone: 'assimilation' cannot be its own backbone; use a classifier such as resnet18")
     if texture_width < 1 or texture_blocks < 0 or colour_width < 1:
         raise ValueError(f"texture_width/colour_width must be >= 1 and texture_blocks >= 0, got "
                          f"{texture_width}, {colour_width}, {texture_blocks}")
-    net = build_model(backbone, spatial_dims=spatial_dims, in_channels=3, out_channels=out_channels,
-                      **(backbone_kwargs or {}))
+    net = build_model(name, spatial_dims=spatial_dims, in_channels=3, out_channels=out_channels, **backbone_kwargs)
     model = DomainAssimilation(TextureModule(spatial_dims, in_channels, texture_width, texture_blocks),
                                ColourModule(spatial_dims, in_channels, colour_width), net)
+    model.built_backbone = (name, dict(backbone_kwargs))
     if backbone_weights:
         model.pretrained_report = load_pretrained(net, backbone_weights)
     return model
+
+
+def _checkpoint_backbone(path: str | None) -> tuple[str, dict[str, Any]] | None:
+    """(architecture, extra kwargs) of a medrobust checkpoint at ``path``; None for other files."""
+    if not path or not (Path(path).suffix == ".json" or (Path(path) / HEADER_NAME).is_file()):
+        return None
+    info = read_checkpoint_info(path)
+    dims = ("spatial_dims", "in_channels", "out_channels")
+    return info.architecture, {k: v for k, v in info.kwargs.items() if k not in dims}
