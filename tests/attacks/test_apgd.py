@@ -10,7 +10,7 @@ from torch import nn
 from medrobust.attacks import APGD, PGD, get_attack
 from medrobust.attacks.apgd import apgd_checkpoints
 from medrobust.units import Budget
-from tests.attacks.test_gradient import BUDGET, _one_thread, trained_segmenter  # noqa: F401 (fixture)
+from tests.attacks.test_gradient import BUDGET, trained_segmenter
 
 
 def paper_checkpoints(n: int) -> list[int]:

@@ -7,7 +7,7 @@ from torch import nn
 
 from medrobust.attacks import gradient_masking_check
 from medrobust.units import Budget
-from tests.attacks.test_gradient import BUDGET, _one_thread, trained_segmenter  # noqa: F401 (fixture)
+from tests.attacks.test_gradient import BUDGET, trained_segmenter
 
 
 class Rounding(nn.Module):

@@ -10,7 +10,6 @@ from torch import nn
 
 from medrobust.attacks import get_attack
 from medrobust.units import Budget, IntensityMap
-from tests.attacks.test_gradient import _one_thread  # noqa: F401 (autouse fixture)
 
 ATTACKS = ["fgsm", "bim", "pgd", "mifgsm", "apgd", "square", "gaussian"]
 K = 3

@@ -8,7 +8,6 @@ from torch import nn
 from medrobust.attacks import Square
 from medrobust.attacks.blackbox import _window, p_schedule
 from medrobust.units import Budget
-from tests.attacks.test_gradient import _one_thread  # noqa: F401 (fixture)
 
 BUDGET = Budget.linf(0.1, valid_range=(0.0, 1.0))
 

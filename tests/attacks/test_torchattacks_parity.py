@@ -7,7 +7,6 @@ from torch import nn
 
 from medrobust.attacks import BIM, FGSM, MIFGSM, PGD
 from medrobust.units import Budget
-from tests.attacks.test_gradient import _one_thread  # noqa: F401 (autouse fixture)
 
 ta_fgsm = pytest.importorskip("torchattacks.attacks.fgsm")  # torchattacks is installed with --no-deps
 from torchattacks.attacks.bim import BIM as TaBIM  # noqa: E402
