@@ -15,7 +15,6 @@ BASE = ["--steps", "2", "--batch-size", "4", "--patch-size", "16"]
 TINY = [*BASE, "--backbone-kwargs", '{"widen_factor": 0.25}']
 
 
-@pytest.mark.slow
 def test_pretrains_caches_and_feeds_the_assimilation_backbone(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "natural"

@@ -88,7 +88,6 @@ def test_bad_glcm_options_and_models_are_named() -> None:
         build_recipe("assimilation", distance=30, patch_size=12).batch_loss(_model(), x, y, StepInfo(0, 0, 1))
 
 
-@pytest.mark.slow
 def test_fit_writes_an_assimilation_checkpoint(tmp_path: Path) -> None:
     recipe = build_recipe("assimilation", alpha=0.5, patch_size=12, levels=8)
     result = fit(_model(), recipe, _Stripes(8), _Stripes(4, seed=1), TrainConfig(epochs=2, batch_size=4, lr=3e-3),
