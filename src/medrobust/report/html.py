@@ -44,8 +44,12 @@ def _num(value: float, spec: str) -> str:
     return "-" if pd.isna(value) else format(value, spec)
 
 
+# "dct" is VAFA's frequency budget: eps is q_max in 1/255 of the valid range.
+NORM_LABELS = {"linf": "L∞", "l2": "L2", "dct": "VAFA q_max"}
+
+
 def _norm(norm: str) -> str:
-    return "L∞" if norm == "linf" else "L2"
+    return NORM_LABELS.get(norm, norm)
 
 
 def _sentence(h: pd.Series, task: str, attacks: str, flagged: int) -> str:

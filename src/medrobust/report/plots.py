@@ -23,6 +23,9 @@ AMPLIFY = 10.0
 _CLASS_COLOURS = ListedColormap(plt.get_cmap("tab10").colors[1:])  # skip blue (background looks grey)
 
 
+PLOT_NORMS = {"linf": "L-inf", "l2": "L2", "dct": "frequency (VAFA q_max)"}
+
+
 def eps_label(unit: str) -> str:
     """Axis label of a stated eps unit."""
     return {"1/255": "eps (x/255 of the valid range)", "HU": "eps (HU)", "raw": "eps (raw intensity units)",
@@ -55,7 +58,7 @@ def curves_figure(curves: pd.DataFrame, worst: pd.DataFrame, model: str, score_l
                     label="worst case")
         ax.set_xlabel(eps_label(unit))
         ax.set_ylabel(score_label)
-        ax.set_title(f"{model}: {'L-inf' if norm == 'linf' else 'L2'} budgets")
+        ax.set_title(f"{model}: {PLOT_NORMS.get(norm, norm)} budgets")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
