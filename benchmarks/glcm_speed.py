@@ -20,28 +20,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from timing import timed  # benchmarks/timing.py
 from medrobust.models import build_model
 from medrobust.training.glcm import GLCMLoss
 
 
 def median_time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def main() -> None:
