@@ -1,0 +1,44 @@
+"""VAFT: the batch loss has its three terms, the ablation flags drop them, and the
+frequency-consistency term is a normalised L1 distance of whole-patch DCTs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medrobust.attacks.dct import dct_nd
+from medrobust.training import build_recipe
+from medrobust.training.recipes import StepInfo
+from medrobust.training.vaft import frequency_consistency
+from tests.training.tiny import BlobSegmentation, tiny_unet
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    ds = BlobSegmentation(2)
+    return torch.stack([ds[i]["image"] for i in range(2)]), torch.stack([ds[i]["label"] for i in range(2)])
+
+
+def test_frequency_consistency_is_normalised_l1_of_the_dct() -> None:
+    a, b = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+    assert float(frequency_consistency(a, a)) == 0.0
+    dims = (2, 3)
+    expected = (dct_nd(a, dims) - dct_nd(b, dims)).abs().sum() / dct_nd(a, dims).abs().sum()
+    torch.testing.assert_close(frequency_consistency(a, b), expected)
+
+
+@pytest.mark.parametrize("clean_term,freq_term,keys", [(True, True, {"adv_loss", "clean_loss", "freq_loss"}),
+                                                       (False, False, {"adv_loss"})])
+def test_vaft_loss_terms_and_ablation(clean_term: bool, freq_term: bool, keys: set[str]) -> None:
+    torch.manual_seed(0)
+    model, (x, y) = tiny_unet(), _batch()
+    recipe = build_recipe("vaft", steps=2, block_size=(8, 8), clean_term=clean_term, freq_term=freq_term)
+    loss, logs = recipe.batch_loss(model, x, y, StepInfo(0, 0, 1))
+    loss.backward()
+    assert keys | {"loss"} == set(logs)
+    assert logs["loss"] == pytest.approx(sum(logs[k] for k in keys), rel=1e-5)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert recipe.passes_per_batch == 2 + (2 if clean_term or freq_term else 1)
+
+
+def test_vaft_rejects_a_negative_frequency_weight() -> None:
+    with pytest.raises(ValueError, match="freq_weight"):
+        build_recipe("vaft", freq_weight=-1.0)
