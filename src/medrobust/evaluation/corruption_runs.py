@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from medrobust.evaluation.config import CorruptionSpec
+from medrobust.evaluation.examples import read_npz, write_npz
 from medrobust.units import budget_for_case
 
 THUMBNAILS_DIR = "corruptions"  # under the grid's examples/ folder
@@ -92,8 +93,6 @@ def _in_plane(volume: np.ndarray, axis: int | None, label: np.ndarray | None) ->
 
 def save_thumbnail(path: Path, c: Any, x_c: torch.Tensor, row: dict[str, Any], params: dict[str, Any]) -> Path:
     """Write the clean and corrupted in-plane slice of one run (``np.savez_compressed``, no pickles)."""
-    from medrobust.data.io import atomic_path
-
     axis = params.get("through_plane_axis")
     label = c.y[0, 0].cpu().numpy() if c.y.ndim > 1 else None
     lo, hi = budget_for_case("linf", 0.0, "model", c.x, c.imap).range_for(c.x)
@@ -102,17 +101,9 @@ def save_thumbnail(path: Path, c: Any, x_c: torch.Tensor, row: dict[str, Any], p
     info = {"perturbation": row["perturbation"], "corruption": row["attack"], "severity": row["eps_stated"],
             "case_id": row["case_id"], "model": row["model"], "low": float(lo.reshape(-1)[0]),
             "high": float(hi.reshape(-1)[0]), "volume_slice": int(axis is not None)}
-    arrays.update({f"info_{k}": np.asarray(v) for k, v in info.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-    return path
+    return write_npz(path, arrays, info)
 
 
 def load_thumbnail(path: Path) -> dict[str, Any]:
     """Read a thumbnail written by :func:`save_thumbnail` (never unpickles)."""
-    with np.load(path, allow_pickle=False) as z:
-        out: dict[str, Any] = {k: z[k] for k in z.files if not k.startswith("info_")}
-        out["info"] = {k[5:]: z[k].tolist() for k in z.files if k.startswith("info_")}
-    return out
+    return read_npz(path)

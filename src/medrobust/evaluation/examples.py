@@ -127,8 +127,6 @@ def save_example(path: Path, *, image: np.ndarray, adversarial: np.ndarray, labe
         info: str/number fields kept beside (model, perturbation, eps, eps_unit, case_id,
             task, clean_score, adv_score, classes (list of str), low, high (valid range)).
     """
-    from medrobust.data.io import atomic_path  # lazy: data is a sibling part
-
     spatial_dims = image.ndim - 1
     seg = np.ndim(label) > 0
     # 3D: the slice with the most labelled foreground, or the central one for a classified volume
@@ -140,22 +138,32 @@ def save_example(path: Path, *, image: np.ndarray, adversarial: np.ndarray, labe
     for key, value in (("label", label), ("pred_clean", pred_clean), ("pred_adv", pred_adv)):
         v = np.asarray(value, dtype=np.int16)
         arrays[key] = v[..., idx] if (seg and idx is not None) else v
-    for key, value in info.items():
-        arrays[f"info_{key}"] = np.asarray(value)
-    arrays["info_slice"] = np.asarray(-1 if idx is None else idx)
+    return write_npz(path, arrays, {**info, "slice": -1 if idx is None else idx})
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> Path:
+    """Write ``arrays`` plus plain ``info`` values (stored as ``info_<key>``) atomically as a
+    compressed npz; shared by example slices, corruption thumbnails and Grad-CAM panels."""
+    from medrobust.data.io import atomic_path  # lazy: data is a sibling part
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+            np.savez_compressed(f, **arrays, **{f"info_{k}": np.asarray(v) for k, v in info.items()})
     return path
 
 
-def load_example(path: Path) -> dict[str, Any]:
-    """Read an example file (never unpickles): arrays plus ``info`` (plain Python values)."""
+def read_npz(path: Path) -> dict[str, Any]:
+    """Read a :func:`write_npz` file (never unpickles): arrays plus ``info`` (plain Python values)."""
     with np.load(path, allow_pickle=False) as z:
         out: dict[str, Any] = {k: z[k] for k in z.files if not k.startswith("info_")}
-        out["info"] = {k[5:]: (z[k].tolist()) for k in z.files if k.startswith("info_")}
+        out["info"] = {k[5:]: z[k].tolist() for k in z.files if k.startswith("info_")}
     return out
+
+
+def load_example(path: Path) -> dict[str, Any]:
+    """Read an example file written by :func:`save_example`."""
+    return read_npz(path)
 
 
 def save_adversarial(out: Path, item: dict[str, Any], row: dict[str, Any], x: torch.Tensor,

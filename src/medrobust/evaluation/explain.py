@@ -27,6 +27,7 @@ from monai.visualize import GradCAM
 from monai.visualize.class_activation_maps import ModelWithHooks
 from torch import nn
 
+from medrobust.evaluation.examples import read_npz, write_npz
 from medrobust.models.ensemble import Ensemble
 from medrobust.models.inference import infer
 from medrobust.models.wrappers import SlidingWindow
@@ -198,8 +199,6 @@ def save_example_cams(example_path: Path, model: nn.Module, x: torch.Tensor, x_a
     is largest), ``iou`` (top-10% IoU over the whole map), ``layer`` and ``info``
     (str/number fields such as model, case_id, classes, low, high).
     """
-    from medrobust.data.io import atomic_path  # lazy: data is a sibling part
-
     explainer = GradCAMExplainer(model, target_layer)
     clean, adv, ious = explain_pair(explainer, x, x_adv)
     iou = float(ious[0])
@@ -208,20 +207,12 @@ def save_example_cams(example_path: Path, model: nn.Module, x: torch.Tensor, x_a
     arrays = {"image": _plane(x[0].detach().cpu().numpy(), idx), "adversarial": _plane(x_adv[0].detach().cpu().numpy(), idx),
               "cam_clean": _plane(c[0], idx), "cam_adv": _plane(c[1], idx), "iou": np.asarray(iou),
               "layer": np.asarray(explainer.layer_name), "slice": np.asarray(-1 if idx is None else idx)}
-    arrays.update({f"info_{k}": np.asarray(v) for k, v in info.items()})
-    path = cam_path(example_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-    return path
+    return write_npz(cam_path(example_path), arrays, info)
 
 
 def load_example_cams(path: Path) -> dict[str, Any]:
     """Read a ``.gradcam.npz`` (never unpickles): arrays, ``iou`` and ``layer`` as Python values, ``info``."""
-    with np.load(path, allow_pickle=False) as z:
-        out: dict[str, Any] = {k: z[k] for k in z.files if not k.startswith("info_")}
-        out["info"] = {k[5:]: z[k].tolist() for k in z.files if k.startswith("info_")}
+    out = read_npz(path)
     out["iou"], out["layer"], out["slice"] = float(out["iou"]), str(out["layer"]), int(out["slice"])
     return out
 
