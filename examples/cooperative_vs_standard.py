@@ -7,7 +7,7 @@ Three models on the MNI152 demo segmentation set, same loop settings, epochs and
 - ``standard UNet``:            the demo's registry UNet with the ``standard`` recipe.
 
 Printed on the test split (mean foreground Dice, background excluded): clean, mean over all
-corruptions x severities 1-5 (``medrobust.corruptions``; "n/a" while that module is absent),
+corruptions x severities 1-5 (``medrobust.corruptions``),
 and under PGD and APGD at the demo budget, L-inf 4/255 of each case's intensity range.
 
     .venv/bin/python examples/cooperative_vs_standard.py [--epochs 30] [--out DIR] [--quick]
@@ -17,7 +17,6 @@ Reruns reuse finished runs under ``--out`` (the loop resumes from ``last/``).
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks.registry import get_attack
+from medrobust.corruptions import CORRUPTION_NAMES, corrupt
 from medrobust.data.demo import build_demo_segmentation
 from medrobust.data.sources import open_split
 from medrobust.metrics import dice_per_class
@@ -64,19 +64,15 @@ def mean_dice(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classes: int) 
     return float(dice_per_class(infer(model, x), y, classes).nanmean())
 
 
-def corruption_dice(model: nn.Module, item: dict[str, Any], classes: int, severities: list[int]) -> float | None:
-    """Mean Dice over every corruption and severity; None while medrobust.corruptions is absent."""
-    try:
-        corruptions = importlib.import_module("medrobust.corruptions")
-        corrupt, names = corruptions.corrupt, corruptions.CORRUPTION_NAMES
-    except (ImportError, AttributeError):
-        return None
-    x, y, affine = item["image"], item["label"][None], item["meta"]["affine"]
+def corruption_dice(model: nn.Module, item: dict[str, Any], classes: int, severities: list[int]) -> float:
+    """Mean Dice over every corruption and severity (seed 0, the case's affine and intensity map)."""
+    x, y, meta = item["image"], item["label"][None], item["meta"]
+    intensity = IntensityMap.from_dict(meta["intensity"])
     scores = []
-    for name in names:
+    for name in CORRUPTION_NAMES:
         for severity in severities:
-            out = corrupt(x, name, severity, seed=0, affine=affine)
-            image = out[0] if isinstance(out, tuple) else out  # (image, params) or image
+            image, _ = corrupt(x, name, severity, seed=0, affine=meta["grid_affine"], case_id=item["id"],
+                               intensity=intensity)
             scores.append(mean_dice(model, image[None], y, classes))
     return sum(scores) / len(scores)
 

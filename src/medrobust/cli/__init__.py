@@ -20,7 +20,7 @@ app = typer.Typer(
 err_console = Console(stderr=True, soft_wrap=True)  # never wrap a file path
 
 # Commands register themselves on `app` when their modules are imported.
-from medrobust.cli import attack, corrupt, demo, ensemble, evaluate, explain, predict, pretrain, train  # noqa: E402,F401
+from medrobust.cli import attack, corrupt, demo, ensemble, evaluate, explain, predict, pretrain, train, tune  # noqa: E402,F401,E501
 
 
 def main(argv: list[str] | None = None) -> int:

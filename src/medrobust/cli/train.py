@@ -90,9 +90,9 @@ def train(
     """Train a model; the best checkpoint is chosen on the validation split only."""
     recipe_params = parse_json_object(params, "--params")
     loop_keys = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size") if k in recipe_params}
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
-                         roi_size=parse_size(roi_size, "--roi-size"), seed=seed, amp=amp, device=device, resume=resume,
-                         **loop_keys)
+    config = TrainConfig(**{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                            "scheduler": scheduler, "roi_size": parse_size(roi_size, "--roi-size"), "seed": seed,
+                            "amp": amp, "device": device, "resume": resume, **loop_keys})  # --params wins
     result = train_model(data, model, out, recipe=recipe, recipe_params=recipe_params,
                          model_kwargs=parse_json_object(model_kwargs, "--model-kwargs"), config=config,
                          normalization=normalization, patch_size=parse_size(patch_size, "--patch-size"),
