@@ -6,10 +6,9 @@ Prints, for a 3D UNet (parameters frozen, eval mode) on a volume of n^3 windows:
   full graph      autograd through monai sliding_window_inference (the naive way)
 and the ratios windowed / one window (goal <= 1.5) and full graph / one window.
 
-Each peak is measured above what was resident before the call (model, input, labels).
-CUDA: torch.cuda.max_memory_allocated. CPU: the torch profiler's allocation events
-(profile_memory=True), summed in time order; allocations freed inside one operator are
-netted, so CPU peaks are slightly low for both sides alike.
+Each peak is measured above what was resident before the call (model, input, labels),
+by ``timing.peak_bytes``. ``benchmarks/attack_speed.py`` measures a whole PGD attack the
+same way.
 
     python benchmarks/sliding_window_memory.py                  # CUDA if present, else CPU
     python benchmarks/sliding_window_memory.py --roi 32 --per-axis 3 --device cpu
@@ -17,36 +16,12 @@ netted, so CPU peaks are slightly low for both sides alike.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
-
+from timing import peak_bytes  # benchmarks/timing.py
 from medrobust.models import SlidingWindow, build_model
-
-
-def peak_bytes(fn: Callable[[], object], device: torch.device) -> tuple[int, float]:
-    """(peak bytes allocated above the state before ``fn``, seconds)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base, time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    seconds = time.perf_counter() - t0
-    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
-    current = peak = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    return peak, seconds
 
 
 def main() -> None:

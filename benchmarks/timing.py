@@ -1,10 +1,17 @@
-"""Wall-clock timing shared by the benchmark scripts (synchronises CUDA around the call)."""
+"""Wall-clock time and peak memory of one call, shared by the benchmark scripts.
+
+Peak memory is measured above what was resident before the call. CUDA:
+torch.cuda.max_memory_allocated. CPU: the torch profiler's allocation events
+(profile_memory=True), summed in time order; allocations freed inside one operator are
+netted, so CPU peaks are slightly low for every measured function alike.
+"""
 from __future__ import annotations
 
 import time
 from typing import Callable
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -16,3 +23,25 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def peak_bytes(fn: Callable[[], object], device: torch.device) -> tuple[int, float]:
+    """(peak bytes allocated by one call of ``fn`` above the state before it, seconds)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base, time.perf_counter() - start
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    seconds = time.perf_counter() - start
+    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak, seconds

@@ -210,7 +210,7 @@ def test_attack_through_sliding_window_uses_the_windowed_gradient(monkeypatch) -
     calls = []
     original = wrappers.SlidingWindow.loss_and_input_grad
     monkeypatch.setattr(wrappers.SlidingWindow, "loss_and_input_grad",
-                        lambda self, v, fn: calls.append(1) or original(self, v, fn))
+                        lambda self, v, fn, **kw: calls.append(1) or original(self, v, fn, **kw))
     attack = PGD(Budget.l2(1.0, valid_range=(0.0, 1.0)), steps=3, random_start=False, return_best=False)
     windowed = attack(sw, x, y)
     full = attack(FullGraph(), x, y)

@@ -54,6 +54,10 @@ def test_forward_equals_monai_and_windowed_gradient_equals_full_graph(dims: int,
     assert ref_grad.abs().max() > 1e-6  # the comparison is not trivially 0 == 0
     torch.testing.assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
 
+    dropped, lean_loss, lean_grad = sw.loss_and_input_grad(x, _ce, keep_logits=False)
+    assert dropped is None  # freed before the window pass; the gradient is the same
+    assert torch.equal(lean_loss, loss) and torch.equal(lean_grad, grad)
+
 
 def test_gradient_leaves_model_and_input_untouched() -> None:
     model = _tiny_unet(2).train()

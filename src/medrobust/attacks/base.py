@@ -281,7 +281,10 @@ class Attack:
         """Tracking score (gain form): the loss in its final-step form."""
         return self._gain(logits, y, self.steps) if self.step_dependent else gain
 
-    def _fails(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _fails(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """(B,) True where the sample already fails; None when early stopping is off."""
+        if self.early_stop is False:
+            return None
         metric = sample_metric(logits, y)
         if y.ndim == 1:
             return metric == 1 if self.targeted else metric == 0
@@ -289,21 +292,35 @@ class Attack:
         return metric >= 1 - thr if self.targeted else metric <= thr
 
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
-                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x_adv, gain (B,), d gain / d var, logits), all but the gradient detached."""
+                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x_adv, tracking score (B,), d gain / d var, fails (B,) or None), detached.
+
+        Through SlidingWindow the score and the verdict are read inside the loss, so the
+        volume's logits are freed before the window-by-window backward."""
         state.var = var = state.var.detach().requires_grad_(True)
         with torch.enable_grad():
             x_adv = self.perturb(x, state)
             if windowed:
-                logits, gain, gx = model.loss_and_input_grad(x_adv.detach(), lambda z: self._gain(z, y, t))
+                seen: dict[str, Any] = {}
+
+                def loss_of(z: torch.Tensor) -> torch.Tensor:
+                    gain = self._gain(z, y, t)
+                    with torch.no_grad():
+                        seen["score"] = self._score(z.detach(), gain.detach(), y)
+                        seen["fails"] = self._fails(z.detach(), y)
+                    return gain
+
+                _, _, gx = model.loss_and_input_grad(x_adv.detach(), loss_of, keep_logits=False)
                 grad = gx if x_adv is var else torch.autograd.grad(x_adv, var, gx)[0]
-                return x_adv.detach(), gain, grad, logits
+                return x_adv.detach(), seen["score"], grad, seen["fails"]
             logits = model(x_adv)
             gain = self._gain(logits, y, t)
             grad = torch.autograd.grad(gain.sum(), var, allow_unused=True)[0] if gain.requires_grad else None
         if grad is None:  # the loss does not depend on the input (a detaching model)
             grad = torch.zeros_like(var)
-        return x_adv.detach(), gain.detach(), grad, logits.detach()
+        with torch.no_grad():
+            logits = logits.detach()
+            return x_adv.detach(), self._score(logits, gain.detach(), y), grad, self._fails(logits, y)
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: AttackState) -> AttackResult:
         B, T = x.shape[0], self.steps
@@ -314,12 +331,12 @@ class Attack:
         last_x, last_gain = x, best_gain
         done = torch.zeros(B, dtype=torch.bool, device=x.device) if self.early_stop is not False else None
 
-        def track(x_adv: torch.Tensor, score: torch.Tensor, logits: torch.Tensor) -> None:
+        def track(x_adv: torch.Tensor, score: torch.Tensor, fails: torch.Tensor | None) -> None:
             nonlocal best_x, best_gain
             history.append(score)
             better = score > best_gain
-            if done is not None:
-                newly = self._fails(logits, y) & ~done
+            if done is not None and fails is not None:
+                newly = fails & ~done
                 better = (better & ~done) | newly
                 done.logical_or_(newly)
             best_gain = torch.where(better, score, best_gain)
@@ -329,11 +346,11 @@ class Attack:
             state = dataclasses.replace(base, aux={})
             self.init_state(x, state)
             for t in range(1, T + 1):
-                x_adv, gain, grad, logits = self._gain_and_grad(model, x, y, state, t, windowed)
-                track(x_adv, self._score(logits, gain, y), logits)
+                x_adv, score, grad, fails = self._gain_and_grad(model, x, y, state, t, windowed)
+                track(x_adv, score, fails)
                 with torch.no_grad():
                     before = state.var.detach()
-                    self.update(x, state, grad, gain, t)
+                    self.update(x, state, grad, score, t)
                     self.project(x, state)
                     if done is not None:
                         state.var = torch.where(expand_to(done, before), before, state.var)
@@ -341,7 +358,8 @@ class Attack:
                 last_x = self.finalize(x, state)
                 logits = model(last_x)
                 last_gain = self._gain(logits, y, T)
-                track(last_x, last_gain, logits)
+                track(last_x, last_gain, self._fails(logits, y))
+                del logits
             if done is not None and bool(done.all()):
                 break
         rows = torch.stack(history) * sign

@@ -231,33 +231,36 @@ class VAFA(Attack):
         return gain  # _gain_and_grad already returns the final-step objective
 
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
-                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x_adv, objective (B,), d objective / d q, logits); the objective includes
+                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x_adv, objective (B,), d objective / d q, fails or None); the objective includes
         ``-ssim_weight (1 - SSIM)``, which the shared loop's logits-only gain lacks."""
         q = state.var.detach().requires_grad_(True)
         state.var = q
         self._final.pop("penalty", None)
+        seen: dict[str, Any] = {}
+
+        def loss_of(z: torch.Tensor) -> torch.Tensor:
+            gain = Attack._gain(self, z, y, t)
+            with torch.no_grad():  # the final-step form, comparable across steps
+                seen["gain"] = Attack._gain(self, z.detach(), y, self.steps) if self.step_dependent else gain.detach()
+                seen["fails"] = self._fails(z.detach(), y)
+            return gain
+
         with torch.enable_grad():
             x_adv = self.perturb(x, state)
             penalty = self._penalty(x_adv, state)
             if windowed:
-                logits, gain, gx = model.loss_and_input_grad(x_adv.detach(), lambda z: Attack._gain(self, z, y, t))
+                _, _, gx = model.loss_and_input_grad(x_adv.detach(), loss_of, keep_logits=False)
                 outs, ups = [x_adv], [gx]
                 if penalty.requires_grad:
                     outs, ups = outs + [penalty.sum()], ups + [-torch.ones_like(penalty.sum())]
                 grad = torch.autograd.grad(outs, q, ups)[0]
             else:
-                logits = model(x_adv)
-                gain = Attack._gain(self, logits, y, t)
-                total = (gain - penalty).sum()
+                total = (loss_of(model(x_adv)) - penalty).sum()
                 grad = torch.autograd.grad(total, q, allow_unused=True)[0] if total.requires_grad else None
         if grad is None:
             grad = torch.zeros_like(q)
-        with torch.no_grad():
-            if self.step_dependent:
-                gain = Attack._gain(self, logits, y, self.steps)
-            score = gain.detach() - penalty.detach()
-        return x_adv.detach(), score, grad, logits.detach()
+        return x_adv.detach(), seen["gain"] - penalty.detach(), grad, seen["fails"]
 
     # -- entry point ----------------------------------------------------------------------
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

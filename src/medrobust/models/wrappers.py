@@ -67,8 +67,8 @@ class SlidingWindow(nn.Module):
         return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
                                         mode=self.mode, sigma_scale=self.sigma_scale)
 
-    def loss_and_input_grad(self, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor]
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss_and_input_grad(self, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                            keep_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """Exact gradient of ``loss_fn(self(x)).sum()`` w.r.t. ``x`` at one window's memory.
 
         1. assemble the logits without a graph (``forward`` under ``no_grad``);
@@ -83,9 +83,12 @@ class SlidingWindow(nn.Module):
         Args:
             x: images ``(B, C, *spatial)``, model units.
             loss_fn: maps logits ``(B, K, *spatial)`` to a per-sample loss ``(B,)``.
+            keep_logits: return the assembled logits. With False they are freed before the
+                window pass (the caller reads what it needs inside ``loss_fn``), which saves
+                K volume-sized buffers at the peak; None is returned in their place.
 
         Returns:
-            (logits ``(B, K, *spatial)``, loss ``(B,)``, grad ``(B, C, *spatial)``), detached.
+            (logits ``(B, K, *spatial)`` or None, loss ``(B,)``, grad ``(B, C, *spatial)``), detached.
         """
         self._check(x)
         x = x.detach()
@@ -98,7 +101,11 @@ class SlidingWindow(nn.Module):
                 raise ValueError(f"loss_fn must return a per-sample loss of shape ({x.shape[0]},), "
                                  f"got {tuple(loss.shape)}")
             (upstream,) = torch.autograd.grad(loss.sum(), z)
-        return logits, loss.detach(), self._backward_windows(x, upstream)
+        loss = loss.detach()  # drop the graph: its leaf z holds the logits' storage alive
+        del z
+        if not keep_logits:
+            logits = None
+        return logits, loss, self._backward_windows(x, upstream)
 
     def _backward_windows(self, x: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
         # MONAI has no backward-by-window; this re-enumerates its windows with its own helpers
