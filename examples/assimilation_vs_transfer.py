@@ -13,30 +13,32 @@ epochs for all three:
 
 The backbone comes from ``--pretrained`` or is pretrained here by ``medrobust
 pretrain-natural`` (cached in OUT/natural). Prints accuracy on the test split, clean and
-under each attack at eps 1..8/255, and writes OUT/accuracy.csv (model, attack, eps, accuracy).
+under each attack at eps 1..8/255 (the evaluation grid: OUT/results/report.html draws the
+curves), and writes OUT/accuracy.csv (model, attack, eps, accuracy; eps 0 = clean).
 ``--quick`` is a smoke run (tiny data, 1 epoch, 2 attack steps, eps 1, 4, 8): its numbers
 mean nothing.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
-from medrobust.attacks.registry import get_attack
 from medrobust.cli.pretrain import pretrain_natural
 from medrobust.data.demo import build_demo_classification
 from medrobust.data.sources import open_split
-from medrobust.data.transforms import collate
-from medrobust.models import build_model, load_checkpoint, read_checkpoint_info
+from medrobust.evaluation.config import parse_config
+from medrobust.evaluation.grid import run_grid
+from medrobust.evaluation.store import ResultStore
+from medrobust.models import build_model, read_checkpoint_info
 from medrobust.models.pretrained import load_pretrained
+from medrobust.report import write_report
 from medrobust.training import TrainConfig, build_recipe, fit
 from medrobust.training.loop import pick_device
-from medrobust.units import IntensityMap, budget_for_case
+from medrobust.units import IntensityMap
 
 ATTACKS = ("fgsm", "bim", "mifgsm", "pgd")
 NORMALIZATION = "minmax:0,255"
@@ -80,50 +82,39 @@ def train_all(root: Path, data: Path, pretrained: Path, args: argparse.Namespace
     return out
 
 
-def accuracy(model: torch.nn.Module, loader: DataLoader, intensity: IntensityMap, device: torch.device,
-             attack: str | None, eps: float, steps: int, seed: int) -> float:
-    """Test accuracy, clean (``attack=None``) or on adversarial images at eps/255."""
-    correct = total = 0
-    for i, batch in enumerate(loader):
-        x, y = batch["image"].to(device), batch["label"].to(device)
-        if attack is not None:
-            torch.manual_seed(seed + i)
-            budget = budget_for_case("linf", eps, "1/255", x, intensity)
-            x = get_attack(attack, budget, steps=steps)(model, x, y)
-        with torch.no_grad():
-            correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    return correct / total
-
-
-def evaluate(checkpoints: dict[str, Path], data: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    device = pick_device(args.device)
-    test = open_split(data, "test", normalization=NORMALIZATION)
-    loader = DataLoader(test.dataset, batch_size=args.batch_size, collate_fn=collate)
-    intensity = IntensityMap.from_dict(test.dataset[0]["meta"]["intensity"])
-    eps_list = (1.0, 4.0, 8.0) if args.quick else tuple(float(e) for e in range(1, 9))
+def evaluate(checkpoints: dict[str, Path], data: Path, args: argparse.Namespace) -> pd.DataFrame:
+    """FGSM, BIM, MI-FGSM and PGD at every eps on the test split through the evaluation grid
+    (results.sqlite, results.csv and report.html with the robustness curves in OUT/results);
+    returns the long table model, attack, eps, accuracy (eps 0 = clean)."""
+    eps_list = [1.0, 4.0, 8.0] if args.quick else [float(e) for e in range(1, 9)]
     steps = 2 if args.quick else args.attack_steps
-    rows = []
-    for name, checkpoint in checkpoints.items():
-        model, _ = load_checkpoint(checkpoint)
-        model.to(device)
-        rows.append({"model": name, "attack": "clean", "eps": 0.0,
-                     "accuracy": accuracy(model, loader, intensity, device, None, 0.0, steps, args.seed)})
-        for attack in ATTACKS:
-            for eps in eps_list:
-                rows.append({"model": name, "attack": attack, "eps": eps,
-                             "accuracy": accuracy(model, loader, intensity, device, attack, eps, steps, args.seed)})
-    return rows
+    grid = parse_config({
+        "models": [{"name": name, "checkpoint": str(path)} for name, path in checkpoints.items()],
+        "data": {"datalist": str(data), "split": "test", "normalization": NORMALIZATION},
+        "perturbations": [{"attack": a, "eps": eps_list, "eps_unit": "1/255",
+                           "options": {} if a == "fgsm" else {"steps": steps}} for a in ATTACKS],
+        "out": str(args.out / "results"), "examples": 3, "device": str(pick_device(args.device))})
+    results = run_grid(grid, progress=not args.quick)
+    print(f"report: {write_report(results)}")
+    with ResultStore(results / "results.sqlite") as store:
+        runs = store.to_dataframe()
+    clean = runs.drop_duplicates(["model", "case_id"]).groupby("model", sort=False)["clean_score"].mean()
+    rows = [{"model": m, "attack": "clean", "eps": 0.0, "accuracy": float(v)} for m, v in clean.items()]
+    adv = runs.groupby(["model", "attack", "eps_stated"], sort=False)["adv_score"].mean().reset_index()
+    rows += [{"model": r.model, "attack": r.attack, "eps": float(r.eps_stated), "accuracy": float(r.adv_score)}
+             for r in adv.itertuples()]
+    return pd.DataFrame(rows)
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    eps_list = sorted({r["eps"] for r in rows if r["attack"] != "clean"})
+def print_table(rows: pd.DataFrame) -> None:
+    eps_list = sorted(rows.loc[rows["attack"] != "clean", "eps"].unique())
     print(f"\naccuracy on the test split ({'/'.join(ATTACKS)} at eps/255)")
     print(f"{'model':<14}{'attack':<8}{'clean':>7}" + "".join(f"{e:>7g}" for e in eps_list))
-    for model in dict.fromkeys(r["model"] for r in rows):
-        clean = next(r["accuracy"] for r in rows if r["model"] == model and r["attack"] == "clean")
+    for model in rows["model"].unique():
+        mine = rows[rows["model"] == model]
+        clean = float(mine.loc[mine["attack"] == "clean", "accuracy"].iloc[0])
         for attack in ATTACKS:
-            accs = {r["eps"]: r["accuracy"] for r in rows if r["model"] == model and r["attack"] == attack}
+            accs = dict(zip(mine.loc[mine["attack"] == attack, "eps"], mine.loc[mine["attack"] == attack, "accuracy"]))
             print(f"{model:<14}{attack:<8}{clean:>7.3f}" + "".join(f"{accs[e]:>7.3f}" for e in eps_list))
 
 
@@ -151,10 +142,7 @@ def main() -> None:
         **({"steps": 4, "batch_size": 8, "patch_size": 16} if args.quick else {}))
     rows = evaluate(train_all(args.out, data, pretrained, args), data, args)
     print_table(rows)
-    with (args.out / "accuracy.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["model", "attack", "eps", "accuracy"])
-        writer.writeheader()
-        writer.writerows(rows)
+    rows.to_csv(args.out / "accuracy.csv", index=False)
     print(f"\nwritten: {args.out / 'accuracy.csv'}")
 
 
