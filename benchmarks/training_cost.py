@@ -3,8 +3,9 @@ forward+backward passes the recipe needs per batch (design.md section 6).
 
     .venv/bin/python benchmarks/training_cost.py [--size 32] [--cases 8] [--threads 2]
 
-The ratio (epoch time / standard epoch time) divided by the pass count is the waste factor:
-1.0 means the recipe costs exactly its passes; the goal is <= 1.15.
+The ratio (epoch time / epoch time of `standard` on the same network: the registry UNet, or
+the cooperative FTN+STN) divided by the pass count is the waste factor: 1.0 means the recipe
+costs exactly its passes; the goal is <= 1.15.
 """
 from __future__ import annotations
 
@@ -17,20 +18,22 @@ import torch
 
 from medrobust.data.phantoms import phantom_segmentation
 from medrobust.models.registry import build_model
-from medrobust.training import RECIPES, TrainConfig, build_recipe, fit
+from medrobust.training import TrainConfig, build_recipe, fit
 
-# Settings per recipe: small attack budgets so a run takes seconds; the pass count scales.
-RECIPE_PARAMS: dict[str, dict[str, Any]] = {
-    "standard": {},
-    "pgd_at": {"eps": 4, "steps": 3},
-    "trades": {"eps": 4, "steps": 3},
-    "fast_at": {"eps": 4},
-    "free_at": {"eps": 4, "replays": 3},
-    "self_adaptive": {"eps": 4},
-    "vaft": {"steps": 3, "block_size": (8, 8, 8)},
-    "cooperative": {},
+UNET = ("unet", {"channels": (8, 16, 32), "strides": (2, 2), "num_res_units": 1})
+COOPERATIVE = ("cooperative", {})
+# label -> (recipe, parameters, network). Small attack budgets so a run takes seconds; the
+# pass count scales with them. Each ratio is against `standard` on the same network.
+RUNS: dict[str, tuple[str, dict[str, Any], tuple[str, dict[str, Any]]]] = {
+    "pgd_at": ("pgd_at", {"eps": 4, "steps": 3}, UNET),
+    "trades": ("trades", {"eps": 4, "steps": 3}, UNET),
+    "fast_at": ("fast_at", {"eps": 4}, UNET),
+    "free_at": ("free_at", {"eps": 4, "replays": 3}, UNET),
+    "self_adaptive": ("self_adaptive", {"eps": 4}, UNET),
+    "vaft": ("vaft", {"steps": 3, "block_size": (8, 8, 8)}, UNET),
+    "cooperative, masking none": ("cooperative", {"masking": "none"}, COOPERATIVE),
+    "cooperative": ("cooperative", {}, COOPERATIVE),
 }
-MODEL_FOR: dict[str, tuple[str, dict[str, Any]]] = {"cooperative": ("cooperative", {})}
 
 
 class Cases(torch.utils.data.Dataset):
@@ -45,12 +48,12 @@ class Cases(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def epoch_seconds(recipe_name: str, data: Cases, val: Cases, epochs: int) -> tuple[float, float]:
+def epoch_seconds(recipe_name: str, params: dict[str, Any], network: tuple[str, dict[str, Any]], data: Cases,
+                  val: Cases, epochs: int) -> tuple[float, float]:
     """Median epoch time (seconds, after the first epoch) and passes per batch."""
-    arch, kw = MODEL_FOR.get(recipe_name, ("unet", {"channels": (8, 16, 32), "strides": (2, 2),
-                                                    "num_res_units": 1}))
+    arch, kw = network
     model = build_model(arch, spatial_dims=3, in_channels=1, out_channels=3, **kw)
-    recipe = build_recipe(recipe_name, **RECIPE_PARAMS.get(recipe_name, {}))
+    recipe = build_recipe(recipe_name, **params)
     cfg = TrainConfig(epochs=epochs, batch_size=2, val_every=10_000, scheduler="none")
     times: list[float] = []
     original = recipe.on_epoch_end
@@ -74,16 +77,21 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=8, help="training cases per epoch")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per recipe (first is warm-up)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--recipes", default=",".join(r for r in RECIPE_PARAMS if r in RECIPES))
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated labels of: {', '.join(RUNS)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data, val = Cases(args.cases, args.size), Cases(1, args.size)
-    base, _ = epoch_seconds("standard", data, val, args.epochs)
-    print(f"{'recipe':<14}{'epoch s':>9}{'ratio':>8}{'passes':>8}{'ratio/passes':>14}")
-    for name in args.recipes.split(","):
-        seconds, passes = (base, 1.0) if name == "standard" else epoch_seconds(name, data, val, args.epochs)
-        ratio = seconds / base
-        print(f"{name:<14}{seconds:>9.3f}{ratio:>8.2f}{passes:>8.0f}{ratio / passes:>14.2f}")
+    baselines: dict[str, float] = {}
+    print(f"{'run':<27}{'network':<13}{'epoch s':>9}{'ratio':>8}{'passes':>8}{'ratio/passes':>14}")
+    for label in args.runs.split(","):
+        recipe, params, network = RUNS[label]
+        if network[0] not in baselines:
+            baselines[network[0]], _ = epoch_seconds("standard", {}, network, data, val, args.epochs)
+            print(f"{'standard':<27}{network[0]:<13}{baselines[network[0]]:>9.3f}{1:>8.2f}{1:>8}{1:>14.2f}")
+        seconds, passes = epoch_seconds(recipe, params, network, data, val, args.epochs)
+        ratio = seconds / baselines[network[0]]
+        print(f"{label:<27}{network[0]:<13}{seconds:>9.3f}{ratio:>8.2f}{passes:>8.0f}{ratio / passes:>14.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":
