@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import Dataset
 
 from medrobust.models import build_model, load_checkpoint
 from medrobust.training import TrainConfig, build_recipe, fit
 from medrobust.training.glcm import GLCMLoss
 from medrobust.training.recipes import StepInfo
-from tests.training.tiny import tiny_unet
+from tests.training.tiny import StripeClassification, tiny_unet
 
 NARROW = {"widen_factor": 0.25}
 
@@ -21,27 +20,8 @@ def _model() -> torch.nn.Module:
                        backbone_kwargs=NARROW, texture_width=4, texture_blocks=1, colour_width=4)
 
 
-class _Stripes(Dataset):
-    """Class 0: horizontal stripes, class 1: vertical stripes, plus noise; 24 x 24."""
-
-    def __init__(self, n: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        wave = (torch.arange(24) % 4 < 2).float()
-        self.items = []
-        for i in range(n):
-            stripes = (wave[:, None] if i % 2 == 0 else wave[None, :]).expand(24, 24)
-            image = stripes + 0.2 * torch.randn(24, 24, generator=g)
-            self.items.append({"image": image[None].clone(), "label": torch.tensor(i % 2), "id": f"c{i}", "meta": {}})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    ds = _Stripes(4)
+    ds = StripeClassification(4)
     return torch.stack([it["image"] for it in ds.items]), torch.stack([it["label"] for it in ds.items])
 
 
@@ -90,7 +70,7 @@ def test_bad_glcm_options_and_models_are_named() -> None:
 
 def test_fit_writes_an_assimilation_checkpoint(tmp_path: Path) -> None:
     recipe = build_recipe("assimilation", alpha=0.5, patch_size=12, levels=8)
-    result = fit(_model(), recipe, _Stripes(8), _Stripes(4, seed=1), TrainConfig(epochs=2, batch_size=4, lr=3e-3),
+    result = fit(_model(), recipe, StripeClassification(8), StripeClassification(4, seed=1), TrainConfig(epochs=2, batch_size=4, lr=3e-3),
                  tmp_path, classes=["horizontal", "vertical"], progress=False)
     model, info = load_checkpoint(result.checkpoint)
     assert info.recipe == "assimilation" and info.extra["recipe_params"]["alpha"] == 0.5

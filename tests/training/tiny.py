@@ -29,6 +29,25 @@ class BlobSegmentation(Dataset):
         return self.items[i]
 
 
+class StripeClassification(Dataset):
+    """Class 0: horizontal stripes, class 1: vertical stripes, plus noise; images (1, 24, 24)."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        wave = (torch.arange(24) % 4 < 2).float()
+        self.items = []
+        for i in range(n):
+            stripes = (wave[:, None] if i % 2 == 0 else wave[None, :]).expand(24, 24)
+            image = stripes + 0.2 * torch.randn(24, 24, generator=g)
+            self.items.append({"image": image[None].clone(), "label": torch.tensor(i % 2), "id": f"c{i}", "meta": {}})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
 def tiny_unet(spatial_dims: int = 2, norm: str | None = "instance") -> torch.nn.Module:
     """A 2-level UNet. ``norm=None`` drops the instance norm, whose preceding conv biases get a
     zero gradient that Adam turns into float-noise-sized steps of size lr (bad for exact

@@ -167,10 +167,18 @@ class FreeAdversarialTraining(_BudgetedRecipe):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "replays": self.replays, "step_size": self.step_size}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The carried perturbation, so a resumed run continues with it."""
+        return {} if self.delta is None else {"delta": self.delta}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.delta = state.get("delta")
+
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         if self.delta is None or self.delta.shape != x.shape:
             self.delta = torch.zeros_like(x)
+        self.delta = self.delta.to(x)  # a resumed delta comes back on the CPU
         budget = self.budget(x)
         x_adv = budget.project(x, x + self.delta).requires_grad_(True)
         self._x, self._x_adv, self._budget = x, x_adv, budget

@@ -52,13 +52,28 @@ def average_gradients(model: nn.Module, world: World) -> None:
         offset += n
 
 
+def _scalar(value: float) -> torch.Tensor:
+    """A one-element float64 tensor where the backend can reduce it (NCCL: the current GPU)."""
+    on_gpu = dist.get_backend() == "nccl"
+    return torch.tensor([value], dtype=torch.float64, device=torch.cuda.current_device() if on_gpu else "cpu")
+
+
 def broadcast_float(value: float, world: World) -> float:
     """Rank 0's value on every rank."""
     if world.size <= 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = _scalar(value)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def mean_float(value: float) -> float:
+    """The mean of ``value`` over the ranks of the running process group (itself without one)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() <= 1:
+        return value
+    t = _scalar(value)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
 
 
 def barrier(world: World) -> None:

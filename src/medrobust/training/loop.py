@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -70,9 +71,14 @@ class FitResult:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto``: CUDA if present, else CPU. Under torchrun a bare ``cuda`` (or ``auto``) means
+    this process's GPU, ``cuda:LOCAL_RANK``, so the ranks do not share GPU 0."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # NCCL collectives run on the current device
+    return device
 
 
 def seed_everything(seed: int) -> None:

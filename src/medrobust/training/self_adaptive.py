@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medrobust.training.adversarial import PGDAdversarialTraining
+from medrobust.training.distributed import mean_float
 from medrobust.training.recipes import StepInfo, register_recipe
 
 
@@ -91,7 +92,7 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
         self._mag_count += 1
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> dict[str, float]:
-        mag = self._mag_sum / max(self._mag_count, 1)
+        mag = mean_float(self._mag_sum / max(self._mag_count, 1))  # one schedule for every DDP rank
         used = self.schedule.iters
         self.schedule.update(epoch + 1, mag)
         self._mag_sum, self._mag_count = 0.0, 0
