@@ -113,3 +113,16 @@ def test_every_recipe_trains_under_torchrun_with_ranks_in_sync(tmp_path: Path) -
         assert any(not torch.equal(ranks[0][n], initial[n].detach()) for n in initial), recipe  # it trained
         states = [(tmp_path / recipe / f"recipe{r}.json").read_text() for r in (0, 1)]
         assert states[0] == states[1], recipe  # e.g. one self-adaptive schedule, not one per rank
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(SETUPS))
+def test_every_recipe_trains_under_bf16_autocast(recipe: str, tmp_path: Path) -> None:
+    params, network, classification = SETUPS[recipe]
+    data = (StripeClassification(4), StripeClassification(2, seed=1)) if classification else \
+        (BlobSegmentation(4), BlobSegmentation(2, seed=1))
+    result = fit(NETWORKS[network](), build_recipe(recipe, **params), *data,
+                 TrainConfig(epochs=1, batch_size=2, lr=1e-2, amp="bf16"), tmp_path, classes=["background", "fore"],
+                 progress=False)
+    row = result.history[-1]
+    assert torch.isfinite(torch.tensor(row["train_loss"])) and 0.0 <= result.best_metric <= 1.0

@@ -32,3 +32,35 @@ def test_schedule_state_survives_resume_and_bad_settings_fail() -> None:
     assert other.schedule == recipe.schedule
     with pytest.raises(ValueError, match="gamma"):
         IterationSchedule(gamma=1.0)
+
+
+class _Scaler:
+    """Stands in for torch.amp.GradScaler: the loss is multiplied by ``scale`` before backward."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def get_scale(self) -> float:
+        return self.scale
+
+
+def test_mag_is_read_on_unscaled_gradients() -> None:
+    import torch
+
+    from medrobust.training.recipes import StepInfo
+    from tests.training.tiny import BlobSegmentation, tiny_unet
+
+    data = BlobSegmentation(2)
+    x = torch.stack([it["image"] for it in data.items])
+    y = torch.stack([it["label"] for it in data.items])
+    mags = []
+    for scale in (None, 1024.0):
+        torch.manual_seed(0)
+        model, recipe = tiny_unet(), SelfAdaptiveAdversarialTraining(eps=0.1, eps_unit="model")
+        step = StepInfo(0, 0, 1, scaler=None if scale is None else _Scaler(scale))  # type: ignore[arg-type]
+        loss, _ = recipe.batch_loss(model, x, y, step)
+        (loss * (scale or 1.0)).backward()  # what scaler.scale(loss).backward() does
+        recipe.after_backward(step)
+        mags.append(recipe.on_epoch_end(0, {})["mag"])
+    assert mags[0] > 0
+    assert mags[1] == pytest.approx(mags[0], rel=1e-5)  # the loss scale does not move the proxy
