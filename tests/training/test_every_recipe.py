@@ -79,6 +79,7 @@ def test_resume_mid_training_repeats_the_uninterrupted_run(recipe: str, tmp_path
     assert a.keys() == b.keys() and any(k.startswith(".model.") for k in a)
     for key in a:  # weights, optimizer moments and the recipe's state (self-adaptive schedule ...)
         assert torch.equal(a[key], b[key]), key
+    assert len((tmp_path / "split" / "history.csv").read_text().splitlines()) == 4  # header + 3 epochs
 
 
 @pytest.mark.slow
