@@ -67,7 +67,7 @@ def tune(
     space: Optional[str] = typer.Option(None, "--space", help="Comma-separated parameters to search (default: every "
                                         "one the recipe takes of lr, weight_decay, adv_weight, eps, steps, beta, "
                                         "alpha)."),
-    ranges: Optional[str] = typer.Option(None, "--ranges", help='JSON {name: [low, high]} replacing default ranges, '
+    ranges: Optional[str] = typer.Option(None, "--ranges", help='JSON {name: \\[low, high]} replacing default ranges, '
                                          'e.g. \'{"lr": [1e-4, 3e-3], "steps": [1, 5]}\'. Defaults: lr 1e-4..1e-2 '
                                          "(log), weight_decay 1e-6..1e-3 (log), adv_weight 0.2..0.8, eps 1..8 (the "
                                          "recipe's eps_unit), steps 1..10, beta 1..10 (log), alpha 0.3..1."),
