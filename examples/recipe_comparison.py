@@ -88,7 +88,8 @@ def evaluate(checkpoints: dict[str, Path], data: Path, out: Path, steps: int, de
 
 
 def recipe_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per recipe: clean, PGD and APGD scores (means over test cases) and the changes vs standard."""
+    """One row per recipe: clean, PGD and APGD scores (means over test cases) and their differences
+    from ``standard`` (positive: the recipe scores higher)."""
     rows = []
     for recipe in RECIPES:
         g = runs[runs["model"] == recipe]
@@ -98,8 +99,8 @@ def recipe_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows).set_index("recipe")
     base = table.loc["standard"]
-    table["clean cost"] = table["clean"] - base["clean"]
-    table["PGD gain"] = table["PGD"] - base["PGD"]
+    table["clean - standard"] = table["clean"] - base["clean"]
+    table["PGD - standard"] = table["PGD"] - base["PGD"]
     return table
 
 
