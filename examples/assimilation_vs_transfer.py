@@ -60,7 +60,7 @@ def train_all(root: Path, data: Path, pretrained: Path, args: argparse.Namespace
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          device=args.device, resume=False)
     dims = {"spatial_dims": 2, "in_channels": train.in_channels, "out_channels": len(train.classes)}
-    at_steps = 2 if args.quick else 7
+    at_steps = 2 if args.quick else 5
     plans = {"transfer": ("standard", {}), "assimilation": ("assimilation", {"alpha": args.alpha}),
              "pgd_at": ("pgd_at", {"eps": 4.0, "eps_unit": "1/255", "steps": at_steps})}
     out = {}
@@ -121,12 +121,12 @@ def print_table(rows: pd.DataFrame) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/assimilation_vs_transfer"))
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--pretrained", type=Path, default=None, help="backbone weights (default: pretrain here)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of CE in the assimilation loss")
     parser.add_argument("--attack-steps", type=int, default=10, help="BIM/MI-FGSM/PGD iterations")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)

@@ -1,6 +1,6 @@
 """Three classifiers, their ensemble, and whether its hard vote survives a joint attack (seed 002).
 
-    .venv/bin/python examples/ensemble_demo.py --out runs/ensemble [--epochs 8] [--quick] [--device auto]
+    .venv/bin/python examples/ensemble_demo.py --out runs/ensemble [--epochs 15] [--quick] [--device auto]
 
 On the 2D demo classification set (MNI152 slices, healthy vs lesion, 8-bit PNG read with
 ``minmax:0,255`` so eps/255 is one grey level): trains resnet18, densenet121 and
@@ -55,9 +55,9 @@ def print_table(store: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/ensemble"))
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, 2 PGD steps")

@@ -9,8 +9,8 @@ Trains one model per recipe (same network, seed, epochs and loop) on the demo se
 - ``cls``: the 2D lesion-classification PNG set (``minmax:0,255``, so 1/255 is one grey
   level) and a half-width resnet18, metric = accuracy.
 
-Every adversarial recipe trains at L-inf 4/255 of the valid range (inner attacks: 5 steps
-for pgd_at and trades, at most 5 for self_adaptive, 4 replays for free_at, one random-start
+Every adversarial recipe trains at L-inf 4/255 of the valid range (inner attacks: 3 steps
+for pgd_at and trades, at most 4 for self_adaptive, 4 replays for free_at, one random-start
 FGSM step for fast_at). The evaluation grid then attacks every model on the test split with
 PGD-10 and APGD-10 at 4/255 and the script prints one table per task (plus the
 self-adaptive run's per-epoch MAG / threshold / iterations), writes OUT/<task>/recipes.csv
@@ -39,11 +39,11 @@ from medrobust.training.loop import pick_device
 EPS = 4.0
 RECIPES: dict[str, dict[str, Any]] = {  # recipe -> parameters (all at L-inf EPS/255)
     "standard": {},
-    "pgd_at": {"eps": EPS, "steps": 5, "adv_weight": 0.5},
-    "trades": {"eps": EPS, "steps": 5, "beta": 6.0},
+    "pgd_at": {"eps": EPS, "steps": 3, "adv_weight": 0.5},
+    "trades": {"eps": EPS, "steps": 3, "beta": 6.0},
     "fast_at": {"eps": EPS},
     "free_at": {"eps": EPS, "replays": 4},
-    "self_adaptive": {"eps": EPS, "max_iters": 5, "check_every": 3},
+    "self_adaptive": {"eps": EPS, "max_iters": 4, "check_every": 3},
 }
 TASKS = {
     "seg": {"model": "unet", "kwargs": DEMO_MODEL_KWARGS, "normalization": None, "metric": "mean foreground Dice"},
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/recipes"))
     ap.add_argument("--task", choices=["seg", "cls", "both"], default="both")
     ap.add_argument("--seg-epochs", type=int, default=30, help="epochs of every segmentation run (default 30)")
-    ap.add_argument("--cls-epochs", type=int, default=8, help="epochs of every classification run (default 8)")
+    ap.add_argument("--cls-epochs", type=int, default=12, help="epochs of every classification run (default 12)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, 2 attack steps")
@@ -128,7 +128,7 @@ def main() -> None:
     for task in (["seg", "cls"] if args.task == "both" else [args.task]):
         out = args.out / task
         epochs = 1 if args.quick else (args.seg_epochs if task == "seg" else args.cls_epochs)
-        config = (DEMO_TRAIN if task == "seg" else TrainConfig(batch_size=16, lr=1e-3)).model_copy(
+        config = (DEMO_TRAIN if task == "seg" else TrainConfig(batch_size=16, lr=3e-3)).model_copy(
             update={"epochs": epochs, "seed": args.seed, "device": args.device})
         data = build_data(task, out, args.quick, args.seed)
         checkpoints = train_recipes(task, data, out, config)

@@ -37,7 +37,7 @@ __all__ = ["SEG_CLASSES", "CLS_CLASSES", "build_demo_segmentation", "build_demo_
 SEG_CLASSES = ["background", "gm", "wm", "csf"]
 CLS_CLASSES = ["healthy", "lesion"]
 MARKER = ".medrobust-demo.json"
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: larger, stronger lesions (the 2D set was barely learnable)
 GAIN = (800.0, 1200.0)  # raw MRI intensity of the template's brightest voxel, per subject
 
 
@@ -157,12 +157,12 @@ def _slice_pool(spacing_mm: float, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _add_lesion(image: torch.Tensor, brain: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """A Gaussian blob (sigma 1.5..3.5 px) inside the brain, 35-60 % brighter or darker."""
+    """A Gaussian blob (sigma 2.5..4.5 px) inside the brain, 50-80 % brighter or darker."""
     inside = torch.nonzero(brain > 0.9)
     cy, cx = inside[int(torch.randint(len(inside), (1,), generator=gen))].tolist()
     yy, xx = torch.meshgrid(torch.arange(image.shape[0]), torch.arange(image.shape[1]), indexing="ij")
     sigma, amount, sign = torch.rand(3, generator=gen).tolist()
-    sigma, amount = 1.5 + 2.0 * sigma, 0.35 + 0.25 * amount
+    sigma, amount = 2.5 + 2.0 * sigma, 0.5 + 0.3 * amount
     blob = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2)) * brain.clamp(0, 1)
     return image * (1.0 + (amount if sign < 0.5 else -amount) * blob)
 
