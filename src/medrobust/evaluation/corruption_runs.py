@@ -69,7 +69,8 @@ def run_corruption(cfg: Any, lm: Any, p: CorruptionSpec, severity: int, c: Any,
            "clean_per_class": clean["per_class"], "adv_per_class": out["per_class"],
            "clean_hd95": clean["hd95"], "adv_hd95": out["hd95"],
            "label": None if seg else int(c.y[0]), "clean_pred": clean["pred"], "adv_pred": out["pred"],
-           "clean_prob": clean["prob"], "adv_prob": out["prob"], **norms, "ssim": ssim,
+           "clean_prob": clean["prob"], "adv_prob": out["prob"], "clean_probs": clean["probs"],
+           "adv_probs": out["probs"], **norms, "ssim": ssim,
            "psnr": float(metrics.psnr(c.x, x_c, c.data_range)[0]) if "psnr" in cfg.metrics else None,
            "loss_initial": None, "loss_best": None, "attack_seconds": corrupt_seconds}
     thumbnail = Path(cfg.out) / "examples" / THUMBNAILS_DIR / thumbnail_name(p.label, severity)

@@ -151,11 +151,12 @@ def _score(logits: torch.Tensor, y: torch.Tensor, classes: list[str], spacing: A
     from medrobust import metrics
 
     if y.ndim == 1:
-        prob = torch.softmax(logits.double(), dim=1)[0, int(y[0])]
+        probs = torch.softmax(logits.double(), dim=1)[0]
         pred = int(logits.argmax(1)[0])
-        return {"score": float(pred == int(y[0])), "pred": pred, "prob": float(prob), "per_class": None, "hd95": None}
+        return {"score": float(pred == int(y[0])), "pred": pred, "prob": float(probs[int(y[0])]),
+                "probs": probs.tolist(), "per_class": None, "hd95": None}
     dice = metrics.dice_per_class(logits, y, len(classes))[0].double()
-    out = {"score": float(dice.nanmean()) if not dice.isnan().all() else 1.0, "pred": None, "prob": None,
+    out = {"score": float(dice.nanmean()) if not dice.isnan().all() else 1.0, "pred": None, "prob": None, "probs": None,
            "per_class": dict(zip(classes[1:], dice.tolist())), "hd95": None}
     if hd:
         spacing = spacing[: y.ndim - 2] if spacing is not None else 1.0  # meta holds 3 values for 2D too
@@ -263,7 +264,8 @@ class _Runner:
             "clean_per_class": clean["per_class"], "adv_per_class": adv["per_class"],
             "clean_hd95": clean["hd95"], "adv_hd95": adv["hd95"],
             "label": int(y[0]) if y.ndim == 1 else None, "clean_pred": clean["pred"], "adv_pred": adv["pred"],
-            "clean_prob": clean["prob"], "adv_prob": adv["prob"], **norms, "ssim": ssim,
+            "clean_prob": clean["prob"], "adv_prob": adv["prob"], "clean_probs": clean["probs"],
+            "adv_probs": adv["probs"], **norms, "ssim": ssim,
             "psnr": float(metrics.psnr(x, x_adv, c.data_range)[0]) if "psnr" in self.cfg.metrics else None,
             "loss_initial": float(history[0, 0]) if history.numel() else None,
             "loss_best": float(result.best_loss[0]) if result.best_loss.numel() else None,

@@ -35,10 +35,11 @@ RUN_COLUMNS: dict[str, str] = {
     "clean_score": "REAL NOT NULL", "adv_score": "REAL NOT NULL",
     "clean_per_class": "TEXT", "adv_per_class": "TEXT", "clean_hd95": "TEXT", "adv_hd95": "TEXT",
     "label": "INTEGER", "clean_pred": "INTEGER", "adv_pred": "INTEGER", "clean_prob": "REAL", "adv_prob": "REAL",
+    "clean_probs": "TEXT", "adv_probs": "TEXT",
     "linf_model": "REAL", "l2_model": "REAL", "linf_raw": "REAL", "l2_raw": "REAL", "ssim": "REAL", "psnr": "REAL",
     "loss_initial": "REAL", "loss_best": "REAL", "attack_seconds": "REAL", "seconds": "REAL", "created": "TEXT",
 }
-_JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95")
+_JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_probs", "adv_probs")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
   {', '.join(f'{c} {t}' for c, t in RUN_COLUMNS.items())},
@@ -97,6 +98,7 @@ class ResultStore:
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=NORMAL")
         self.con.executescript(_SCHEMA)
+        self._add_missing_columns()
         if config_hash is not None and previous is None:
             with self._transaction():
                 self.con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -104,6 +106,13 @@ class ResultStore:
                                       ("created", _now())])
 
     # -- plumbing -------------------------------------------------------------------------
+    def _add_missing_columns(self) -> None:
+        """A store written by an older medrobust gains the newer (nullable) run columns."""
+        present = {row[1] for row in self.con.execute("PRAGMA table_info(runs)")}
+        for column, kind in RUN_COLUMNS.items():
+            if column not in present and "NOT NULL" not in kind:
+                self.con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+
     def _transaction(self) -> "_Tx":
         return _Tx(self.con)
 

@@ -1,11 +1,9 @@
 """The report's classification sections: metrics, confusion matrices, Grad-CAM, ensembles.
 
-Built from the store alone: the runs' ``label``, ``clean_pred`` / ``adv_pred`` and
-``clean_prob`` / ``adv_prob`` (the softmax probability of the true class), the Grad-CAM
-files the grid keeps beside its examples, and the ``ensemble_runs`` table.
-
-AUROC needs a probability per class; the store keeps only the true class's, which gives
-the whole vector for two classes (``p_other = 1 - p_true``) and is shown as "-" otherwise.
+Built from the store alone: the runs' ``label``, ``clean_pred`` / ``adv_pred``,
+``clean_probs`` / ``adv_probs`` (the softmax vector; AUROC for any class count) and
+``clean_prob`` / ``adv_prob`` (the true class's probability), the Grad-CAM files the grid
+keeps beside its examples, and the ``ensemble_runs`` table.
 """
 from __future__ import annotations
 
@@ -44,11 +42,20 @@ def _table(headers: list[str], rows: list[list[Any]], caption: str = "") -> dict
     return {"headers": headers, "rows": rows, "caption": caption}
 
 
-def _scores(labels: np.ndarray, preds: np.ndarray, p_true: np.ndarray, k: int) -> list[str]:
-    """Accuracy, balanced accuracy and AUROC (two classes only) as percentages."""
-    y, pred = torch.tensor(labels, dtype=torch.long), torch.tensor(preds, dtype=torch.long)
+def _scores(rows: pd.DataFrame, which: str, k: int) -> list[str]:
+    """Accuracy, balanced accuracy and AUROC (one-vs-rest mean over classes) of ``which``
+    ("clean" or "adv") predictions in ``rows``, as table cells. AUROC needs every row's class
+    probabilities (``*_probs``); stores from before they were kept give it for two classes
+    from the true-class probability, else "-"."""
+    labels = rows["label"].to_numpy(int)
+    y = torch.tensor(labels, dtype=torch.long)
+    pred = torch.tensor(rows[f"{which}_pred"].to_numpy(int), dtype=torch.long)
     out = [_pct(metrics.accuracy(pred, y)), _pct(metrics.balanced_accuracy(pred, y, k))]
-    if k == 2 and not np.isnan(p_true).any():
+    probs = rows[f"{which}_probs"] if f"{which}_probs" in rows else pd.Series([None] * len(rows))
+    p_true = rows[f"{which}_prob"].to_numpy(float)
+    if len(rows) and all(isinstance(p, list) and len(p) == k for p in probs):
+        out.append(f"{metrics.auroc(torch.tensor(list(probs), dtype=torch.float64), y, from_logits=False):.3f}")
+    elif k == 2 and not np.isnan(p_true).any():
         p1 = torch.tensor(np.where(labels == 1, p_true, 1 - p_true), dtype=torch.float64)
         out.append(f"{metrics.auroc(torch.stack([1 - p1, p1], 1), y, from_logits=False):.3f}")
     else:
@@ -81,25 +88,24 @@ def metrics_and_confusion(df: pd.DataFrame, models: dict[str, Any]) -> tuple[dic
         k = len(classes)
         clean = g.drop_duplicates("case_id")
         lab = clean["label"].to_numpy(int)
-        rows.append([model, "clean", len(clean), *_scores(lab, clean["clean_pred"].to_numpy(int),
-                                                            clean["clean_prob"].to_numpy(float), k)])
+        rows.append([model, "clean", len(clean), *_scores(clean, "clean", k)])
         sel = g[(g["norm"] == group[0]) & (g["eps_unit"] == group[1])]
         top = sel["eps_stated"].max()
         at_top = sel[sel["eps_stated"] == top]
         for pert, a in at_top.groupby("perturbation", sort=True):
             rows.append([model, f"{pert} at {_norm(group[0])} eps {_eps(top, group[1])}", len(a),
-                         *_scores(a["label"].to_numpy(int), a["adv_pred"].to_numpy(int), a["adv_prob"].to_numpy(float), k)])
+                         *_scores(a, "adv", k)])
         worst = _worst_rows(at_top)
         where = f"{_norm(group[0])} eps {_eps(top, group[1])}"
         rows.append([model, f"worst case over attacks at {where}", len(worst),
-                     *_scores(worst["label"].to_numpy(int), worst["adv_pred"].to_numpy(int),
-                              worst["adv_prob"].to_numpy(float), k)])
+                     *_scores(worst, "adv", k)])
         confusion.append({"model": model, "tables": [
             _confusion(lab, clean["clean_pred"].to_numpy(int), classes, f"{model}: clean"),
             _confusion(worst["label"].to_numpy(int), worst["adv_pred"].to_numpy(int), classes,
                        f"{model}: worst case over attacks at {where}")]})
     headers = ["model", "images", "cases", "accuracy", "balanced accuracy", "AUROC"]
-    return (_table(headers, rows, "balanced accuracy = mean recall over the classes; AUROC for two classes")
+    return (_table(headers, rows, "balanced accuracy = mean recall over the classes; "
+                   "AUROC = mean one-vs-rest AUC over the classes")
             if rows else None), confusion
 
 
