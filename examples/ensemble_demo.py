@@ -4,7 +4,7 @@
 
 On the 2D demo classification set (MNI152 slices, healthy vs lesion, 8-bit PNG read with
 ``minmax:0,255`` so eps/255 is one grey level): trains resnet18, densenet121 and
-efficientnet-b0 (narrowed so a CPU run takes minutes; same seed, epochs and loop for all),
+resnet34 (narrowed so a CPU run takes minutes; same seed, epochs and loop for all),
 joins them with ``medrobust ensemble``, runs the evaluation grid (FGSM and PGD at eps 2, 4,
 8/255 on every member and on the ensemble; for the ensemble also transfer attacks made on
 each member and the joint attack through its mean), prints the ensemble table and writes
@@ -31,9 +31,11 @@ from medrobust.training import TrainConfig
 from medrobust.training.loop import pick_device
 
 NORMALIZATION = "minmax:0,255"
+# MONAI's efficientnet-b0 never left chance on this set (lr 3e-3 and 3e-4; its first-epoch loss is
+# 6-10 and its eval-mode predictions are constant), so the third member is a half-width resnet34.
 MEMBERS = {"resnet18": {"widen_factor": 0.5},
            "densenet121": {"init_features": 16, "growth_rate": 16},
-           "efficientnet-b0": {}}
+           "resnet34": {"widen_factor": 0.5}}
 
 
 def print_table(store: Path) -> None:
@@ -67,7 +69,7 @@ def main() -> None:
     sizes = {"n_train": 16, "n_val": 4, "n_test": 8, "size": 32} if args.quick else {}
     data = build_demo_classification(args.out / "data", seed=args.seed, **sizes)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         device=args.device, resume=False)
+                         device=args.device)  # reruns reuse finished members
     checkpoints = []
     for name, kwargs in MEMBERS.items():
         result = train_model(data, name, args.out / "runs" / name, model_kwargs=kwargs, config=config,
