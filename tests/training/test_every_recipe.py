@@ -2,10 +2,6 @@
 and two gloo processes under torchrun train every recipe with ranks kept in sync."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +13,8 @@ from medrobust.models.registry import build_model
 from medrobust.training import loop
 from medrobust.training.loop import TrainConfig, fit
 from medrobust.training.recipes import RECIPES, build_recipe
-from tests.training.tiny import BlobSegmentation, StripeClassification, tiny_unet
+from tests.training.tiny import BlobSegmentation, StripeClassification, run_torchrun, tiny_unet
 
-ROOT = Path(__file__).resolve().parents[2]
 # recipe -> (parameters, network builder, classification?) on 16x16 blobs or 24x24 stripes
 SETUPS: dict[str, tuple[dict[str, Any], str, bool]] = {
     "standard": ({}, "unet", False),
@@ -84,24 +79,18 @@ def test_resume_mid_training_repeats_the_uninterrupted_run(recipe: str, tmp_path
 
 @pytest.mark.slow
 def test_every_recipe_trains_under_torchrun_with_ranks_in_sync(tmp_path: Path) -> None:
-    script = tmp_path / "ddp_recipes.py"
-    script.write_text(textwrap.dedent(f"""
-        import json, os, sys, torch
+    done = run_torchrun(tmp_path / "ddp_recipes.py", """
+        import json, os
         from pathlib import Path
         from safetensors.torch import save_file
-        sys.path.insert(0, {str(ROOT)!r})
         from tests.training.test_every_recipe import SETUPS, _fit
-        torch.set_num_threads(1)
         out, rank = Path(sys.argv[1]), os.environ["RANK"]
         for recipe in SETUPS:
             model, built = _fit(recipe, out / recipe, epochs=2)
-            params = {{k: v.detach().contiguous() for k, v in model.named_parameters()}}
-            save_file(params, str(out / recipe / f"rank{{rank}}.safetensors"))
-            (out / recipe / f"recipe{{rank}}.json").write_text(json.dumps(built.state_dict(), default=lambda t: "tensor"))
-    """))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+            params = {k: v.detach().contiguous() for k, v in model.named_parameters()}
+            save_file(params, str(out / recipe / f"rank{rank}.safetensors"))
+            (out / recipe / f"recipe{rank}.json").write_text(json.dumps(built.state_dict(), default=lambda t: "tensor"))
+    """, str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     for recipe, (_, network, _) in SETUPS.items():
         torch.manual_seed(0)

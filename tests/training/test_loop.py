@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,7 @@ from medrobust.models.checkpoint import load_checkpoint
 from medrobust.models.registry import build_model
 from medrobust.training.loop import TrainConfig, fit
 from medrobust.training.recipes import Recipe, build_recipe
-from tests.training.tiny import BlobSegmentation, tiny_unet
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.training.tiny import BlobSegmentation, run_torchrun, tiny_unet
 
 
 def _train(out: Path, epochs: int, resume: bool = True, batch_size: int = 2) -> float:
@@ -71,25 +68,20 @@ def test_unknown_recipe_is_named() -> None:
 
 @pytest.mark.slow
 def test_ddp_with_two_gloo_processes_equals_one_process(tmp_path: Path) -> None:
-    script = tmp_path / "ddp_train.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, torch
-        sys.path.insert(0, {str(ROOT)!r})
+    body = """
         from medrobust.training.loop import TrainConfig, fit
         from medrobust.training.recipes import Recipe
         from tests.training.tiny import BlobSegmentation, tiny_unet
         torch.manual_seed(0)
-        torch.set_num_threads(1)
         cfg = TrainConfig(epochs=2, batch_size=int(sys.argv[2]), lr=1e-2, seed=3, scheduler="none")
         fit(tiny_unet(norm=None), Recipe(), BlobSegmentation(8), BlobSegmentation(2, seed=1), cfg, sys.argv[1],
             classes=["background", "blob"], progress=False)
-    """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path / "ddp"), "2"],
-                   check=True, env=env, capture_output=True, timeout=240)
-    subprocess.run([sys.executable, str(script), str(tmp_path / "single"), "4"], check=True, env=env,
-                   capture_output=True, timeout=240)
+    """
+    ddp = run_torchrun(tmp_path / "ddp_train.py", body, str(tmp_path / "ddp"), "2")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(tmp_path / "ddp_train.py"), str(tmp_path / "single"), "4"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
     a = load_file(str(tmp_path / "ddp" / "last" / "state.safetensors"))
     b = load_file(str(tmp_path / "single" / "last" / "state.safetensors"))
     weights = [k for k in a if k.startswith(".model.")]

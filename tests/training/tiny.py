@@ -1,6 +1,12 @@
 """Tiny in-memory datasets and models for training-loop tests (seconds on 2 cores)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
 
@@ -54,3 +60,16 @@ def tiny_unet(spatial_dims: int = 2, norm: str | None = "instance") -> torch.nn.
     comparisons between runs that sum gradients in another order)."""
     return build_model("unet", spatial_dims=spatial_dims, in_channels=1, out_channels=2,
                        channels=(4, 8), strides=(2,), num_res_units=0, norm=norm)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_torchrun(script: Path, body: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Write ``body`` (dedented; the repository is put on sys.path and torch on one thread) to
+    ``script`` and run it under ``torchrun --standalone --nproc_per_node 2`` (gloo on CPU)."""
+    script.write_text(f"import sys, torch\nsys.path.insert(0, {str(ROOT)!r})\ntorch.set_num_threads(1)\n"
+                      + textwrap.dedent(body))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), *args],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=timeout)
