@@ -97,13 +97,14 @@ def tune(
     clash = sorted(set(fixed) & set(searched))
     if clash:
         raise ValueError(f"--params: {', '.join(clash)} also searched; drop them from --params or --space")
-    build_recipe(recipe, **split_params(fixed)[1])  # bad fixed parameters fail before any training
+    fixed_loop, fixed_recipe = split_params(fixed)
+    build_recipe(recipe, **fixed_recipe)  # bad fixed parameters fail before any training
     open_split(data, "val", normalization=normalization)  # so does a bad dataset: nothing is written then
     evaluation = RobustEvaluation(eval_attack, eval_eps, eval_eps_unit, eval_steps)
     kwargs = parse_json_object(model_kwargs, "--model-kwargs")
     roi, patch = parse_size(roi_size, "--roi-size"), parse_size(patch_size, "--patch-size")
     base = TrainConfig(epochs=epochs, batch_size=batch_size, roi_size=roi, seed=seed, device=device,
-                       **split_params(fixed)[0])
+                       **fixed_loop)
 
     def run_trial(trial: Any) -> float:
         loop_params, recipe_params = split_params({**fixed, **{n: r.suggest(trial, n) for n, r in searched.items()}})
