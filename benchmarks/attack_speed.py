@@ -6,20 +6,24 @@ Prints, for a 3D UNet (1x1x64^3 by default) and a 2D DenseNet121 (8x1x128^2):
   only (parameters frozen, eval mode), timed over as many back-to-back steps as the attack
   takes; goal <= 1.10;
 - our PGD / torchattacks' PGD on the classifier, same eps/alpha/steps/random start;
-  goal <= 1.0. torchattacks runs in eval mode too but leaves parameters trainable (and
-  does not restore flags as we do);
+  goal <= 1.0. Compared like for like, ours returns the last iterate (``return_best=False``:
+  the images torchattacks makes, see tests/attacks/test_torchattacks_parity.py); the
+  default, which returns the best iterate and so evaluates the last one with one more
+  forward, is printed beside it. Both get a trainable model in train mode, as a user hands
+  it over; torchattacks switches to eval mode, ours also freezes and restores the flags;
 - peak memory of a whole-volume PGD attack through SlidingWindow over 8 windows (2 per
   axis, overlap 0.25; ROI 96^3 on CUDA, 32^3 on CPU) / peak memory of one window's
   forward + backward to the input, same UNet, parameters frozen; goal <= 1.5. Peaks are
   measured above what was resident before the call (model, volume, labels) by
   ``timing.peak_bytes``; ``sliding_window_memory.py`` breaks the gradient alone down.
 
-Each number is the median over ``--repeats`` rounds after a warm-up (the ratio of the
-fastest rounds is printed beside it: on a shared CPU it is the least disturbed); within a
-round the floor, ours and torchattacks run back to back so load drift hits all alike.
+Times are medians over ``--repeats`` rounds after a warm-up. Within a round the floor, ours
+and torchattacks run back to back, and each ratio is the median of the rounds' own ratios,
+so load drift on a shared CPU hits both sides alike (the ratio of the fastest rounds is
+printed beside it).
 Per-step time = the whole attack's time / steps, so it includes the start point, the
-best-iterate tracking and the final evaluation of the last iterate (one extra forward per
-attack that torchattacks does not make: about 1/(3·steps) of the time).
+best-iterate tracking and (by default) the final evaluation of the last iterate: one
+extra forward per attack, about 1/(3·steps) of the time.
 
     python benchmarks/attack_speed.py [--device cuda] [--steps 10] [--repeats 5] [--small] [--roi 32]
 """
@@ -61,46 +65,52 @@ def frozen_eval(model: nn.Module) -> nn.Module:
     return model
 
 
+def trainable(model: nn.Module) -> nn.Module:
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
 def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int,
           with_torchattacks: bool) -> dict[str, float]:
     device = x.device
     budget = Budget.linf(4, unit="1/255", valid_range=(0.0, 1.0))
-    ours = PGD(budget, steps=steps, step_size=1, random_start=True)  # 1/255 per step
-    theirs = None
+    runs: dict[str, Callable[[], object]] = {
+        "floor": floor_steps(model, x, y, steps),
+        # 1/255 per step; the default returns the best iterate (one forward more than the steps)
+        "ours": lambda: PGD(budget, steps=steps, step_size=1, random_start=True)(model, x, y),
+    }
     if with_torchattacks:
         from torchattacks.attacks.pgd import PGD as TaPGD  # installed with --no-deps
         theirs = TaPGD(model, eps=4 / 255, alpha=1 / 255, steps=steps, random_start=True)
-    floor_fn = floor_steps(model, x, y, steps)
-    floors, mine, others = [], [], []
+        last = PGD(budget, steps=steps, step_size=1, random_start=True, return_best=False)
+        runs["ours, last iterate"] = lambda: last(model, x, y)  # what torchattacks returns
+        runs["torchattacks"] = lambda: theirs(x, y)
+    times: dict[str, list[float]] = {key: [] for key in runs}
     for i in range(repeats + 1):  # round 0 is the warm-up (allocator, kernels, autotuning)
-        frozen_eval(model)
-        floor = timed(floor_fn, device) / steps
-        for p in model.parameters():  # what a user hands over: a trainable model
-            p.requires_grad_(True)
-        if i == 0:
-            ours(model, x, y)
-            if theirs is not None:
-                theirs(x, y)
-            continue
-        floors.append(floor)
-        mine.append(timed(lambda: ours(model, x, y), device) / steps)
-        if theirs is not None:
-            others.append(timed(lambda: theirs(x, y), device) / steps)
-    out = {"floor_s": statistics.median(floors), "pgd_step_s": statistics.median(mine),
-           "floor_min_s": min(floors), "pgd_step_min_s": min(mine)}
-    out["step_over_floor"] = out["pgd_step_s"] / out["floor_s"]
-    out["step_over_floor_min"] = out["pgd_step_min_s"] / out["floor_min_s"]
-    print(f"{name}: floor {out['floor_s'] * 1e3:.1f} ms, PGD step {out['pgd_step_s'] * 1e3:.1f} ms, "
-          f"step/floor {out['step_over_floor']:.3f} (goal <= 1.10; of the fastest rounds "
-          f"{out['step_over_floor_min']:.3f})", flush=True)
-    if others:
-        out["torchattacks_step_s"] = statistics.median(others)
-        out["ours_over_torchattacks"] = out["pgd_step_s"] / out["torchattacks_step_s"]
-        out["ours_over_torchattacks_min"] = out["pgd_step_min_s"] / min(others)
-        print(f"{name}: torchattacks PGD step {out['torchattacks_step_s'] * 1e3:.1f} ms, ours/torchattacks "
-              f"{out['ours_over_torchattacks']:.3f} (goal <= 1.0; of the fastest rounds "
-              f"{out['ours_over_torchattacks_min']:.3f})", flush=True)
-    return out
+        for key, fn in runs.items():
+            # the floor gets a frozen model; the attacks what a user hands over: a trainable one
+            frozen_eval(model) if key == "floor" else trainable(model)
+            seconds = timed(fn, device) / steps
+            if i:
+                times[key].append(seconds)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    fastest = {key: min(v) for key, v in times.items()}
+
+    def ratio(a: str, b: str, goal: str) -> str:  # paired: a and b ran back to back in each round
+        paired = statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))
+        return f"{paired:.3f} (goal {goal}; of the fastest rounds {fastest[a] / fastest[b]:.3f})"
+
+    print(f"{name}: floor {med['floor'] * 1e3:.1f} ms, PGD step {med['ours'] * 1e3:.1f} ms, "
+          f"step/floor {ratio('ours', 'floor', '<= 1.10')}", flush=True)
+    if with_torchattacks:
+        print(f"{name}: torchattacks PGD step {med['torchattacks'] * 1e3:.1f} ms; ours returning the last iterate "
+              f"(torchattacks' images) {med['ours, last iterate'] * 1e3:.1f} ms, ours/torchattacks "
+              f"{ratio('ours, last iterate', 'torchattacks', '<= 1.0')}", flush=True)
+        print(f"{name}: ours returning the best iterate (default, one forward more) / torchattacks "
+              f"{ratio('ours', 'torchattacks', 'none: +1/(3*steps) expected')}", flush=True)
+    return med
 
 
 def whole_volume_memory(model: nn.Module, roi: int, steps: int, device: torch.device) -> float:

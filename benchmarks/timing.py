@@ -1,9 +1,11 @@
 """Wall-clock time and peak memory of one call, shared by the benchmark scripts.
 
 Peak memory is measured above what was resident before the call. CUDA:
-torch.cuda.max_memory_allocated. CPU: the torch profiler's allocation events
-(profile_memory=True), summed in time order; allocations freed inside one operator are
-netted, so CPU peaks are slightly low for every measured function alike.
+torch.cuda.max_memory_allocated. CPU: every allocation and free the torch profiler
+records (profile_memory=True), summed in time order, so a workspace that an operator
+allocates and frees inside itself (im2col buffers of a CPU convolution) counts as it
+does on CUDA. (Summing each operator's net ``self_cpu_memory_usage`` instead would miss
+such workspaces and under-count convolution-heavy calls.)
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> tuple[int, flo
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     seconds = time.perf_counter() - start
-    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")  # one event per allocation (+) or free (-)
     current = peak = 0
     for _, delta in events:
         current += delta

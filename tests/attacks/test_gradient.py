@@ -117,7 +117,10 @@ def test_returned_iterate_is_the_best_of_the_history() -> None:
     torch.testing.assert_close(again, result.best_loss, atol=1e-5, rtol=1e-5)
     assert (result.loss_history[-1] < result.best_loss).any()
     last = PGD(BUDGET, steps=8, step_size=0.08, seed=3, return_best=False).run(model, x, y)
-    torch.testing.assert_close(last.best_loss, last.loss_history[-1])
+    assert last.loss_history.shape == (9, 4)
+    assert last.loss_history[-1].isnan().all() and last.best_loss.isnan().all()  # returned unevaluated
+    torch.testing.assert_close(last.loss_history[:-1], result.loss_history[:8])  # same first restart
+    assert not torch.equal(last.x_adv, result.x_adv)
 
 
 def test_segpgd_history_is_comparable_across_steps() -> None:

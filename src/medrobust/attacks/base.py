@@ -7,7 +7,8 @@ step; ``project(x, state)`` returns to the feasible set (ball ∩ range ∩ mask
 ``finalize(x, state)`` gives the image of the last iterate.
 
 The loop runs ``steps`` times {perturb, forward, loss, gradient w.r.t. the variable only,
-track, update, project}, evaluates the last iterate once more, and keeps per sample the
+track, update, project}, evaluates the last iterate once more (unless ``return_best=False``:
+then it is returned unevaluated, as torchattacks does), and keeps per sample the
 iterate with the highest loss (lowest when targeted) over all restarts. Tracking uses the
 loss of the forward that also gives the gradient (the loss of the iterate *before* the
 step): no extra forward, no host sync. ``gain`` = loss, or -loss when targeted.
@@ -41,9 +42,11 @@ class AttackResult:
         loss_history: ``(R * (T + 1), B)``: the loss of every evaluated iterate, restart
             after restart (row 0 of a restart is its start point, row T its last iterate).
             Step-dependent losses (SegPGD) are recorded in their final-step form so that
-            rows are comparable; Square records its best loss after each query.
+            rows are comparable; Square records its best loss after each query. With
+            ``return_best=False`` the last row is NaN: the returned last iterate is not
+            evaluated (as in torchattacks), which saves one forward pass.
         best_loss: ``(B,)`` loss of the returned iterate (the max of the history per
-            sample, or the min for targeted attacks, unless ``return_best=False``).
+            sample, or the min for targeted attacks); NaN with ``return_best=False``.
         seconds: wall time of the attack.
         extra: per-sample extras (Square: ``queries``; noise: its norms).
     """
@@ -160,7 +163,9 @@ class Attack:
             misclassified, or target reached). Segmentation: a Dice threshold in [0, 1]
             (fails = Dice <= threshold; targeted: Dice to the target >= 1 - threshold).
             The returned iterate of a failed sample is its first failing one.
-        return_best: return the best iterate (default) or the last one (as torchattacks).
+        return_best: return the best iterate (default; costs one forward pass more than
+            the steps, to evaluate the last iterate) or the last one, unevaluated (as
+            torchattacks).
         seed: seeds the random start (a generator on x's device); ``None`` uses torch's RNG.
     """
 
@@ -327,8 +332,8 @@ class Attack:
         sign = -1.0 if self.targeted else 1.0
         windowed = _is_sliding_window(model)
         history: list[torch.Tensor] = []
-        best_x, best_gain = x.clone(), x.new_full((B,), -math.inf)
-        last_x, last_gain = x, best_gain
+        best_x, best_gain = x, x.new_full((B,), -math.inf)
+        last_x = x
         done = torch.zeros(B, dtype=torch.bool, device=x.device) if self.early_stop is not False else None
 
         def track(x_adv: torch.Tensor, score: torch.Tensor, fails: torch.Tensor | None) -> None:
@@ -339,10 +344,12 @@ class Attack:
                 newly = fails & ~done
                 better = (better & ~done) | newly
                 done.logical_or_(newly)
+            if not self.return_best:  # the last iterate is returned: no best to keep
+                return
             best_gain = torch.where(better, score, best_gain)
             best_x = torch.where(expand_to(better, x), x_adv, best_x)
 
-        for _ in range(self.restarts):
+        for restart in range(self.restarts):
             state = dataclasses.replace(base, aux={})
             self.init_state(x, state)
             for t in range(1, T + 1):
@@ -356,13 +363,15 @@ class Attack:
                         state.var = torch.where(expand_to(done, before), before, state.var)
             with torch.no_grad():
                 last_x = self.finalize(x, state)
+                if not self.return_best and restart == self.restarts - 1:
+                    history.append(x.new_full((B,), math.nan))  # returned as it is, never evaluated
+                    break
                 logits = model(last_x)
-                last_gain = self._gain(logits, y, T)
-                track(last_x, last_gain, self._fails(logits, y))
+                track(last_x, self._gain(logits, y, T), self._fails(logits, y))
                 del logits
             if done is not None and bool(done.all()):
                 break
         rows = torch.stack(history) * sign
         if not self.return_best:
-            return AttackResult(last_x.detach(), rows, last_gain * sign, 0.0)
+            return AttackResult(last_x.detach(), rows, rows[-1], 0.0)
         return AttackResult(best_x.detach(), rows, best_gain * sign, 0.0)
