@@ -9,9 +9,9 @@ from medrobust.training.state import load_state, save_state
 def test_optimizer_state_round_trips_through_safetensors_and_json(tmp_path) -> None:
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
     model(torch.randn(4, 3)).sum().backward()
     opt.step()
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
     sched.step()
     save_state(tmp_path, {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": 3,
                           "pair": (1, 2.5), "best": float("-inf")})
