@@ -42,6 +42,36 @@ def test_train_writes_a_checkpoint_chosen_on_validation(trained: tuple[Path, Pat
     assert meta["extra"]["normalization"] == "zscore"
 
 
+def test_train_selects_on_robust_validation(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = trained
+    run = tmp_path / "robust"
+    assert main(["train", "--data", str(data), "--model", "unet", "--out", str(run), "--epochs", "2", "--lr", "0.01",
+                 "--model-kwargs", TINY_UNET, "--select", "mean", "--select-eps", "8", "--select-steps", "2"]) == 0
+    header, *rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
+    clean, robust, score = (header.index(k) for k in ("val_clean_score", "val_robust_score", "val_score"))
+    for row in rows:
+        assert float(row[score]) == pytest.approx((float(row[clean]) + float(row[robust])) / 2)
+    config = json.loads((run / "model.json").read_text())["extra"]["train_config"]
+    assert config["select"] == "mean" and config["select_attack"] == {"attack": "pgd", "eps": 8.0,
+                                                                      "eps_unit": "1/255", "steps": 2}
+
+
+@pytest.mark.parametrize("flag, value, expect", [
+    ("--select", "best", "--select"),
+    ("--select-eps-unit", "mm", "--select-eps-unit: Input should be"),
+    ("--select-attack", "nope", "--select-attack: unknown attack"),
+    ("--select-eps", "-2", "--select-eps: Input should be greater than 0"),
+])
+def test_bad_selection_arguments_exit_2_and_write_nothing(trained: tuple[Path, Path], tmp_path: Path, flag: str,
+                                                          value: str, expect: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--select", "robust", flag, value]) == 2
+    assert expect in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_predict_writes_labels_with_the_source_affine(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, checkpoint = trained
     assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "test",

@@ -1,15 +1,12 @@
-"""Search space, objective and study resumption of the Optuna tuning (training/tuning.py)."""
+"""Search space and study resumption of the Optuna tuning (training/tuning.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
-from torch import nn
 
-from medrobust.training.tuning import (DEFAULT_RANGES, RobustEvaluation, objective_value, open_study, search_space,
-                                       split_params, trial_folder)
+from medrobust.training.tuning import DEFAULT_RANGES, open_study, search_space, split_params, trial_folder
 
 
 def test_search_space_follows_the_recipe_signature() -> None:
@@ -49,38 +46,6 @@ def test_suggested_values_stay_in_range() -> None:
         study.tell(trial, 0.0)
         assert 2 <= values["steps"] <= 4 and isinstance(values["steps"], int)
         assert all(space[n].low <= v <= space[n].high for n, v in values.items())
-
-
-class _Threshold(nn.Module):
-    """Two-class classifier whose decision flips with a small change of the mean intensity."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.flatten(1).mean(1) - 0.5
-        return torch.stack([-50 * m, 50 * m], dim=1)
-
-
-def _items(n: int = 8) -> list[dict]:
-    intensity = {"offset": 0.0, "scale": 1.0, "clip": [0.0, 1.0]}
-    items = []
-    for i in range(n):
-        label = i % 2
-        value = 0.505 if label else 0.495  # 1.3/255 from the boundary: PGD at 4/255 flips it
-        items.append({"image": torch.full((1, 8, 8), value), "label": torch.tensor(label), "id": str(i),
-                      "meta": {"intensity": intensity}})
-    return items
-
-
-@pytest.mark.parametrize("objective", ["clean", "robust", "mean"])
-def test_objective_scores_clean_and_attacked_validation(objective: str) -> None:
-    scores = objective_value(objective, _Threshold(), _items(), RobustEvaluation("pgd", 4.0, "1/255", 5),  # type: ignore[arg-type]
-                             num_classes=2, roi_size=None, overlap=0.25, device=torch.device("cpu"))
-    assert scores["clean"] == pytest.approx(1.0)
-    if objective == "clean":
-        assert "robust" not in scores and scores["value"] == scores["clean"]
-    else:
-        assert scores["robust"] < 0.5  # every case is within the budget of the boundary
-        expected = scores["robust"] if objective == "robust" else (scores["clean"] + scores["robust"]) / 2
-        assert scores["value"] == pytest.approx(expected)
 
 
 def test_interrupted_trial_is_retried_in_its_own_folder(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from medrobust.cli import app
@@ -12,6 +13,7 @@ from medrobust.cli.options import parse_json_object, parse_size
 from medrobust.data.sources import Split, open_split
 from medrobust.models.registry import build_model
 from medrobust.training import RECIPES, FitResult, TrainConfig, build_recipe, fit
+from medrobust.training.validation import CRITERIA
 from medrobust.units import IntensityMap
 
 console = Console()
@@ -60,6 +62,18 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
                progress=progress)
 
 
+def _train_config(**values: Any) -> TrainConfig:
+    """TrainConfig from the flags; a bad value raises a ValueError naming its flag."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        flag = f"--select-{loc[-1]}" if loc[0] == "select_attack" else f"--{loc[0]}"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{flag.replace('_', '-')}: {message}") from None
+
+
 @app.command()
 def train(
     data: Path = typer.Option(..., "--data", help="Decathlon dataset.json, class-folder root, or CSV."),
@@ -86,13 +100,25 @@ def train(
     params: Optional[str] = typer.Option(None, "--params", help="Recipe parameters as JSON or a .json file "
                                          "(e.g. the best parameters written by `medrobust tune`)."),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
+    select: str = typer.Option("clean", "--select", help="Keep the epoch with the best validation score that is "
+                               "clean, robust (under the --select-* attack: early stopping against robust and "
+                               "catastrophic overfitting of adversarial training) or mean (their average)."),
+    select_attack: str = typer.Option("pgd", "--select-attack", help="Attack of robust selection."),
+    select_eps: float = typer.Option(4.0, "--select-eps", help="L-inf eps of robust selection."),
+    select_eps_unit: str = typer.Option("1/255", "--select-eps-unit", help="1/255, HU, raw or model."),
+    select_steps: int = typer.Option(10, "--select-steps", min=1, help="Attack steps of robust selection."),
 ) -> None:
     """Train a model; the best checkpoint is chosen on the validation split only."""
     recipe_params = parse_json_object(params, "--params")
     loop_keys = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size") if k in recipe_params}
-    config = TrainConfig(**{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                            "scheduler": scheduler, "roi_size": parse_size(roi_size, "--roi-size"), "seed": seed,
-                            "amp": amp, "device": device, "resume": resume, **loop_keys})  # --params wins
+    if select not in CRITERIA:
+        raise ValueError(f"--select: unknown {select!r}; allowed: {', '.join(CRITERIA)}")
+    config = _train_config(**{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                              "scheduler": scheduler, "roi_size": parse_size(roi_size, "--roi-size"), "seed": seed,
+                              "amp": amp, "device": device, "resume": resume, "select": select,
+                              "select_attack": {"attack": select_attack, "eps": select_eps,
+                                                "eps_unit": select_eps_unit, "steps": select_steps},
+                              **loop_keys})  # --params wins
     result = train_model(data, model, out, recipe=recipe, recipe_params=recipe_params,
                          model_kwargs=parse_json_object(model_kwargs, "--model-kwargs"), config=config,
                          normalization=normalization, patch_size=parse_size(patch_size, "--patch-size"),

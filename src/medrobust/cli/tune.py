@@ -20,11 +20,9 @@ from medrobust.cli.options import parse_json_object, parse_size
 from medrobust.cli.train import train_model
 from medrobust.data.io import atomic_path, write_json_atomic
 from medrobust.data.sources import open_split
-from medrobust.models import load_checkpoint
 from medrobust.training import TrainConfig, build_recipe
-from medrobust.training.loop import pick_device
-from medrobust.training.tuning import (OBJECTIVES, RobustEvaluation, completed_trials, objective_value, open_study,
-                                       search_space, split_params, trial_folder)
+from medrobust.training.tuning import completed_trials, open_study, search_space, split_params, trial_folder
+from medrobust.training.validation import CRITERIA, RobustEvaluation
 
 console = Console()
 
@@ -89,8 +87,8 @@ def tune(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
     """Search a recipe's hyper-parameters on the validation split; resumable."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"--objective: unknown {objective!r}; allowed: {', '.join(OBJECTIVES)}")
+    if objective not in CRITERIA:
+        raise ValueError(f"--objective: unknown {objective!r}; allowed: {', '.join(CRITERIA)}")
     searched = search_space(recipe, [s.strip() for s in space.split(",") if s.strip()] if space else None,
                             parse_json_object(ranges, "--ranges"))
     fixed = parse_json_object(params, "--params")
@@ -100,11 +98,12 @@ def tune(
     fixed_loop, fixed_recipe = split_params(fixed)
     build_recipe(recipe, **fixed_recipe)  # bad fixed parameters fail before any training
     open_split(data, "val", normalization=normalization)  # so does a bad dataset: nothing is written then
-    evaluation = RobustEvaluation(eval_attack, eval_eps, eval_eps_unit, eval_steps)
+    evaluation = RobustEvaluation(attack=eval_attack, eps=eval_eps, eps_unit=eval_eps_unit, steps=eval_steps)
     kwargs = parse_json_object(model_kwargs, "--model-kwargs")
     roi, patch = parse_size(roi_size, "--roi-size"), parse_size(patch_size, "--patch-size")
+    # each trial keeps its best epoch by the objective itself, so the value is that epoch's score
     base = TrainConfig(epochs=epochs, batch_size=batch_size, roi_size=roi, seed=seed, device=device,
-                       **fixed_loop)
+                       select=objective, select_attack=evaluation, **fixed_loop)
 
     def run_trial(trial: Any) -> float:
         loop_params, recipe_params = split_params({**fixed, **{n: r.suggest(trial, n) for n, r in searched.items()}})
@@ -113,16 +112,11 @@ def tune(
         result = train_model(data, model, run, recipe=recipe, recipe_params=recipe_params, model_kwargs=kwargs,
                              config=base.model_copy(update=loop_params), normalization=normalization,
                              patch_size=patch, progress=False)
-        trained, info = load_checkpoint(result.checkpoint)
-        size = tuple(info.extra["image_size"]) if (info.extra or {}).get("image_size") else None
-        val = open_split(data, "val", normalization=normalization, spatial_size=size)
-        scores = objective_value(objective, trained, val.dataset, evaluation,  # type: ignore[arg-type]
-                                 num_classes=len(info.classes), roi_size=roi, overlap=base.overlap,
-                                 device=pick_device(device))
+        best_row = next(row for row in result.history if row["epoch"] == result.best_epoch)
         for key in ("clean", "robust"):
-            if key in scores:
-                trial.set_user_attr(key, scores[key])
-        return scores["value"]
+            if f"val_{key}_score" in best_row:
+                trial.set_user_attr(key, best_row[f"val_{key}_score"])
+        return result.best_metric
 
     study = open_study(out, f"{recipe}-{model}", seed)
     remaining = max(0, trials - len(completed_trials(study)))

@@ -1,8 +1,9 @@
 """The one training loop (design.md section 6).
 
 Epochs, AdamW, a cosine or plateau schedule, validation (through ``SlidingWindow`` when the
-volumes exceed the ROI), the best checkpoint chosen on the **validation** split only,
-resume from the last epoch, rich progress, determinism from a seed, and data parallelism
+volumes exceed the ROI), the best checkpoint chosen on the **validation** split only (by
+its clean score, or with ``select="robust"``/``"mean"`` by its score under a fixed attack:
+early stopping against robust and catastrophic overfitting), resume from the last epoch, rich progress, determinism from a seed, and data parallelism
 under ``torchrun``. What a batch contributes to the loss is the recipe's business.
 
 Files in ``out_dir``:
@@ -36,12 +37,16 @@ from medrobust.models.checkpoint import save_checkpoint
 from medrobust.training.distributed import average_gradients, barrier, broadcast_float, init_world
 from medrobust.training.recipes import Recipe, StepInfo
 from medrobust.training.state import load_state, save_state
-from medrobust.training.validation import validate
+from medrobust.training.validation import Criterion, RobustEvaluation, selection_metrics
 from medrobust.units import IntensityMap
 
 
 class TrainConfig(BaseModel):
-    """Loop settings; validated (unknown keys are errors)."""
+    """Loop settings; validated (unknown keys are errors).
+
+    ``select`` picks the checkpoint by the validation score that is ``clean``, ``robust``
+    (under ``select_attack``, L-inf, every case attacked whole) or the ``mean`` of the two.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +63,8 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(0, ge=0)
     resume: bool = True
     device: str = "auto"
+    select: Criterion = "clean"
+    select_attack: RobustEvaluation = RobustEvaluation()
 
 
 @dataclass
@@ -207,8 +214,9 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
             row.update({f"train_{k}": v / max(len(loader), 1) for k, v in sums.items()})
             row.update(recipe.on_epoch_end(epoch, row))
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
-                metrics = validate(model, val_set, roi_size=config.roi_size, overlap=config.overlap,
-                                   device=device, num_classes=len(classes)) if world.is_main else {"score": 0.0}
+                metrics = selection_metrics(config.select, model, val_set, config.select_attack,
+                                            roi_size=config.roi_size, overlap=config.overlap, device=device,
+                                            num_classes=len(classes)) if world.is_main else {"score": 0.0}
                 score = broadcast_float(metrics["score"], world)
                 row.update({f"val_{k}": v for k, v in metrics.items()})
                 if score > best:

@@ -6,7 +6,8 @@ split only (never test), and reports the objective:
 - ``clean``:  the validation score (mean foreground Dice, or balanced accuracy);
 - ``robust``: the same score on validation cases attacked by ``eval_attack`` at the fixed
   ``eval_eps`` (so trials that tune their *training* eps are compared at one budget);
-- ``mean``:   (clean + robust) / 2.
+- ``mean``:   (clean + robust) / 2
+(:func:`medrobust.training.validation.selection_metrics`, which the loop's ``--select`` uses too).
 
 Optuna only samples; the search space (which parameters a recipe has, their ranges and
 scales) is ours, because it follows from the recipe's signature.
@@ -17,20 +18,9 @@ import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Sequence
 
-import torch
-from torch import nn
-from torch.utils.data import Dataset
-
-from medrobust.attacks.registry import get_attack
-from medrobust.models.inference import windowed
 from medrobust.training.recipes import RECIPES
-from medrobust.training.validation import validate
-from medrobust.units import IntensityMap, budget_for_case
-
-Objective = Literal["clean", "robust", "mean"]
-OBJECTIVES: tuple[str, ...] = ("clean", "robust", "mean")
 
 
 @dataclass(frozen=True)
@@ -104,55 +94,6 @@ def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     """(loop parameters for TrainConfig, recipe parameters) of one trial's ``params``."""
     loop = {k: v for k, v in params.items() if k in LOOP_PARAMETERS}
     return loop, {k: v for k, v in params.items() if k not in LOOP_PARAMETERS}
-
-
-def attacked_items(model: nn.Module, dataset: Dataset, attack: str, eps: float, eps_unit: str, steps: int, *,
-                   roi_size: Sequence[int] | None, overlap: float, device: torch.device) -> list[dict[str, Any]]:
-    """The items of ``dataset`` with each image replaced by its adversarial version.
-
-    Every case is attacked whole (through SlidingWindow when it exceeds ``roi_size``) with an
-    L-inf budget of ``eps`` ``eps_unit`` in that case's intensity map; images stay (C, *S).
-    """
-    model.eval()
-    items = []
-    for i in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[i]
-        x = item["image"].unsqueeze(0).to(device)
-        y = torch.as_tensor(item["label"]).to(device)
-        y = y.reshape(1) if y.ndim == 0 else y.unsqueeze(0)
-        budget = budget_for_case("linf", eps, eps_unit, x, IntensityMap.from_dict(item["meta"]["intensity"]))
-        x_adv = get_attack(attack, budget, steps=steps)(windowed(model, x, roi_size, overlap), x, y)
-        items.append({**item, "image": x_adv[0].detach().cpu()})
-    return items
-
-
-@dataclass(frozen=True)
-class RobustEvaluation:
-    """The fixed attack of the ``robust`` objective (validation split, L-inf)."""
-
-    attack: str = "pgd"
-    eps: float = 4.0
-    eps_unit: str = "1/255"
-    steps: int = 10
-
-
-def objective_value(objective: Objective, model: nn.Module, val: Dataset, evaluation: RobustEvaluation, *,
-                    num_classes: int, roi_size: Sequence[int] | None, overlap: float,
-                    device: torch.device) -> dict[str, float]:
-    """``{"clean", ["robust"], "value"}`` of a trained model on the validation split."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"--objective: unknown {objective!r}; allowed: {', '.join(OBJECTIVES)}")
-    model = model.to(device).eval()
-    score: Callable[[Any], float] = lambda data: validate(  # noqa: E731
-        model, data, roi_size=roi_size, overlap=overlap, device=device, num_classes=num_classes)["score"]
-    out = {"clean": score(val)}
-    if objective != "clean":
-        adv = attacked_items(model, val, evaluation.attack, evaluation.eps, evaluation.eps_unit, evaluation.steps,
-                             roi_size=roi_size, overlap=overlap, device=device)
-        out["robust"] = score(adv)
-    out["value"] = {"clean": out["clean"], "robust": out.get("robust", 0.0),
-                    "mean": (out["clean"] + out.get("robust", 0.0)) / 2}[objective]
-    return out
 
 
 def study_path(out: Path) -> Path:
