@@ -13,6 +13,7 @@ from medrobust.cli.options import parse_json_object, parse_size
 from medrobust.data.sources import Split, open_split
 from medrobust.models.registry import build_model
 from medrobust.training import RECIPES, FitResult, TrainConfig, build_recipe, fit
+from medrobust.training.loop import seed_everything
 from medrobust.training.validation import CRITERIA
 from medrobust.units import IntensityMap
 
@@ -51,6 +52,7 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
               "out_channels": len(train.classes), **(model_kwargs or {})}
     if model_name in ("unetr", "swinunetr") and "img_size" not in kwargs:
         kwargs["img_size"] = config.roi_size or patch_size or tuple(train.dataset[0]["image"].shape[1:])
+    seed_everything(config.seed)  # initial weights from the seed, not from what ran before in this process
     model = build_model(model_name, **kwargs)
     # A CT window (or no normalisation) is one map for the whole dataset; per-case z-score or
     # min-max maps differ per case, so the checkpoint records only the normalisation's name.
