@@ -50,12 +50,16 @@ def test_selection_scores_clean_and_attacked_validation(criterion: str) -> None:
         assert scores["score"] == pytest.approx(expected)
 
 
-def test_attacked_items_stay_in_budget_and_restore_the_training_flag() -> None:
+def test_attacked_items_stay_in_budget_repeat_exactly_and_restore_state() -> None:
     model = _Threshold().train()
     items = _items(4)
     attacked = attacked_items(model, items, RobustEvaluation(eps=2.0, steps=3), roi_size=None, overlap=0.25,
                               device=CPU)
     assert model.training
+    state = torch.get_rng_state()
+    again = attacked_items(model, items, RobustEvaluation(eps=2.0, steps=3), roi_size=None, overlap=0.25, device=CPU)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(attacked, again))  # same random starts
     for clean, adv in zip(items, attacked):
         assert adv["label"] is clean["label"] and adv["image"].shape == clean["image"].shape
         assert float((adv["image"] - clean["image"]).abs().max()) <= 2 / 255 + 1e-6

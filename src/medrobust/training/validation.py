@@ -81,22 +81,26 @@ def attacked_items(model: nn.Module, dataset: Dataset | Sequence[dict[str, Any]]
 
     Every case is attacked whole (through SlidingWindow when it exceeds ``roi_size``) in its
     own intensity map (``item["meta"]["intensity"]``; without one, the case's own range);
-    images stay (C, *S). The model's training flag is restored afterwards.
+    images stay (C, *S). Random starts come from a fixed seed, so every call attacks alike;
+    the caller's RNG state and the model's training flag are restored afterwards.
     """
     was_training = model.training
     model.eval()
     items = []
-    for i in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[i]
-        x = item["image"].unsqueeze(0).to(device)
-        y = torch.as_tensor(item["label"]).to(device)
-        y = y.reshape(1) if y.ndim == 0 else y.unsqueeze(0)
-        imap = item.get("meta", {}).get("intensity")
-        budget = budget_for_case("linf", evaluation.eps, evaluation.eps_unit, x,
-                                 IntensityMap.from_dict(imap) if imap else None)
-        attack = get_attack(evaluation.attack, budget, steps=evaluation.steps)
-        x_adv = attack(windowed(model, x, roi_size, overlap), x, y)
-        items.append({**item, "image": x_adv[0].detach().cpu()})
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the same random starts at every epoch; the caller's RNG untouched
+        torch.manual_seed(0)
+        for i in range(len(dataset)):  # type: ignore[arg-type]
+            item = dataset[i]
+            x = item["image"].unsqueeze(0).to(device)
+            y = torch.as_tensor(item["label"]).to(device)
+            y = y.reshape(1) if y.ndim == 0 else y.unsqueeze(0)
+            imap = item.get("meta", {}).get("intensity")
+            budget = budget_for_case("linf", evaluation.eps, evaluation.eps_unit, x,
+                                     IntensityMap.from_dict(imap) if imap else None)
+            attack = get_attack(evaluation.attack, budget, steps=evaluation.steps)
+            x_adv = attack(windowed(model, x, roi_size, overlap), x, y)
+            items.append({**item, "image": x_adv[0].detach().cpu()})
     model.train(was_training)
     return items
 
