@@ -104,8 +104,9 @@ def train(
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
     select: str = typer.Option("clean", "--select", help="Keep the epoch with the best validation score that is "
                                "clean, robust (under the --select-* attack: early stopping against robust and "
-                               "catastrophic overfitting of adversarial training) or mean (their average; safer than robust alone, "
-                               "which a constant classifier scores at balanced accuracy 0.5 under any attack)."),
+                               "catastrophic overfitting of adversarial training) or mean (their average). A constant classifier "
+                               "keeps balanced accuracy 0.5 clean and under any attack, so robust and mean can keep "
+                               "such an epoch when no other one does better: check the kept epoch's clean score."),
     select_attack: str = typer.Option("pgd", "--select-attack", help="Attack of robust selection."),
     select_eps: float = typer.Option(4.0, "--select-eps", help="L-inf eps of robust selection."),
     select_eps_unit: str = typer.Option("1/255", "--select-eps-unit", help="1/255, HU, raw or model."),

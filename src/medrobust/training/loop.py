@@ -46,8 +46,8 @@ class TrainConfig(BaseModel):
 
     ``select`` picks the checkpoint by the validation score that is ``clean``, ``robust``
     (under ``select_attack``, L-inf, every case attacked whole) or the ``mean`` of the two.
-    ``mean`` is the safer choice for classifiers: a constant one keeps balanced accuracy 0.5
-    under any attack, so ``robust`` alone can prefer it to a model that learned something.
+    A constant classifier keeps balanced accuracy 0.5 clean and under any attack, so ``robust``
+    and ``mean`` can keep such an epoch when no later one does better (history.csv shows it).
     """
 
     model_config = ConfigDict(extra="forbid")
