@@ -25,6 +25,7 @@ import torch
 
 from medrobust.evaluation.config import CorruptionSpec
 from medrobust.evaluation.examples import read_npz, write_npz
+from medrobust.evaluation.store import outcome_columns
 from medrobust.units import budget_for_case
 
 THUMBNAILS_DIR = "corruptions"  # under the grid's examples/ folder
@@ -65,12 +66,7 @@ def run_corruption(cfg: Any, lm: Any, p: CorruptionSpec, severity: int, c: Any,
            "options_json": json.dumps({"options": p.options, "params": params}, sort_keys=True),
            "eps_stated": float(severity), "eps_unit": "severity", "eps_model": None, "eps_raw": None,
            "case_id": c.id, "task": lm.split.task, "score_name": "dice_mean" if seg else "accuracy",
-           "clean_score": clean["score"], "adv_score": out["score"],
-           "clean_per_class": clean["per_class"], "adv_per_class": out["per_class"],
-           "clean_hd95": clean["hd95"], "adv_hd95": out["hd95"],
-           "label": None if seg else int(c.y[0]), "clean_pred": clean["pred"], "adv_pred": out["pred"],
-           "clean_prob": clean["prob"], "adv_prob": out["prob"], "clean_probs": clean["probs"],
-           "adv_probs": out["probs"], **norms, "ssim": ssim,
+           **outcome_columns(clean, out), "label": None if seg else int(c.y[0]), **norms, "ssim": ssim,
            "psnr": float(metrics.psnr(c.x, x_c, c.data_range)[0]) if "psnr" in cfg.metrics else None,
            "loss_initial": None, "loss_best": None, "attack_seconds": corrupt_seconds}
     thumbnail = Path(cfg.out) / "examples" / THUMBNAILS_DIR / thumbnail_name(p.label, severity)

@@ -36,7 +36,7 @@ from medrobust.evaluation.examples import (EXAMPLES_DIR, ExampleKeeper, drop_of,
 from medrobust.evaluation.ensembles import run_grid_ensembles
 from medrobust.evaluation.explain import prune_cams, save_example_cams
 from medrobust.evaluation.robustness import masking_checks
-from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
+from medrobust.evaluation.store import ResultStore, StoreError, outcome_columns, stored_config_hash
 from medrobust.units import IntensityMap, budget_for_case
 
 STORE_NAME = "results.sqlite"
@@ -259,13 +259,8 @@ class _Runner:
             "attack": p.attack, "norm": p.norm, "options_json": json.dumps(p.options, sort_keys=True),
             "eps_stated": eps, "eps_unit": p.eps_unit, "eps_model": eps_model,
             "eps_raw": float(c.imap.model_delta_to_raw(eps_model)), "case_id": c.id, "task": lm.split.task,
-            "score_name": "accuracy" if y.ndim == 1 else "dice_mean",
-            "clean_score": clean["score"], "adv_score": adv["score"],
-            "clean_per_class": clean["per_class"], "adv_per_class": adv["per_class"],
-            "clean_hd95": clean["hd95"], "adv_hd95": adv["hd95"],
-            "label": int(y[0]) if y.ndim == 1 else None, "clean_pred": clean["pred"], "adv_pred": adv["pred"],
-            "clean_prob": clean["prob"], "adv_prob": adv["prob"], "clean_probs": clean["probs"],
-            "adv_probs": adv["probs"], **norms, "ssim": ssim,
+            "score_name": "accuracy" if y.ndim == 1 else "dice_mean", **outcome_columns(clean, adv),
+            "label": int(y[0]) if y.ndim == 1 else None, **norms, "ssim": ssim,
             "psnr": float(metrics.psnr(x, x_adv, c.data_range)[0]) if "psnr" in self.cfg.metrics else None,
             "loss_initial": float(history[0, 0]) if history.numel() else None,
             "loss_best": float(result.best_loss[0]) if result.best_loss.numel() else None,

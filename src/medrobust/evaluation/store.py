@@ -39,6 +39,16 @@ RUN_COLUMNS: dict[str, str] = {
     "linf_model": "REAL", "l2_model": "REAL", "linf_raw": "REAL", "l2_raw": "REAL", "ssim": "REAL", "psnr": "REAL",
     "loss_initial": "REAL", "loss_best": "REAL", "attack_seconds": "REAL", "seconds": "REAL", "created": "TEXT",
 }
+OUTCOME_FIELDS = ("score", "per_class", "hd95", "pred", "prob", "probs")
+
+
+def outcome_columns(clean: dict[str, Any], adv: dict[str, Any]) -> dict[str, Any]:
+    """The ``clean_*`` / ``adv_*`` run columns from two scored outcomes (dicts with the keys
+    of :data:`OUTCOME_FIELDS`, as the grid scores a prediction), one source for every row kind."""
+    return {f"{side}_{field}": outcome[field] for side, outcome in (("clean", clean), ("adv", adv))
+            for field in OUTCOME_FIELDS}
+
+
 _JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_probs", "adv_probs")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
