@@ -14,7 +14,6 @@ from medrobust.data.sources import Split, open_split
 from medrobust.models.registry import build_model
 from medrobust.training import RECIPES, FitResult, TrainConfig, build_recipe, fit
 from medrobust.training.loop import seed_everything
-from medrobust.training.validation import CRITERIA
 from medrobust.units import IntensityMap
 
 console = Console()
@@ -115,8 +114,6 @@ def train(
     """Train a model; the best checkpoint is chosen on the validation split only."""
     recipe_params = parse_json_object(params, "--params")
     loop_keys = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size") if k in recipe_params}
-    if select not in CRITERIA:
-        raise ValueError(f"--select: unknown {select!r}; allowed: {', '.join(CRITERIA)}")
     config = _train_config(**{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                               "scheduler": scheduler, "roi_size": parse_size(roi_size, "--roi-size"), "seed": seed,
                               "amp": amp, "device": device, "resume": resume, "select": select,

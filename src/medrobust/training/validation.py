@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from medrobust.attacks.registry import ATTACK_NAMES, get_attack
 from medrobust.metrics import balanced_accuracy, dice_per_class
 from medrobust.models.inference import infer, windowed
-from medrobust.units import IntensityMap, budget_for_case
+from medrobust.units import IntensityMap, Unit, budget_for_case
 
 Criterion = Literal["clean", "robust", "mean"]
 CRITERIA: tuple[str, ...] = ("clean", "robust", "mean")
@@ -32,7 +32,7 @@ class RobustEvaluation(BaseModel):
 
     attack: str = "pgd"
     eps: float = Field(4.0, gt=0, allow_inf_nan=False)
-    eps_unit: Literal["model", "raw", "HU", "1/255"] = "1/255"
+    eps_unit: Unit = "1/255"
     steps: int = Field(10, ge=1)
 
     @field_validator("attack")
