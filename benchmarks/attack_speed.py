@@ -90,8 +90,10 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
     times: dict[str, list[float]] = {key: [] for key in runs}
     for i in range(repeats + 1):  # round 0 is the warm-up (allocator, kernels, autotuning)
         for key, fn in runs.items():
-            # the floor gets a frozen model; the attacks what a user hands over: a trainable one
-            frozen_eval(model) if key == "floor" else trainable(model)
+            if key == "floor":
+                frozen_eval(model)
+            else:  # the attacks get what a user hands over: a trainable model
+                trainable(model)
             seconds = timed(fn, device) / steps
             if i:
                 times[key].append(seconds)

@@ -11,10 +11,11 @@ Trains one model per recipe (same network, seed, epochs and loop) on the demo se
 
 Every adversarial recipe trains at L-inf 4/255 of the valid range (inner attacks: 5 steps
 for pgd_at and trades and at most 5 for self_adaptive on seg, 3 and 4 on cls; 4 replays for
-free_at; one random-start FGSM step for fast_at). The evaluation grid then attacks every model on the test split with
-PGD-10 and APGD-10 at 4/255 and the script prints one table per task (plus the
-self-adaptive run's per-epoch MAG / threshold / iterations), writes OUT/<task>/recipes.csv
-and OUT/<task>/results/report.html. Reruns reuse finished trainings (the loop resumes).
+free_at; one random-start FGSM step for fast_at). The evaluation grid then attacks every
+model on the test split with PGD-10 and APGD-10 at 4/255 and the script prints one table
+per task (plus the self-adaptive run's per-epoch MAG / threshold / iterations), writes
+OUT/<task>/recipes.csv and OUT/<task>/results/report.html. Reruns reuse finished trainings
+(the loop resumes).
 ``--quick`` is a smoke run (tiny data, 1 epoch, 2 attack steps): its numbers mean nothing.
 """
 from __future__ import annotations

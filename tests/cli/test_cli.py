@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from medrobust.cli import main
 from medrobust.cli.train import train_model
-from medrobust.training import TrainConfig
 from medrobust.data.phantoms import build_phantom_segmentation
+from medrobust.training import TrainConfig
 
 TINY_UNET = '{"channels": [4, 8], "strides": [2], "num_res_units": 0}'
 

@@ -3,8 +3,8 @@
 Epochs, AdamW, a cosine or plateau schedule, validation (through ``SlidingWindow`` when the
 volumes exceed the ROI), the best checkpoint chosen on the **validation** split only (by
 its clean score, or with ``select="robust"``/``"mean"`` by its score under a fixed attack:
-early stopping against robust and catastrophic overfitting), resume from the last epoch, rich progress, determinism from a seed, and data parallelism
-under ``torchrun``. What a batch contributes to the loss is the recipe's business.
+early stopping against robust and catastrophic overfitting), resume from the last epoch,
+rich progress, determinism from a seed, and data parallelism under ``torchrun``. What a batch contributes to the loss is the recipe's business.
 
 Files in ``out_dir``:
     model.safetensors + model.json   best checkpoint on validation (what users keep)
