@@ -24,17 +24,67 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 
+from medrobust.registry import Registry
+
 __all__ = ["LOSS_NAMES", "STEP_DEPENDENT", "LossFn", "get_loss", "check_labels", "ce", "dice",
            "dice_ce", "segpgd", "cospgd", "dlr", "margin"]
 
 
 class LossFn(Protocol):
+    """What every loss is: ``fn(logits, y, *, step=1, total_steps=1, ignore_mask=None) -> (B,)``.
+
+    Higher means the model does worse on the sample (see the module docstring). Any
+    callable with this signature can be used where a ``LossFn`` is expected.
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import LossFn, get_loss
+        >>> loss: LossFn = get_loss("ce")
+        >>> loss(torch.zeros(2, 4), torch.tensor([0, 3])).shape
+        torch.Size([2])
+    """
+
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
-                 ignore_mask: torch.Tensor | None = None) -> torch.Tensor: ...
+                 ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-sample loss ``(B,)`` of ``logits`` against labels ``y``."""
+        ...
 
 
 def check_labels(logits: torch.Tensor, y: torch.Tensor) -> None:
-    """Raise ValueError unless ``y`` fits ``logits`` for exactly one task (see module doc)."""
+    """Raise ValueError unless ``y`` fits ``logits`` for exactly one task (see module doc).
+
+    Classification logits ``(B, K)`` need labels ``(B,)``; segmentation logits
+    ``(B, K, *spatial)`` need labels ``(B, 1, *spatial)``. Label values are not checked.
+
+    Args:
+        logits: ``(B, K)`` or ``(B, K, *spatial)``.
+        y: the labels to check.
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: ``logits`` has fewer than 2 dimensions, or ``y``'s shape does not fit.
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)`` respectively
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import check_labels
+        >>> check_labels(torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 4, 4, dtype=torch.long))
+        >>> check_labels(torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long))
+        Traceback (most recent call last):
+            ...
+        ValueError: y: segmentation logits (2, 3, 4, 4) need labels of shape (2, 1, 4, 4), got (2, 4, 4)
+    """
     if logits.ndim < 2:
         raise ValueError(f"logits must be (B, K) or (B, K, *spatial), got shape {tuple(logits.shape)}")
     if logits.ndim == 2:
@@ -80,7 +130,44 @@ def _ce_map(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def ce(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
        ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy, mean over voxels per sample: ``(B,)``."""
+    """Cross-entropy, mean over voxels per sample: ``(B,)``.
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based); unused, for the common signature.
+        total_steps: the number of iterations T; unused, for the common signature.
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        Cross-entropy per sample, float ``(B,)``; an ignored sample or a sample with every
+        voxel ignored gives 0.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import ce
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 3, 4, 4)        # (B, K, H, W)
+        >>> y = torch.randint(0, 3, (2, 1, 4, 4))   # (B, 1, H, W)
+        >>> [round(v, 4) for v in ce(logits, y).tolist()]
+        [1.6125, 1.8897]
+        >>> ignore = torch.zeros(2, 1, 4, 4)
+        >>> ignore[:, :, :2] = 1                      # leave out the top two rows
+        >>> bool(torch.allclose(ce(logits, y, ignore_mask=ignore), ce(logits[:, :, 2:], y[:, :, 2:])))
+        True
+        >>> [round(v, 4) for v in ce(torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])).tolist()]
+        [0.1698]
+    """
     check_labels(logits, y)
     return _reduce(_ce_map(logits, y), _keep(logits, ignore_mask))
 
@@ -95,6 +182,38 @@ def dice(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: i
     MONAI's DiceLoss does the reduction; the softmax and one-hot are taken here so that
     ignored voxels can be zeroed in both (MONAI's MaskedDiceLoss masks the logits before
     its softmax, which does not remove them). Classification logits count as one voxel.
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based); unused, for the common signature.
+        total_steps: the number of iterations T; unused, for the common signature.
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        1 - soft Dice per sample, float ``(B,)`` in [0, 1].
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import dice
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 3, 4, 4)        # (B, K, H, W)
+        >>> y = torch.randint(0, 3, (2, 1, 4, 4))   # (B, 1, H, W)
+        >>> [round(v, 4) for v in dice(logits, y).tolist()]
+        [0.7253, 0.769]
+        >>> perfect = 100.0 * torch.nn.functional.one_hot(y[:, 0], 3).movedim(-1, 1).float()
+        >>> [round(v, 4) for v in dice(perfect, y).tolist()]
+        [0.0, 0.0]
     """
     check_labels(logits, y)
     keep = _keep(logits, ignore_mask)
@@ -110,15 +229,85 @@ def dice(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: i
 
 def dice_ce(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
             ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Dice + CE per sample (MONAI DiceCELoss's default weights; its reduction="none" is
-    unsupported, hence the sum of the two per-sample terms here)."""
+    """Dice + CE per sample: ``dice(logits, y) + ce(logits, y)``, ``(B,)``.
+
+    MONAI DiceCELoss's default weights (1 and 1); its reduction="none" is unsupported,
+    hence the sum of the two per-sample terms here.
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based); unused, for the common signature.
+        total_steps: the number of iterations T; unused, for the common signature.
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        ``dice(logits, y) + ce(logits, y)`` per sample, float ``(B,)``.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import dice_ce
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 3, 4, 4)        # (B, K, H, W)
+        >>> y = torch.randint(0, 3, (2, 1, 4, 4))   # (B, 1, H, W)
+        >>> [round(v, 4) for v in dice_ce(logits, y).tolist()]
+        [2.3378, 2.6587]
+    """
     return dice(logits, y, ignore_mask=ignore_mask) + ce(logits, y, ignore_mask=ignore_mask)
 
 
 def segpgd(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
            ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """SegPGD: CE with weight ``1 - λ_t`` on correctly and ``λ_t`` on wrongly classified
-    voxels, ``λ_t = (t - 1) / (2T)`` (Gu et al. 2022, eq. 6): ``(B,)``."""
+    """SegPGD: cross-entropy weighted by correctness with a step-dependent ``λ_t``: ``(B,)``.
+
+    Weight ``1 - λ_t`` on correctly and ``λ_t`` on wrongly classified voxels,
+    ``λ_t = (t - 1) / (2T)`` (Gu et al. 2022, eq. 6).
+
+    Early steps push the voxels still classified correctly; later steps weigh the wrong
+    ones more (the only loss in ``STEP_DEPENDENT``).
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based) (1 <= step <= total_steps).
+        total_steps: the number of iterations T (1 <= step <= total_steps).
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        Weighted cross-entropy per sample, float ``(B,)``.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`);
+            ``step`` or ``total_steps`` out of range.
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import segpgd
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 3, 4, 4)        # (B, K, H, W)
+        >>> y = torch.randint(0, 3, (2, 1, 4, 4))   # (B, 1, H, W)
+        >>> [round(v, 4) for v in segpgd(logits, y, step=1, total_steps=5).tolist()]
+        [0.156, 0.1431]
+        >>> [round(v, 4) for v in segpgd(logits, y, step=5, total_steps=5).tolist()]
+        [0.6762, 0.7845]
+    """
     check_labels(logits, y)
     if total_steps < 1 or not 1 <= step <= total_steps:
         raise ValueError(f"segpgd needs 1 <= step <= total_steps, got step={step}, total_steps={total_steps}")
@@ -130,8 +319,40 @@ def segpgd(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps:
 
 def cospgd(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
            ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """CosPGD: per-voxel CE times the stop-gradient cosine similarity of softmax(logits)
-    and one-hot(y) (Agnihotri et al. 2024): ``(B,)``."""
+    """CosPGD: cross-entropy weighted by the similarity of prediction and label: ``(B,)``.
+
+    Per-voxel CE times the stop-gradient cosine similarity of softmax(logits) and
+    one-hot(y) (Agnihotri et al. 2024).
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based); unused, for the common signature.
+        total_steps: the number of iterations T; unused, for the common signature.
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        Cosine-weighted cross-entropy per sample, float ``(B,)``.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import cospgd
+        >>> _ = torch.manual_seed(0)
+        >>> logits = torch.randn(2, 3, 4, 4)        # (B, K, H, W)
+        >>> y = torch.randint(0, 3, (2, 1, 4, 4))   # (B, 1, H, W)
+        >>> [round(v, 4) for v in cospgd(logits, y).tolist()]
+        [0.4622, 0.4029]
+    """
     check_labels(logits, y)
     with torch.no_grad():
         onehot = F.one_hot(_target(y).long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
@@ -149,7 +370,35 @@ def _true_and_other(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor
 
 def margin(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
            ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Largest other logit minus the label's logit (> 0: misclassified), voxel mean: ``(B,)``."""
+    """Largest other logit minus the label's logit (> 0: misclassified), voxel mean: ``(B,)``.
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based); unused, for the common signature.
+        total_steps: the number of iterations T; unused, for the common signature.
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        The margin per sample, float ``(B,)``, in logit units.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import margin
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]])
+        >>> margin(logits, torch.tensor([0, 1])).tolist()   # right by 2, wrong by 2
+        [-2.0, 2.0]
+    """
     check_labels(logits, y)
     z_true, z_other = _true_and_other(logits, y)
     return _reduce(z_other - z_true, _keep(logits, ignore_mask))
@@ -157,11 +406,42 @@ def margin(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps:
 
 def dlr(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
         ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Difference of logits ratio ``-(z_y - max_{i≠y} z_i) / (z_π1 - z_π3 + 1e-12)``
-    (Croce & Hein 2020), per voxel for segmentation, mean per sample: ``(B,)``.
+    """Difference of logits ratio (Croce & Hein 2020), mean per sample: ``(B,)``.
+
+    ``-(z_y - max_{i≠y} z_i) / (z_π1 - z_π3 + 1e-12)``, per voxel for segmentation.
 
     Needs K >= 3 logits (z_π3 is the third largest); with K = 2 it falls back to
     :func:`margin`, the unnormalised numerator, since there is no third logit to scale by.
+
+    Args:
+        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+            targeted).
+        step: the attack iteration t (1-based); unused, for the common signature.
+        total_steps: the number of iterations T; unused, for the common signature.
+        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        The DLR loss per sample, float ``(B,)``; invariant to shifting and scaling the
+        logits.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import dlr
+        >>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 3.0]])
+        >>> [round(v, 4) for v in dlr(logits, torch.tensor([0, 1])).tolist()]
+        [-0.6667, 0.6667]
+        >>> [round(v, 4) for v in dlr(10 * logits + 5, torch.tensor([0, 1])).tolist()]
+        [-0.6667, 0.6667]
     """
     check_labels(logits, y)
     if logits.shape[1] < 3:
@@ -172,15 +452,34 @@ def dlr(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: in
     return _reduce(ratio, _keep(logits, ignore_mask))
 
 
-_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+_LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss", {
     "ce": ce, "dice": dice, "dice_ce": dice_ce, "segpgd": segpgd, "cospgd": cospgd, "dlr": dlr, "margin": margin,
-}
-LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
+})
+LOSS_NAMES: tuple[str, ...] = _LOSSES.names()  # a closed set: nothing registers losses later
 STEP_DEPENDENT: frozenset[str] = frozenset({"segpgd"})
 
 
 def get_loss(name: str) -> LossFn:
-    """The per-sample loss called ``name`` (one of ``LOSS_NAMES``)."""
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSS_NAMES)}")
-    return _LOSSES[name]  # type: ignore[return-value]
+    """The per-sample loss called ``name`` (one of ``LOSS_NAMES``).
+
+    Args:
+        name: a loss name, e.g. "ce", "dice", "dice_ce", "segpgd", "cospgd", "dlr", "margin".
+
+    Returns:
+        The loss function, with the :class:`LossFn` signature.
+
+    Raises:
+        ValueError: ``name`` is not a known loss (the message lists the allowed names).
+
+    Example:
+        >>> import torch
+        >>> from medrobust.losses import get_loss
+        >>> loss = get_loss("margin")
+        >>> loss(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])).tolist()
+        [-2.0, 1.0]
+        >>> get_loss("l1")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: unknown loss 'l1'; allowed: ...
+    """
+    return _LOSSES[name]  # type: ignore[return-value]  # ValueError listing the allowed names

@@ -43,6 +43,36 @@ def dice_per_class(pred: torch.Tensor, y: torch.Tensor, num_classes: int,
     Background (class 0) is **excluded** by default (``K' = K - 1``); pass
     ``include_background=True`` to keep it. A class absent from both prediction and
     label scores 1.0 (nothing to find, nothing found); absent from the label only, 0.0.
+
+    Args:
+        pred: predicted labels ``(B, 1, *spatial)`` or logits ``(B, K, *spatial)``.
+        y: true labels ``(B, 1, *spatial)`` in ``[0, num_classes)``.
+        num_classes: K, background included.
+        include_background: keep class 0 (default False).
+
+    Returns:
+        float32 tensor on the CPU, one Dice per sample and class.
+
+    Raises:
+        ValueError: ``y`` not ``(B, 1, *spatial)``, ``pred`` neither labels nor K-class
+            logits of ``y``'s shape, or labels outside ``[0, num_classes)``.
+
+    Shape:
+        - pred: ``(B, 1, *spatial)`` or ``(B, K, *spatial)``
+        - y: ``(B, 1, *spatial)``
+        - output: ``(B, K - 1)``, or ``(B, K)`` with ``include_background=True``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import dice_per_class
+        >>> y = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+        >>> y[..., 2:6, 2:6] = 1                      # a 4x4 square of class 1
+        >>> pred = torch.zeros_like(y)
+        >>> pred[..., 2:6, 3:7] = 1                   # the same square, one voxel to the right
+        >>> dice_per_class(pred, y, num_classes=2).tolist()
+        [[0.75]]
+        >>> [round(v, 4) for v in dice_per_class(pred, y, 2, include_background=True)[0].tolist()]
+        [0.9167, 0.75]
     """
     p, t = _seg_labels(pred, y, num_classes)
     return compute_dice(p, t, include_background=include_background, ignore_empty=False).float()
@@ -59,12 +89,40 @@ def hd95(pred: torch.Tensor, y: torch.Tensor, num_classes: int, spacing: Spacing
          include_background: bool = False) -> torch.Tensor:
     """95th-percentile symmetric Hausdorff distance in millimetres, ``(B, K')``.
 
+    NaN where the class is empty in the prediction or in the label (undefined distance).
+
     Args:
+        pred: predicted labels ``(B, 1, *spatial)`` or logits ``(B, K, *spatial)``.
+        y: true labels ``(B, 1, *spatial)`` in ``[0, num_classes)``.
+        num_classes: K, background included.
         spacing: voxel size in mm: one float, one value per spatial axis, or per sample
             ``(B, n_spatial)`` (list or tensor).
         include_background: keep class 0 (default False, as for Dice).
 
-    NaN where the class is empty in the prediction or in the label (undefined distance).
+    Returns:
+        float32 tensor on the CPU, the distance in mm per sample and class (NaN where
+        undefined).
+
+    Raises:
+        ValueError: label shapes or values as for :func:`dice_per_class`.
+
+    Shape:
+        - pred: ``(B, 1, *spatial)`` or ``(B, K, *spatial)``
+        - y: ``(B, 1, *spatial)``
+        - spacing: float, ``(n_spatial,)`` or ``(B, n_spatial)``
+        - output: ``(B, K - 1)``, or ``(B, K)`` with ``include_background=True``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import hd95
+        >>> y = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+        >>> y[..., 2:6, 2:6] = 1                      # a 4x4 square of class 1
+        >>> pred = torch.zeros_like(y)
+        >>> pred[..., 2:6, 3:7] = 1                   # the same square, one voxel to the right
+        >>> hd95(pred, y, num_classes=2, spacing=(0.5, 0.5)).tolist()   # 1 voxel = 0.5 mm
+        [[0.5]]
+        >>> hd95(torch.zeros_like(y), y, num_classes=2, spacing=1.0).isnan().tolist()
+        [[True]]
     """
     p, t = _seg_labels(pred, y, num_classes)
     with warnings.catch_warnings():  # MONAI warns for every empty class; NaN says the same
@@ -89,7 +147,30 @@ def _check_y(y: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of samples whose predicted class equals ``y``."""
+    """Fraction of samples whose predicted class equals ``y``.
+
+    Args:
+        pred: logits ``(B, K)`` (argmax is taken) or predicted labels ``(B,)``.
+        y: true labels ``(B,)``.
+
+    Returns:
+        The accuracy in [0, 1] (NaN for an empty batch).
+
+    Raises:
+        ValueError: ``pred`` neither ``(B, K)`` nor ``(B,)``, or ``y`` not ``(B,)``.
+
+    Shape:
+        - pred: ``(B, K)`` or ``(B,)``
+        - y: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import accuracy
+        >>> logits = torch.tensor([[2.0, 0.1], [0.3, 1.0], [1.5, 0.2], [0.0, 0.4]])
+        >>> y = torch.tensor([0, 1, 1, 1])            # sample 2 is misclassified
+        >>> accuracy(logits, y)
+        0.75
+    """
     labels = _class_labels(pred).cpu()
     return float((labels == _check_y(y, labels.shape[0])).double().mean())
 
@@ -98,6 +179,30 @@ def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int | Non
     """``(K, K)`` int64 counts; row = true class, column = predicted class.
 
     ``num_classes`` defaults to K of the logits, or to the largest label + 1.
+
+    Args:
+        pred: logits ``(B, K)`` (argmax is taken) or predicted labels ``(B,)``.
+        y: true labels ``(B,)``.
+        num_classes: K; default as above.
+
+    Returns:
+        int64 tensor on the CPU; ``cm[i, j]`` counts samples of class i predicted as j.
+
+    Raises:
+        ValueError: bad shapes (as for :func:`accuracy`) or labels outside ``[0, K)``.
+
+    Shape:
+        - pred: ``(B, K)`` or ``(B,)``
+        - y: ``(B,)``
+        - output: ``(K, K)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import confusion_matrix
+        >>> logits = torch.tensor([[2.0, 0.1], [0.3, 1.0], [1.5, 0.2], [0.0, 0.4]])
+        >>> y = torch.tensor([0, 1, 1, 1])            # sample 2 is misclassified
+        >>> confusion_matrix(logits, y).tolist()
+        [[1, 0], [1, 2]]
     """
     # MONAI's ConfusionMatrixMetric gives per-class TP/FP/TN/FN, not the K x K table.
     labels = _class_labels(pred).cpu()
@@ -110,7 +215,31 @@ def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, num_classes: int | Non
 
 
 def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int | None = None) -> float:
-    """Mean recall over the classes present in ``y`` (``num_classes`` as for the confusion matrix)."""
+    """Mean recall over the classes present in ``y`` (``num_classes`` as for the confusion matrix).
+
+    Args:
+        pred: logits ``(B, K)`` (argmax is taken) or predicted labels ``(B,)``.
+        y: true labels ``(B,)``.
+        num_classes: K; default as for :func:`confusion_matrix`.
+
+    Returns:
+        The balanced accuracy in [0, 1].
+
+    Raises:
+        ValueError: as for :func:`confusion_matrix`.
+
+    Shape:
+        - pred: ``(B, K)`` or ``(B,)``
+        - y: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import balanced_accuracy
+        >>> logits = torch.tensor([[2.0, 0.1], [0.3, 1.0], [1.5, 0.2], [0.0, 0.4]])
+        >>> y = torch.tensor([0, 1, 1, 1])            # sample 2 is misclassified
+        >>> round(balanced_accuracy(logits, y), 4)   # recalls 1 and 2/3
+        0.8333
+    """
     cm = confusion_matrix(pred, y, num_classes).double()
     support = cm.sum(dim=1)
     present = support > 0
@@ -120,12 +249,31 @@ def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor, num_classes: int | No
 def auroc(scores: torch.Tensor, y: torch.Tensor, from_logits: bool = True) -> float:
     """Area under the ROC curve; multi-class: mean of one-vs-rest AUCs.
 
+    Classes absent from ``y`` (or present in every sample) have no AUC and are skipped;
+    NaN when no class has one.
+
     Args:
         scores: logits ``(B, K)`` (softmax is applied) or probabilities (``from_logits=False``).
         y: labels ``(B,)``.
+        from_logits: whether ``scores`` are logits (default) or probabilities.
 
-    Classes absent from ``y`` (or present in every sample) have no AUC and are skipped;
-    NaN when no class has one.
+    Returns:
+        The AUC in [0, 1], or NaN.
+
+    Raises:
+        ValueError: ``scores`` not ``(B, K)`` or ``y`` not ``(B,)``.
+
+    Shape:
+        - scores: ``(B, K)``
+        - y: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import auroc
+        >>> logits = torch.tensor([[2.0, 0.1], [0.3, 1.0], [1.5, 0.2], [0.0, 0.4]])
+        >>> y = torch.tensor([0, 1, 1, 1])            # sample 2 is misclassified
+        >>> auroc(logits, y)   # every class-1 sample scores higher than the class-0 one
+        1.0
     """
     if scores.ndim != 2:
         raise ValueError(f"scores must be (B, K) logits or probabilities, got shape {tuple(scores.shape)}")
@@ -158,6 +306,34 @@ def ssim(x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor)
 
     The Gaussian window is 11 voxels, or the largest odd size that fits the smallest axis.
     ``data_range``: width of the intensity range in model units (float or ``(B,)``).
+
+    Args:
+        x: clean images in model units.
+        x_adv: perturbed (or corrupted) images, same shape.
+        data_range: width of the intensity range (> 0), float or per-sample ``(B,)``.
+
+    Returns:
+        float32 tensor on the CPU, SSIM per sample.
+
+    Raises:
+        ValueError: shapes differ, a spatial axis is shorter than 3 voxels, or
+            ``data_range`` is not > 0 with 1 or B entries.
+
+    Shape:
+        - x, x_adv: ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+        - data_range: float or ``(B,)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import ssim
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> x_adv = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+        >>> [round(v, 2) for v in ssim(x, x_adv, data_range=1.0).tolist()]
+        [0.98, 0.99]
+        >>> ssim(x, x, data_range=1.0).tolist()
+        [1.0, 1.0]
     """
     side = min(11, min(x.shape[2:]))
     win = side if side % 2 else side - 1
@@ -171,7 +347,33 @@ def ssim(x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor)
 
 
 def psnr(x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per sample ``(B,)``; ``inf`` for identical images."""
+    """Peak signal-to-noise ratio in dB per sample ``(B,)``; ``inf`` for identical images.
+
+    Args:
+        x: clean images in model units.
+        x_adv: perturbed (or corrupted) images, same shape.
+        data_range: width of the intensity range (> 0), float or per-sample ``(B,)``.
+
+    Returns:
+        float32 tensor on the CPU, PSNR per sample in dB.
+
+    Raises:
+        ValueError: shapes differ, or ``data_range`` is not > 0 with 1 or B entries.
+
+    Shape:
+        - x, x_adv: ``(B, C, *spatial)``
+        - data_range: float or ``(B,)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import psnr
+        >>> x = torch.zeros(2, 1, 8, 8)
+        >>> [round(v, 2) for v in psnr(x, x + 0.1, data_range=1.0).tolist()]   # 10 log10(1 / 0.01)
+        [20.0, 20.0]
+        >>> psnr(x, x, data_range=1.0).tolist()
+        [inf, inf]
+    """
     return _per_sample(PSNRMetric, x, x_adv, data_range).float()
 
 
@@ -182,6 +384,31 @@ def perturbation_norms(x: torch.Tensor, x_adv: torch.Tensor,
     Keys ``linf_model``, ``l2_model`` (model units) and ``linf_raw``, ``l2_raw`` (raw units,
     e.g. HU, via ``intensity.model_delta_to_raw``; per-sample scales allowed). Without an
     IntensityMap the raw norms equal the model norms.
+
+    Args:
+        x: clean images in model units.
+        x_adv: perturbed images, same shape.
+        intensity: the IntensityMap of the data, for the raw-unit norms (optional).
+
+    Returns:
+        Dict of four float64 CPU tensors ``(B,)``: ``linf_model``, ``l2_model``,
+        ``linf_raw``, ``l2_raw``.
+
+    Raises:
+        ValueError: ``x`` and ``x_adv`` differ in shape.
+
+    Shape:
+        - x, x_adv: ``(B, C, *spatial)``
+        - output values: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.metrics import perturbation_norms
+        >>> from medrobust.units import IntensityMap
+        >>> x = torch.zeros(2, 1, 4, 4)
+        >>> norms = perturbation_norms(x, x + 0.02, IntensityMap.ct_window(-175, 250))
+        >>> {k: round(float(v[0]), 2) for k, v in norms.items()}   # 0.02 of a 425 HU window
+        {'linf_model': 0.02, 'l2_model': 0.08, 'linf_raw': 8.5, 'l2_raw': 34.0}
     """
     if x.shape != x_adv.shape:
         raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} differ in shape")

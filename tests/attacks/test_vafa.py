@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from medrobust import metrics
-from medrobust.attacks import ATTACK_NAMES, get_attack
+from medrobust.attacks import attack_names, get_attack
 from medrobust.attacks.frequency import VAFA, surrogate_round
 from medrobust.attacks.ssim import SSIMReference, ssim
 from medrobust.losses import get_loss
@@ -192,7 +192,7 @@ def test_bad_inputs_for_the_data() -> None:
 
 
 def test_registry_names_and_budget() -> None:
-    assert {"vafa3d", "vafa2d"} <= set(ATTACK_NAMES)
+    assert {"vafa3d", "vafa2d"} <= set(attack_names())
     imap = IntensityMap.ct_window(-175, 250)
     budget = Budget.linf(4, unit="1/255", valid_range=(0.0, 1.0), intensity=imap)
     a3 = get_attack("vafa3d", budget, steps=3, block_size=(8, 8, 8))

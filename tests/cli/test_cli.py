@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from medrobust.cli import main
 from medrobust.cli.train import train_model
 from medrobust.data.phantoms import build_phantom_segmentation
+from medrobust.evaluation.store import ResultStore
 from medrobust.training import TrainConfig
 
 TINY_UNET = '{"channels": [4, 8], "strides": [2], "num_res_units": 0}'
@@ -113,7 +114,11 @@ def test_attack_writes_adversarial_images_and_manifest(trained: tuple[Path, Path
     assert adv.get_data_dtype() == np.float32 and np.allclose(adv.affine, source.affine)
     delta = np.asarray(adv.dataobj) - np.asarray(source.dataobj)
     assert np.abs(delta).max() == pytest.approx(case["linf_raw"], rel=1e-3)
-    assert case["adversarial"]["dice_mean"] <= case["clean"]["dice_mean"] + 1e-6
+    assert case["score_name"] == "dice_mean" and case["adv_score"] <= case["clean_score"] + 1e-6
+    with ResultStore(out / "results.sqlite") as store:  # the same rows as the grid writes
+        rows = store.to_dataframe()
+    assert sorted(rows["case_id"]) == sorted(c["id"] for c in manifest["cases"])
+    assert rows["linf_raw"].tolist() == pytest.approx([c["linf_raw"] for c in manifest["cases"]])
 
 
 def _exit_code_and_nothing_written(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str]) -> str:

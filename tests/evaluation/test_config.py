@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medrobust.attacks import FGSM, attack_names, register_attack
 from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfigError, load_config, parse_config
 
 
@@ -85,6 +86,29 @@ def test_not_a_mapping_and_bad_yaml(folder: Path) -> None:
         load_config(folder / "bad.yaml")
     with pytest.raises(GridConfigError, match="not found"):
         load_config(folder / "absent.yaml")
+
+
+def test_an_attack_registered_after_import_is_accepted(folder: Path) -> None:
+    name = "test-config-linf-only"
+    register_attack(name, norms=("linf",))(FGSM)  # the same object on a rerun: no duplicate error
+    assert name in attack_names()
+    entry = {"attack": name, "eps": [2], "eps_unit": "1/255", "options": {"steps": 1}}
+    cfg = load_config(write(folder, {**good(), "perturbations": [entry]}))
+    (spec,) = cfg.perturbations
+    assert isinstance(spec, AttackSpec) and spec.attack == name and spec.label == name
+    assert AttackSpec(attack=name.upper(), eps=[1]).attack == name  # case-insensitive, like get_attack
+    with pytest.raises(GridConfigError, match=r"perturbations\[0\].*takes a budget of norm 'linf', got 'l2'$"):
+        parse_config({**good(), "perturbations": [{**entry, "norm": "l2"}]}, folder)
+
+
+def test_norms_come_from_the_attack_registry(folder: Path) -> None:
+    square_l2 = {"attack": "square", "eps": [4], "eps_unit": "1/255", "norm": "l2"}
+    with pytest.raises(GridConfigError, match="norm 'linf'"):
+        parse_config({**good(), "perturbations": [square_l2]}, folder)
+    vafa = {"attack": "vafa2d", "eps": [8], "eps_unit": "1/255", "norm": "dct"}
+    assert parse_config({**good(), "perturbations": [vafa]}, folder).perturbations[0].label == "vafa2d"
+    with pytest.raises(GridConfigError, match="norm 'dct'"):
+        parse_config({**good(), "perturbations": [{**vafa, "norm": "linf"}]}, folder)
 
 
 def test_corruption_entries_fit_the_schema(folder: Path) -> None:

@@ -11,8 +11,8 @@ import yaml
 from torch import nn
 
 from medrobust.attacks import PGD
-from medrobust.evaluation.ensembles import (ensemble_table, evaluate_ensemble, load_ensemble_runs, member_names,
-                                            write_ensemble_rows)
+from medrobust.evaluation.ensembles import ensemble_table, evaluate_ensemble, load_ensemble_runs, member_names
+from medrobust.evaluation.store import ResultStore
 from medrobust.models import Ensemble
 from medrobust.units import Budget
 
@@ -79,8 +79,10 @@ def test_rows_round_trip_through_the_store_and_keep_the_first_write(tmp_path: Pa
     rows = evaluate_ensemble(Ensemble([Fixed([0.0, 1.0]), Fixed([1.0, 0.0])]), torch.zeros(1, 1, 2, 2),
                              torch.tensor([1]), None, names=["a", "b"], case_ids=["c1"])
     keys = {"model": "ens", "perturbation": "clean", "eps_stated": 0.0}
-    write_ensemble_rows(store, rows, keys)
-    write_ensemble_rows(store, rows.assign(hard_vote=0), keys)  # same key: ignored
+    with ResultStore(store) as opened:
+        opened.add_ensemble_rows(rows, keys)
+        opened.add_ensemble_rows(rows.assign(hard_vote=0), keys)  # same key: ignored
+        assert opened.ensemble_done_keys("ens") == {("clean", 0.0, "c1")}
     back = load_ensemble_runs(store)
     assert len(back) == 1 and back.loc[0, "hard_vote"] == int(rows.loc[0, "hard_vote"]) and back.loc[0, "case_id"] == "c1"
 

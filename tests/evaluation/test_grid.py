@@ -20,7 +20,8 @@ import yaml
 from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.config import GridConfigError, load_config
-from medrobust.evaluation.grid import run_grid, run_seed
+from medrobust.evaluation.core import run_seed
+from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
 from medrobust.models.checkpoint import save_checkpoint
 from medrobust.models.registry import build_model

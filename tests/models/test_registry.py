@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from medrobust.models import MODEL_NAMES, build_model, model_spec, register_model
-from medrobust.models import registry
+from medrobust.models import build_model, model_names, model_spec, register_model, registry
+from medrobust.registry import Registry
 
 GN2 = ("group", {"num_groups": 2})
 CASES = [  # (name, spatial_dims, image shape, kwargs); classifiers give (B, K)
@@ -36,7 +36,7 @@ CLASSIFIERS = {"densenet121", "resnet18", "resnet34", "resnet50", "efficientnet-
 
 
 def test_every_name_has_a_case() -> None:
-    assert {c[0] for c in CASES} >= set(MODEL_NAMES)
+    assert {c[0] for c in CASES} >= set(model_names())
 
 
 @pytest.mark.parametrize("name,dims,shape,kwargs", CASES, ids=[f"{c[0]}-{c[1]}d" for c in CASES])
@@ -83,8 +83,7 @@ def test_bad_arguments_raise() -> None:
 
 
 def test_register_model_adds_a_composite(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
-    monkeypatch.setattr(registry, "MODEL_NAMES", list(registry.MODEL_NAMES))
+    monkeypatch.setattr(registry, "_MODELS", Registry("model", registry._MODELS))
 
     @registry.register_model("scaled_unet")
     def _build(spatial_dims: int, in_channels: int, out_channels: int, factor: float = 1.0) -> torch.nn.Module:
@@ -92,7 +91,7 @@ def test_register_model_adds_a_composite(monkeypatch: pytest.MonkeyPatch) -> Non
         return torch.nn.Sequential(inner)
 
     model = registry.build_model("scaled_unet", spatial_dims=2, factor=2.0)
-    assert "scaled_unet" in registry.MODEL_NAMES
+    assert "scaled_unet" in model_names()  # read at call time
     assert model_spec(model) == {"architecture": "scaled_unet",
                                  "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "factor": 2.0}}
     with pytest.raises(ValueError, match="already registered"):

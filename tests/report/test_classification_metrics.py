@@ -67,9 +67,9 @@ def test_a_store_from_before_the_probability_columns_gains_them(tmp_path: Path) 
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_the_grid_scores_store_the_whole_probability_vector(k: int) -> None:
-    from medrobust.evaluation.grid import _score
+    from medrobust.evaluation.core import score
 
     logits = torch.randn(1, k, dtype=torch.float64)
-    out = _score(logits, torch.tensor([1]), [str(i) for i in range(k)], None, hd=False)
-    assert len(out["probs"]) == k and sum(out["probs"]) == pytest.approx(1.0)
-    assert out["prob"] == pytest.approx(out["probs"][1])
+    out = score(logits, torch.tensor([1]), [str(i) for i in range(k)], None, hd=False)
+    assert out.probs is not None and len(out.probs) == k and sum(out.probs) == pytest.approx(1.0)
+    assert out.prob == pytest.approx(out.probs[1])

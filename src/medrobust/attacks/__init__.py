@@ -2,27 +2,21 @@
 
 ``PGD(budget, steps=20, loss="dice_ce")(model, x, y)``; ``attack.run(...)`` also gives the
 loss history and the best loss per sample. ``get_attack(name, budget, **options)`` builds
-one by name; ``gradient_masking_check`` runs the sanity checks for gradient masking.
+one by name (``attack_names()`` lists them, ``register_attack`` adds one);
+``gradient_masking_check`` runs the sanity checks for gradient masking.
 """
 from __future__ import annotations
-
-from typing import Any
 
 from medrobust.attacks.apgd import APGD
 from medrobust.attacks.base import Attack, AttackResult, AttackState
 from medrobust.attacks.blackbox import Square
 from medrobust.attacks.checks import MaskingReport, gradient_masking_check
+from medrobust.attacks.frequency import VAFA  # registers vafa2d and vafa3d
 from medrobust.attacks.gradient import BIM, FGSM, MIFGSM, PGD
 from medrobust.attacks.noise import GaussianNoise
-from medrobust.attacks.registry import ATTACK_NAMES, get_attack, register_attack
+from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_norms, get_attack, register_attack
 
 __all__ = ["Attack", "AttackResult", "AttackState", "FGSM", "BIM", "PGD", "MIFGSM", "APGD", "Square",
-           "GaussianNoise", "ATTACK_NAMES", "get_attack", "register_attack", "MaskingReport",
-           "gradient_masking_check"]
+           "GaussianNoise", "VAFA", "attack_budget_kind", "attack_names", "attack_norms", "get_attack",
+           "register_attack", "MaskingReport", "gradient_masking_check"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "VAFA":  # lazy: attacks/frequency.py is written separately
-        from medrobust.attacks.frequency import VAFA
-        return VAFA
-    raise AttributeError(f"module 'medrobust.attacks' has no attribute {name!r}")

@@ -36,8 +36,23 @@ def _schedule(steps: int) -> tuple[int, int, int]:
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
-    """Checkpoints w_j of a run of ``steps`` steps: after that many steps the step size is
-    checked (before the next step), so only w_j < steps can affect the run."""
+    """Checkpoints w_j of a run of ``steps`` steps (Croce & Hein 2020, section 3.2).
+
+    After w_j steps the step size is checked (before the next step), so only w_j < steps
+    can affect the run.
+
+    Args:
+        steps: the number of steps N >= 1.
+
+    Returns:
+        The increasing checkpoints ``[w_1, w_2, ...]``, all < ``steps``.
+
+    Example:
+        >>> apgd_checkpoints(100)
+        [22, 41, 57, 70, 80, 87, 93, 99]
+        >>> apgd_checkpoints(1)
+        []
+    """
     first, smallest, decrement = _schedule(steps)
     out, k, at = [], first, first
     while at < steps:
@@ -48,12 +63,44 @@ def apgd_checkpoints(steps: int) -> list[int]:
 
 
 class APGD(Attack):
-    """Auto-PGD; ``APGD(budget, steps=100, loss="dlr")(model, x, y)``.
+    """Auto-PGD (Croce & Hein 2020); ``APGD(budget, steps=100, loss="dlr")(model, x, y)``.
+
+    Step-size free: η starts at 2·eps and is halved at the checkpoints of
+    :func:`apgd_checkpoints` when progress stalls (see the module docstring).
 
     Args:
+        budget: the threat model (Linf or L2).
         rho: fraction of increasing steps below which the step size is halved (0.75).
         momentum: weight of the new step, 0.75 in the paper (the first step uses 1).
-        Other options as :class:`Attack`; ``step_size`` is not used (it starts at 2·eps).
+        **options: ``steps`` (default 10; the paper uses 100), ``loss`` ("ce" default,
+            "dlr" for APGD-DLR, any name of :mod:`medrobust.losses`), ``targeted``,
+            ``restarts``, ``random_start`` (default True), ``early_stop``, ``return_best``,
+            ``seed``, as :class:`~medrobust.attacks.base.Attack`. ``step_size`` is not
+            accepted (it starts at 2·eps).
+
+    Raises:
+        ValueError: ``step_size`` given, ``rho`` or ``momentum`` outside (0, 1], or bad options.
+
+    Shape:
+        - x: ``(B, C, *spatial)``, model units; y: ``(B,)`` or ``(B, 1, *spatial)`` int labels.
+        - mask (optional): ``(B, 1, *spatial)``.
+        - output: ``(B, C, *spatial)``, as ``x``.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.attacks import APGD
+        >>> from medrobust.units import Budget
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> x = torch.rand(2, 1, 8, 8)                   # (B, C, H, W), model units in [0, 1]
+        >>> y = model(x).argmax(1)                       # (B,) the clean prediction
+        >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+        >>> attack = APGD(budget, steps=20, loss="dlr", seed=0)
+        >>> result = attack.run(model, x, y)
+        >>> bool((result.x_adv - x).abs().max() <= budget.eps + 1e-6)
+        True
+        >>> result.loss_history.shape
+        torch.Size([21, 2])
     """
 
     name = "apgd"
@@ -70,6 +117,23 @@ class APGD(Attack):
         self.first, self.smallest, self.decrement = _schedule(self.steps)
 
     def init_state(self, x: torch.Tensor, state: AttackState) -> None:
+        """The start point (see :meth:`Attack.init_state`) and η = 2·eps in ``state.aux``.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state; sets ``var`` and ``aux["eta"]`` ``(B,)``.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> from medrobust.units import Budget
+            >>> x = torch.zeros(1, 1, 4, 4)
+            >>> budget = Budget.linf(0.1)
+            >>> state = AttackState.create(budget, x, torch.tensor([0.0]), None, None)
+            >>> APGD(budget, random_start=False).init_state(x, state)
+            >>> state.aux["eta"]
+            tensor([0.2000])
+        """
         super().init_state(x, state)
         state.aux.update(eta=2 * state.eps, x_old=state.var.clone(), k=self.first, counter=0)
 
@@ -102,6 +166,31 @@ class APGD(Attack):
         return x_cur, grad
 
     def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
+        """One APGD step with momentum; at a checkpoint first halve η and return to the best point.
+
+        ``z = P(x_k + η · direction(grad))``, ``x_{k+1} = x_k + w (z - x_k) + (1 - w)(x_k - x_{k-1})``
+        with ``w = momentum`` (1 at the first step); the loop then projects.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state (``var`` replaced; bookkeeping in ``aux``).
+            grad: d(gain)/d(var), shape of ``state.var``.
+            gain: ``(B,)`` gain of the current iterate (drives the checkpoints).
+            t: the step, 1..T.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> from medrobust.units import Budget
+            >>> x = torch.zeros(1, 1, 2, 2)
+            >>> budget = Budget.linf(0.1)
+            >>> attack = APGD(budget, random_start=False)
+            >>> state = AttackState.create(budget, x, torch.tensor([0.0]), None, None)
+            >>> attack.init_state(x, state)
+            >>> attack.update(x, state, torch.ones_like(x), torch.zeros(1), t=1)
+            >>> state.var.flatten()                  # a step of 2·eps, projected to eps
+            tensor([0.1000, 0.1000, 0.1000, 0.1000])
+        """
         x_cur, grad = self._bookkeeping(state, state.var.detach(), grad, gain, t)
         a = state.aux
         z = state.budget.project(x, x_cur + expand_to(a["eta"], x) * ascent_direction(grad, state), state.mask)

@@ -48,7 +48,28 @@ class AttackResult:
         best_loss: ``(B,)`` loss of the returned iterate (the max of the history per
             sample, or the min for targeted attacks); NaN with ``return_best=False``.
         seconds: wall time of the attack.
-        extra: per-sample extras (Square: ``queries``; noise: its norms).
+        extra: per-sample extras, each ``(B,)`` (Square: ``queries``; noise: ``linf_model``
+            and ``l2_model``; VAFA: ``ssim``, ``psnr``, norms and table statistics).
+
+    Shape:
+        - x_adv: ``(B, C, *spatial)``, as ``x``.
+        - loss_history: ``(R * (T + 1), B)`` for R restarts and T steps.
+        - best_loss: ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.attacks import PGD
+        >>> from medrobust.units import Budget
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> x = torch.rand(2, 1, 8, 8)                   # (B, C, H, W) in [0, 1]
+        >>> y = model(x).argmax(1)                       # (B,) class indices
+        >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+        >>> result = PGD(budget, steps=10, restarts=2, seed=0).run(model, x, y)
+        >>> result.x_adv.shape, result.loss_history.shape, result.best_loss.shape
+        (torch.Size([2, 1, 8, 8]), torch.Size([22, 2]), torch.Size([2]))
+        >>> bool((result.best_loss == result.loss_history.amax(0)).all())
+        True
     """
 
     x_adv: torch.Tensor
@@ -60,10 +81,32 @@ class AttackResult:
 
 @dataclass
 class AttackState:
-    """Working state of one restart. ``budget`` lives on x's device/dtype; ``eps`` and
-    ``alpha`` (step size) are ``(B,)`` in model units, ``*_x`` the same broadcast to
-    ``(B, 1, ..., 1)`` once per run (``low_x``/``high_x`` None for an unbounded range);
-    ``mask`` is 0/1 in x's dtype. Hooks set ``var`` and keep their own state in ``aux``."""
+    """Working state of one restart, handed to the hooks of :class:`Attack`.
+
+    ``budget`` lives on x's device/dtype; ``eps`` and ``alpha`` (step size) are ``(B,)`` in
+    model units, ``*_x`` the same broadcast to ``(B, 1, ..., 1)`` once per run
+    (``low_x``/``high_x`` None for an unbounded range); ``mask`` is 0/1 in x's dtype.
+    Hooks set ``var`` and keep their own state in ``aux``.
+
+    Attributes:
+        budget: the attack's Budget, its tensors on x's device and dtype.
+        eps, alpha: radius and step size ``(B,)``, model units.
+        mask: ``(B, 1, *spatial)`` (or broadcastable to x) 0/1 mask, or None.
+        generator: random generator of the start point / noise, or None (torch's RNG).
+        eps_x, neg_eps_x, alpha_x: ``eps``, ``-eps`` and ``alpha`` as ``(B, 1, ..., 1)``.
+        low_x, high_x: valid range as ``(B, 1, ..., 1)``, or None when unbounded.
+        var: the optimised variable (the adversarial image for voxel attacks).
+        aux: free per-restart state of an attack (APGD's step size, VAFA's coefficients).
+
+    Example:
+        >>> import torch
+        >>> from medrobust.units import Budget
+        >>> x = torch.zeros(2, 1, 4, 4)
+        >>> budget = Budget.linf(0.1, valid_range=(0.0, 1.0))
+        >>> state = AttackState.create(budget, x, torch.full((2,), 0.025), None, None)
+        >>> state.eps.shape, state.eps_x.shape, state.low_x.shape
+        (torch.Size([2]), torch.Size([2, 1, 1, 1]), torch.Size([2, 1, 1, 1]))
+    """
 
     budget: Budget
     eps: torch.Tensor
@@ -81,7 +124,26 @@ class AttackState:
     @classmethod
     def create(cls, budget: Budget, x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None,
                generator: torch.Generator | None) -> "AttackState":
-        """State for images ``x`` with ``budget`` moved to x's device and dtype."""
+        """State for images ``x`` with ``budget`` moved to x's device and dtype.
+
+        Args:
+            budget: the threat model (model units).
+            x: clean images ``(B, C, *spatial)``; gives device, dtype and batch size.
+            alpha: step size ``(B,)`` in model units.
+            mask: 0/1 mask broadcastable to x (as :func:`check_inputs` returns), or None.
+            generator: random generator for the start point, or None.
+
+        Returns:
+            An AttackState with ``var`` still empty (``init_state`` sets it).
+
+        Example:
+            >>> import torch
+            >>> from medrobust.units import Budget
+            >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+            >>> state = AttackState.create(budget, torch.zeros(1, 1, 4, 4), torch.tensor([0.01]), None, None)
+            >>> round(float(state.eps), 4), state.eps.dtype
+            (0.0314, torch.float32)
+        """
         bounded = bool(torch.isfinite(budget.low).any() or torch.isfinite(budget.high).any())  # on the host
         budget = dataclasses.replace(budget, eps=budget.eps.to(x), low=budget.low.to(x), high=budget.high.to(x))
         eps, (lo, hi) = budget.eps_for(x), budget.range_for(x)
@@ -91,8 +153,26 @@ class AttackState:
 
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and ``requires_grad=False`` on every parameter; restores every module's
-    training flag and every parameter's flag afterwards, also on error."""
+    """Eval mode and ``requires_grad=False`` on every parameter, as a context manager.
+
+    Restores every module's training flag and every parameter's ``requires_grad``
+    afterwards, also on error. Every attack runs its model inside it.
+
+    Args:
+        model: any ``nn.Module``.
+
+    Yields:
+        The same model, frozen.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout()).train()
+        >>> with frozen(model) as m:
+        ...     m.training, m[0].weight.requires_grad
+        (False, False)
+        >>> model.training, model[0].weight.requires_grad
+        (True, True)
+    """
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -108,8 +188,34 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def check_inputs(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Validate images, labels and mask (design.md section 3); return the mask as 0/1 in
-    x's dtype, or None. Raises ValueError naming ``x``, ``y`` or ``mask``."""
+    """Validate images, labels and mask (design.md section 3) and normalise the mask.
+
+    Args:
+        x: float images ``(B, C, H, W)`` or ``(B, C, D, H, W)``.
+        y: integer labels, ``(B,)`` (classification) or ``(B, 1, *spatial)`` (segmentation).
+        mask: region the perturbation may change, any values (nonzero = inside), or None.
+
+    Returns:
+        The mask as 0/1 in x's dtype and device, or None.
+
+    Raises:
+        ValueError: naming ``x``, ``y`` or ``mask`` when its type or shape does not fit.
+
+    Shape:
+        - mask: ``(B, 1, *spatial)`` or any shape with x's number of axes that broadcasts to x.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> check_inputs(x, torch.tensor([0, 1]), None) is None
+        True
+        >>> check_inputs(x, torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.ones(2, 1, 8, 8) * 5).unique()
+        tensor([1.])
+        >>> check_inputs(x, torch.tensor([0.5, 1.0]), None)
+        Traceback (most recent call last):
+        ...
+        ValueError: y must hold integer class indices, got dtype torch.float32
+    """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim not in (4, 5):
         raise ValueError(f"x must be a float tensor (B, C, H, W) or (B, C, D, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -131,9 +237,28 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) ->
 
 
 def sample_metric(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample quality ``(B,)`` of the hard prediction: 1/0 correct for classification;
-    mean foreground Dice (metrics.dice_per_class: a class absent from both scores 1) for
-    segmentation. Lower is a stronger attack."""
+    """Per-sample quality of the hard prediction; lower is a stronger attack.
+
+    Classification: 1 if correct, else 0. Segmentation: the mean Dice over the foreground
+    classes 1..K-1 (:func:`medrobust.metrics.dice_per_class`: a class absent from both
+    prediction and label scores 1).
+
+    Args:
+        logits: ``(B, K)`` or ``(B, K, *spatial)``.
+        y: labels ``(B,)`` or ``(B, 1, *spatial)`` (integer class indices).
+
+    Returns:
+        ``(B,)`` in the dtype of ``logits``.
+
+    Example:
+        >>> import torch
+        >>> sample_metric(torch.tensor([[2.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1]))
+        tensor([1., 0.])
+        >>> y = torch.zeros(1, 1, 4, 4, dtype=torch.long); y[..., :2] = 1
+        >>> logits = torch.cat([-y, y], 1).float()      # predicts y exactly
+        >>> sample_metric(logits, y)
+        tensor([1.])
+    """
     if y.ndim == 1:
         return (logits.argmax(1) == y).to(logits.dtype)
     return dice_per_class(logits, y, logits.shape[1]).mean(1).to(logits.dtype)
@@ -150,15 +275,25 @@ def _is_sliding_window(model: nn.Module) -> bool:
 class Attack:
     """Base class: configuration, validation, the frozen-model context and the gradient loop.
 
+    An attack is a small object holding its configuration; calling it runs the loop:
+    ``attack(model, x, y, mask=None)`` returns the adversarial images (``attack.run`` also
+    returns the loss history, see :meth:`run`). A new attack subclasses it and overrides
+    :meth:`update` (and, if its variable is not the image, :meth:`init_state`,
+    :meth:`perturb`, :meth:`project` and :meth:`finalize`).
+
     Args:
         budget: the threat model (norm, eps and valid range in model units; see units.py).
-        steps: iterations T >= 1.
-        step_size: in the budget's unit; ``None`` gives 2.5·eps/steps. A warning is issued
-            when step_size·steps < eps (the iterate could not reach the ball's surface).
-        loss: a name of :func:`medrobust.losses.get_loss` or a callable of that signature.
-        targeted: ``y`` is the target and the loss is minimised.
-        restarts: independent runs; the best iterate over all of them is returned.
-        random_start: start uniformly in the ball (``None``: the attack's default).
+        steps: iterations T >= 1 (default 10).
+        step_size: in the budget's unit (e.g. HU or 1/255); ``None`` (default) gives
+            2.5·eps/steps. A warning is issued when step_size·steps < eps (the iterate
+            could not reach the ball's surface).
+        loss: a name of :func:`medrobust.losses.get_loss` ("ce" (default), "dice",
+            "dice_ce", "segpgd", "cospgd", "dlr", "margin") or a callable of that signature,
+            ``loss(logits, y, *, step, total_steps) -> (B,)``, maximised.
+        targeted: ``y`` is the target and the loss is minimised (default False).
+        restarts: independent runs (default 1); the best iterate over all of them is returned.
+        random_start: start uniformly in the ball (``None``: the attack's default; True for
+            PGD and APGD, False for the others).
         early_stop: stop updating a sample once it fails. Classification: ``True`` (fails =
             misclassified, or target reached). Segmentation: a Dice threshold in [0, 1]
             (fails = Dice <= threshold; targeted: Dice to the target >= 1 - threshold).
@@ -167,6 +302,42 @@ class Attack:
             the steps, to evaluate the last iterate) or the last one, unevaluated (as
             torchattacks).
         seed: seeds the random start (a generator on x's device); ``None`` uses torch's RNG.
+
+    Raises:
+        ValueError: a budget that is not a Budget, steps or restarts < 1, a bad early_stop
+            or step_size, an unknown loss name.
+
+    Attributes:
+        name: the attack's short name (class attribute; "pgd", "apgd", ...).
+        default_random_start: the start when ``random_start=None`` (class attribute).
+        uses_step_size: False for attacks that set their own step (no step_size warning).
+
+    Shape:
+        - model: maps ``x`` to logits ``(B, K)`` or ``(B, K, *spatial)``.
+        - x: ``(B, C, *spatial)`` float, model units (2D or 3D).
+        - y: ``(B,)`` (classification) or ``(B, 1, *spatial)`` (segmentation), int labels
+          (targets when ``targeted``).
+        - mask: ``(B, 1, *spatial)`` or broadcastable to x, optional.
+        - output of ``attack(model, x, y)``: ``(B, C, *spatial)``, as ``x``.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.units import Budget
+        >>> class SignStep(Attack):                     # a new attack: one hook
+        ...     def update(self, x, state, grad, gain, t):
+        ...         state.var = state.var + state.alpha_x * grad.sign()
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 2])
+        >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+        >>> attack = SignStep(budget, steps=5)
+        >>> attack
+        SignStep(linf eps=8.0 1/255, steps=5, loss='ce', targeted=False, restarts=1, random_start=False)
+        >>> x_adv = attack(model, x, y)
+        >>> x_adv.shape
+        torch.Size([2, 1, 8, 8])
+        >>> bool((x_adv - x).abs().max() <= budget.eps + 1e-6), bool(x_adv.min() >= 0)
+        (True, True)
     """
 
     name = "attack"
@@ -202,15 +373,54 @@ class Attack:
     # -- public entry points -------------------------------------------------------------
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Adversarial images ``(B, C, *spatial)`` (see :meth:`run`)."""
+        """Adversarial images ``(B, C, *spatial)``: ``self.run(model, x, y, mask).x_adv``."""
         return self.run(model, x, y, mask).x_adv
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             mask: torch.Tensor | None = None) -> AttackResult:
         """Attack ``model`` at images ``x`` (model units) with labels (or targets) ``y``.
 
-        ``mask`` (B, 1, *spatial), or any shape broadcasting to x, limits the perturbation
-        to its nonzero voxels. ``x`` is never modified; the model's flags are restored.
+        ``x`` is never modified; the model's training and ``requires_grad`` flags are
+        restored and no gradient is left on its parameters.
+
+        Args:
+            model: maps images to logits (any ``nn.Module``; a :class:`SlidingWindow` gets
+                the whole-volume gradient at one window's memory).
+            x: clean images, model units, inside the budget's valid range.
+            y: labels, or targets when ``targeted``.
+            mask: limits the perturbation to its nonzero voxels; None: everywhere.
+
+        Returns:
+            An :class:`AttackResult`: ``x_adv``, ``loss_history``, ``best_loss``,
+            ``seconds``, ``extra``.
+
+        Raises:
+            ValueError: bad ``x``/``y``/``mask`` (see :func:`check_inputs`), or
+                ``early_stop=True`` with segmentation labels.
+
+        Shape:
+            - x: ``(B, C, *spatial)``; y: ``(B,)`` or ``(B, 1, *spatial)``;
+              mask: ``(B, 1, *spatial)``.
+            - result.x_adv: as ``x``; result.loss_history: ``(R * (T + 1), B)``;
+              result.best_loss: ``(B,)``.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> _ = torch.manual_seed(0)
+            >>> model = torch.nn.Conv3d(1, 3, 3, padding=1)          # a tiny segmenter
+            >>> x = torch.rand(1, 1, 8, 8, 8)
+            >>> y = torch.randint(0, 3, (1, 1, 8, 8, 8))
+            >>> mask = torch.zeros(1, 1, 8, 8, 8); mask[..., 2:6, 2:6, 2:6] = 1
+            >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+            >>> result = PGD(budget, steps=5, loss="dice_ce", seed=0).run(model, x, y, mask)
+            >>> result.loss_history.shape
+            torch.Size([6, 1])
+            >>> bool(((result.x_adv - x) * (1 - mask)).abs().max() == 0)     # nothing outside
+            True
+            >>> bool(result.best_loss >= result.loss_history[0])
+            True
         """
         mask = check_inputs(x, y, mask)
         y = y.to(device=x.device, dtype=torch.long)
@@ -241,7 +451,26 @@ class Attack:
 
     # -- hooks (voxel attacks: the variable is the adversarial image) ----------------------
     def init_state(self, x: torch.Tensor, state: AttackState) -> None:
-        """Set ``state.var``: x itself, or a uniform random point of the ball if random_start."""
+        """Set ``state.var``: x itself, or a uniform random point of the ball if random_start.
+
+        Linf: uniform in the box; L2: a uniform direction (inside the mask) with a radius
+        uniform in [0, eps]; then projected onto ball ∩ range ∩ mask.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state; ``state.var`` is set to ``(B, C, *spatial)``.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> x = torch.full((1, 1, 4, 4), 0.5)
+            >>> budget = Budget.linf(0.1, valid_range=(0.0, 1.0))
+            >>> state = AttackState.create(budget, x, torch.tensor([0.05]), None, torch.Generator().manual_seed(0))
+            >>> PGD(budget).init_state(x, state)
+            >>> bool((state.var - x).abs().max() <= 0.1), bool((state.var != x).any())
+            (True, True)
+        """
         if not self.random_start:
             state.var = x.clone()
             return
@@ -255,16 +484,80 @@ class Attack:
         state.var = state.budget.project(x, x + delta, state.mask)
 
     def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
-        """The image the model sees, differentiable in ``state.var``."""
+        """The image the model sees, differentiable in ``state.var``.
+
+        Voxel attacks return ``state.var`` itself; VAFA maps its quantisation table to the
+        image.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state.
+
+        Returns:
+            The perturbed images ``(B, C, *spatial)``.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> x = torch.zeros(1, 1, 4, 4)
+            >>> budget = Budget.linf(0.1)
+            >>> state = AttackState.create(budget, x, torch.tensor([0.05]), None, None)
+            >>> state.var = x + 0.05
+            >>> PGD(budget).perturb(x, state) is state.var
+            True
+        """
         return state.var
 
     def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
-        """One step on ``state.var`` along ``grad`` = d(gain)/d(var) (ascent)."""
+        """One ascent step on ``state.var`` along ``grad`` = d(gain)/d(var); subclasses override it.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state; the step writes ``state.var``.
+            grad: gradient of the gain w.r.t. ``state.var`` (its shape).
+            gain: ``(B,)`` the loss (or -loss when targeted) at the current iterate.
+            t: the step, 1..T.
+
+        Raises:
+            NotImplementedError: in the base class.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> x = torch.zeros(1, 1, 4, 4)
+            >>> budget = Budget.linf(0.1)
+            >>> state = AttackState.create(budget, x, torch.tensor([0.05]), None, None)
+            >>> state.var = x.clone()
+            >>> PGD(budget).update(x, state, torch.ones_like(x), torch.zeros(1), t=1)
+            >>> round(float(state.var.max()), 4)
+            0.05
+        """
         raise NotImplementedError
 
     def project(self, x: torch.Tensor, state: AttackState) -> None:
-        """Onto ball ∩ range ∩ mask; Linf inlined with the state's precomputed bounds (the
-        same arithmetic as Budget.project, fewer kernels per step)."""
+        """Project ``state.var`` onto ball ∩ range ∩ mask, in place on the state.
+
+        Linf is inlined with the state's precomputed bounds (the same arithmetic as
+        :meth:`Budget.project`, fewer kernels per step); L2 calls Budget.project.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state; ``state.var`` ``(B, C, *spatial)`` is replaced.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> x = torch.full((1, 1, 4, 4), 0.95)
+            >>> budget = Budget.linf(0.1, valid_range=(0.0, 1.0))
+            >>> state = AttackState.create(budget, x, torch.tensor([0.05]), None, None)
+            >>> state.var = x + 0.5
+            >>> PGD(budget).project(x, state)
+            >>> round(float(state.var.max()), 4)                  # the range's top, not x + eps
+            1.0
+        """
         if state.budget.norm != "linf":
             state.var = state.budget.project(x, state.var, state.mask)
             return
@@ -275,6 +568,25 @@ class Attack:
         state.var = out if state.low_x is None else torch.clamp(out, state.low_x, state.high_x)
 
     def finalize(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        """The image of the last iterate of a restart, detached.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state after its last step.
+
+        Returns:
+            ``(B, C, *spatial)``, no graph.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> x = torch.zeros(1, 1, 4, 4)
+            >>> state = AttackState.create(Budget.linf(0.1), x, torch.tensor([0.05]), None, None)
+            >>> state.var = (x + 0.05).requires_grad_(True)
+            >>> PGD(Budget.linf(0.1)).finalize(x, state).requires_grad
+            False
+        """
         return self.perturb(x, state).detach()
 
     # -- the loop --------------------------------------------------------------------------

@@ -24,8 +24,23 @@ from medrobust.units import Budget, expand_to
 __all__ = ["Square", "p_schedule"]
 
 def p_schedule(p_init: float, query: int, n_queries: int) -> float:
-    """Fraction of voxels the window covers at ``query`` (0-based) of ``n_queries``; the
-    schedule of the reference code, rescaled to 10 000 queries."""
+    """Fraction of voxels the window covers at ``query`` (0-based) of ``n_queries``.
+
+    The schedule of the reference code (halved at 10, 50, 200, 500, ... of 10 000
+    queries), rescaled to ``n_queries``.
+
+    Args:
+        p_init: the fraction at the start (0.05 in the paper for Linf).
+        query: the query index, 0-based.
+        n_queries: the total number of queries.
+
+    Returns:
+        The fraction p in (0, p_init].
+
+    Example:
+        >>> p_schedule(0.05, 0, 1000), p_schedule(0.05, 3, 1000), p_schedule(0.05, 999, 1000)
+        (0.05, 0.025, 9.765625e-05)
+    """
     it = int(query / n_queries * 10000)
     for bound, div in zip((10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000, 10000), (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)):
         if it <= bound:
@@ -47,14 +62,38 @@ def _window(shape: tuple[int, ...], side: list[int], batch: int, gen: torch.Gene
 
 
 class Square(Attack):
-    """Square attack (Linf only).
+    """Square attack (Linf only): random search with forward passes only.
 
     Args:
         budget: a Linf Budget.
-        n_queries: model evaluations after the start point.
+        n_queries: model evaluations after the start point (default 1000).
         p_init: initial fraction of voxels per window (0.05 in the paper for Linf).
         loss: default "margin" (the paper's untargeted loss); any medrobust loss works.
-        targeted, restarts, early_stop, return_best, seed: as :class:`Attack`.
+        targeted, restarts, early_stop, return_best, seed: as :class:`Attack`. Square
+            takes no ``steps``, ``step_size`` or ``random_start``.
+
+    Raises:
+        ValueError: a non-Linf budget, ``p_init`` outside (0, 1], ``n_queries`` < 1, or
+            ``steps``/``step_size``/``random_start`` given.
+
+    Shape:
+        - x: ``(B, C, *spatial)``, model units; y: ``(B,)`` or ``(B, 1, *spatial)`` int labels.
+        - output: ``(B, C, *spatial)``; ``run(...).extra["queries"]``: ``(B,)`` queries used.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.attacks import Square
+        >>> from medrobust.units import Budget
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> y = model(x).argmax(1)
+        >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+        >>> result = Square(budget, n_queries=20, seed=0).run(model, x, y)
+        >>> bool((result.x_adv - x).abs().max() <= budget.eps + 1e-6)
+        True
+        >>> result.loss_history.shape, result.extra["queries"]
+        (torch.Size([21, 2]), tensor([21., 21.]))
     """
 
     name = "square"

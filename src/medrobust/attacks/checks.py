@@ -26,8 +26,27 @@ __all__ = ["MaskingReport", "gradient_masking_check"]
 
 @dataclass
 class MaskingReport:
-    """Outcome of :func:`gradient_masking_check`; metrics are batch means (accuracy for
-    classification, mean foreground Dice for segmentation; lower = stronger attack)."""
+    """Outcome of :func:`gradient_masking_check`.
+
+    Metrics are batch means (accuracy for classification, mean foreground Dice for
+    segmentation; lower = stronger attack).
+
+    Attributes:
+        metric_name: "accuracy" or "dice".
+        loss_curve: batch-mean PGD loss at each of the T + 1 evaluated iterates.
+        loss_increases: the best PGD loss is above the start's.
+        clean_metric, whitebox_metric, blackbox_metric, huge_eps_metric: the metric on the
+            clean images, after PGD, after Square and after PGD with an eps covering the
+            whole valid range.
+        chance_metric: the expected metric of a uniformly random prediction.
+        likely_masking: True when any check failed.
+        reasons: one sentence per failed check.
+
+    Example:
+        >>> r = MaskingReport("accuracy", [0.5, 0.9], True, 1.0, 0.25, 0.75, 0.0, 1 / 3, False)
+        >>> r.summary()
+        'accuracy: clean 1.000, PGD 0.250, Square 0.750, huge eps 0.000 (chance 0.333); no sign of gradient masking'
+    """
 
     metric_name: str
     loss_curve: list[float]
@@ -41,6 +60,16 @@ class MaskingReport:
     reasons: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line: the four metrics, chance and the verdict with its reasons.
+
+        Returns:
+            The summary line.
+
+        Example:
+            >>> MaskingReport("dice", [0.3, 0.3], False, 0.9, 0.9, 0.9, 0.9, 0.1, True,
+            ...               ["the PGD loss did not rise"]).summary()
+            'dice: clean 0.900, PGD 0.900, Square 0.900, huge eps 0.900 (chance 0.100); likely gradient masking: the PGD loss did not rise'
+        """
         verdict = "likely gradient masking: " + "; ".join(self.reasons) if self.likely_masking else "no sign of gradient masking"
         return (f"{self.metric_name}: clean {self.clean_metric:.3f}, PGD {self.whitebox_metric:.3f}, Square "
                 f"{self.blackbox_metric:.3f}, huge eps {self.huge_eps_metric:.3f} (chance {self.chance_metric:.3f}); {verdict}")
@@ -75,11 +104,42 @@ def gradient_masking_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, b
         model, x, y: as for any attack (model units; labels ``(B,)`` or ``(B, 1, *spatial)``).
         budget: the budget robustness is claimed at (for an L2 budget, Square searches the
             largest Linf ball inside it).
-        steps: PGD steps; n_queries: Square queries; loss: the white-box loss.
+        steps: PGD steps (default 20); n_queries: Square queries (default 300); loss: the
+            white-box loss (default "ce"; "dice_ce" etc. for segmentation).
         tolerance: how much lower (metric units) Square or the whole-range attack may be
             than expected before it counts as a sign.
+        mask: limits every attack to its nonzero voxels, ``(B, 1, *spatial)``; optional.
+        seed: seeds PGD's random start and Square.
+
     Returns:
         a MaskingReport; ``likely_masking`` is True when any check fails (see ``reasons``).
+
+    Raises:
+        ValueError: bad ``x``/``y``/``mask`` or attack options.
+
+    Shape:
+        - x: ``(B, C, *spatial)``; y: ``(B,)`` or ``(B, 1, *spatial)`` int labels.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.units import Budget
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+        >>> x = torch.rand(4, 1, 8, 8)
+        >>> y = model(x).argmax(1)
+        >>> budget = Budget.linf(8, unit="1/255", valid_range=(0.0, 1.0))
+        >>> report = gradient_masking_check(model, x, y, budget, steps=10, n_queries=50)
+        >>> report.likely_masking, report.clean_metric, report.huge_eps_metric
+        (False, 1.0, 0.0)
+        >>> class Hidden(torch.nn.Module):              # detaches its input: no gradient
+        ...     def __init__(self, net):
+        ...         super().__init__()
+        ...         self.net = net
+        ...     def forward(self, x):
+        ...         return self.net(x.detach())
+        >>> report = gradient_masking_check(Hidden(model), x, y, budget, steps=10, n_queries=50)
+        >>> report.likely_masking, report.loss_increases
+        (True, False)
     """
     check_inputs(x, y, mask)
     pgd = PGD(budget, steps=steps, loss=loss, seed=seed).run(model, x, y, mask)

@@ -45,6 +45,25 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device 
 
     ``M[k, i] = sqrt(2/n) * cos(pi * (2i + 1) * k / (2n))``, row 0 scaled by ``1/sqrt(2)``;
     built in float64, cast to ``dtype`` and cached per (n, dtype, device).
+
+    Args:
+        n: transform length >= 1.
+        dtype: dtype of the result (default float32).
+        device: device of the result (default CPU).
+
+    Returns:
+        ``(n, n)`` matrix; row k is frequency k.
+
+    Raises:
+        ValueError: ``n`` < 1.
+
+    Example:
+        >>> import torch
+        >>> m = dct_matrix(4)
+        >>> m.shape, bool(torch.allclose(m @ m.T, torch.eye(4), atol=1e-6))
+        (torch.Size([4, 4]), True)
+        >>> m @ torch.ones(4)                      # a constant has only the DC term
+        tensor([2., 0., 0., 0.])
     """
     if n < 1:
         raise ValueError(f"DCT size must be >= 1, got {n}")
@@ -105,6 +124,24 @@ def block_dct(x: torch.Tensor, block_size: Sequence[int], pad: PadMode = "replic
 
     Returns:
         Coefficients ``(B, C, *lead, *n_blocks, *block)`` in the units of ``x``.
+
+    Raises:
+        ValueError: unknown ``pad``, or a ``block_size`` with more axes than ``x`` has
+            spatial axes or with non-positive sizes.
+
+    Shape:
+        - x: ``(B, C, *spatial)``; output: ``(B, C, *lead, *n_blocks, *block)`` with
+          ``n_blocks[i] = ceil(size_i / block_i)``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 1, 10, 8, 8)
+        >>> block_dct(x, (4, 4, 4)).shape          # 10 is padded to 12: 3 blocks
+        torch.Size([2, 1, 3, 2, 2, 4, 4, 4])
+        >>> block_dct(x, (4, 4)).shape             # 2D blocks on every slice x[:, :, d]
+        torch.Size([2, 1, 10, 2, 2, 4, 4])
+        >>> block_dct(torch.ones(1, 1, 4, 4), (4, 4))[0, 0, 0, 0, 0]
+        tensor([4., 0., 0., 0.])
     """
     if pad not in PAD_MODES:
         raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
@@ -130,8 +167,26 @@ def block_dct(x: torch.Tensor, block_size: Sequence[int], pad: PadMode = "replic
 
 
 def block_idct(coeffs: torch.Tensor, block_size: Sequence[int], original_shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`block_dct`: coefficients ``(B, C, *lead, *n_blocks, *block)`` to an
-    image of ``original_shape`` ``(B, C, *spatial)`` (padding cropped away)."""
+    """Inverse of :func:`block_dct`: coefficients back to an image, padding cropped away.
+
+    Args:
+        coeffs: coefficients ``(B, C, *lead, *n_blocks, *block)`` as :func:`block_dct` gives.
+        block_size: the block used by :func:`block_dct`.
+        original_shape: ``(B, C, *spatial)`` of the image before padding.
+
+    Returns:
+        The image of ``original_shape``, units of the coefficients.
+
+    Raises:
+        ValueError: coefficients whose shape does not fit ``block_size`` and ``original_shape``.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(2, 1, 10, 8, 8)
+        >>> c = block_dct(x, (4, 4, 4))
+        >>> bool(torch.allclose(block_idct(c, (4, 4, 4), x.shape), x, atol=1e-5))
+        True
+    """
     original_shape = tuple(int(s) for s in original_shape)
     block = _check_blocks(original_shape, block_size)
     k = len(block)
@@ -153,9 +208,27 @@ def block_idct(coeffs: torch.Tensor, block_size: Sequence[int], original_shape: 
 
 
 def dct_nd(x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """Orthonormal DCT-II of the whole tensor along ``dims`` (e.g. the spatial axes of a
-    logit patch for VAFT's frequency-consistency loss); same shape and units as ``x``;
-    equals ``scipy.fft.dctn(x, axes=dims, norm="ortho")``. Differentiable."""
+    """Orthonormal DCT-II of the whole tensor along ``dims``; differentiable.
+
+    Used e.g. on the spatial axes of a logit patch for VAFT's frequency-consistency loss;
+    equals ``scipy.fft.dctn(x, axes=dims, norm="ortho")``.
+
+    Args:
+        x: any float tensor.
+        dims: distinct axes to transform (negative allowed).
+
+    Returns:
+        The coefficients, same shape, dtype and units as ``x``.
+
+    Raises:
+        ValueError: repeated or out-of-range ``dims``.
+
+    Example:
+        >>> import torch
+        >>> dct_nd(torch.ones(1, 2, 4), dims=(-1,))
+        tensor([[[2., 0., 0., 0.],
+                 [2., 0., 0., 0.]]])
+    """
     dims = tuple(int(d) for d in dims)
     axes = sorted({d % x.ndim for d in dims if -x.ndim <= d < x.ndim})
     if len(axes) != len(dims):

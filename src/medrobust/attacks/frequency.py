@@ -44,7 +44,7 @@ from torch import nn
 from medrobust import metrics
 from medrobust.attacks.base import Attack, AttackResult, AttackState
 from medrobust.attacks.dct import PAD_MODES, block_dct, block_idct
-from medrobust.attacks.registry import register_attack
+from medrobust.attacks.registry import FREQUENCY_NORM, register_attack
 from medrobust.attacks.ssim import SSIMReference
 from medrobust.units import Budget, IntensityMap
 
@@ -54,8 +54,28 @@ ROUNDINGS: tuple[str, ...] = ("ste", "cubic", "tanh")
 
 
 def surrogate_round(u: torch.Tensor, rounding: str, t: int = 1, steps: int = 1) -> torch.Tensor:
-    """``torch.round(u)`` in value; with autograd on, the derivative of the surrogate
-    ``rounding`` (see module docstring) at step ``t`` of ``steps`` (tanh annealing)."""
+    """``torch.round(u)`` in value, with the derivative of a differentiable surrogate.
+
+    With autograd off (or ``u`` not requiring grad) it is plain ``torch.round``.
+
+    Args:
+        u: values to round, any shape.
+        rounding: the surrogate whose derivative is used: "ste" (1), "cubic" (of
+            ``round(u) + (u - round(u))³``) or "tanh" (AdvDrop's annealed tanh).
+        t: the current step, 1..steps (anneals "tanh").
+        steps: the number of steps.
+
+    Returns:
+        ``torch.round(u)``, same shape as ``u``, differentiable through the surrogate.
+
+    Example:
+        >>> import torch
+        >>> u = torch.tensor([0.4, 1.6], requires_grad=True)
+        >>> r = surrogate_round(u, "cubic")
+        >>> r.sum().backward()
+        >>> r.detach(), u.grad                     # 3 (u - round(u))² = 3 · 0.16
+        (tensor([0., 2.]), tensor([0.4800, 0.4800]))
+    """
     hard = torch.round(u)
     if not (torch.is_grad_enabled() and u.requires_grad):
         return hard
@@ -85,13 +105,20 @@ def _positive_ints(block_size: Sequence[int]) -> tuple[int, ...]:
 class VAFA(Attack):
     """Volumetric adversarial frequency attack; ``VAFA(q_max=20)(model, x, y)``.
 
+    Unlike the voxel attacks it takes no Budget: ``q_max`` is the frequency budget and
+    ``valid_range`` the images' range (``get_attack("vafa3d", budget)`` builds one from a
+    Budget's valid range and IntensityMap). Calling it runs :meth:`run` and returns
+    ``x_adv``.
+
     Args:
-        q_max, q_min: bounds of the table q (1 <= q_min <= q_max), units of (hi - lo)/255.
-        steps: signed-gradient steps on q.
-        block_size: 3 sizes (3D blocks) or 2 (2D blocks; per slice on volumes).
-        ssim_weight: λ >= 0 of the SSIM term (0 switches it off).
+        q_max, q_min: bounds of the table q (1 <= q_min <= q_max), units of (hi - lo)/255;
+            defaults 20 and 1.
+        steps: signed-gradient steps on q (default 20).
+        block_size: 3 sizes (3D blocks) or 2 (2D blocks; per slice on volumes); default
+            (32, 32, 32).
+        ssim_weight: λ >= 0 of the SSIM term (default 1; 0 switches it off).
         step_size: q units per step; None: ``2 (q_max - q_min) / steps``.
-        rounding: "ste", "cubic" or "tanh" (surrogate derivative; forward is hard).
+        rounding: "ste" (default), "cubic" or "tanh" (surrogate derivative; forward is hard).
         q_init: start value of q in [q_min, q_max]; None (default) starts at q_max. Measured
             on a trained 3D UNet: from q = 1 every coefficient/Q is >> 1, the rounding error
             (the only gradient signal w.r.t. q) is noise and the search never leaves its
@@ -102,6 +129,31 @@ class VAFA(Attack):
         slice_axis: spatial axis (0, 1, 2 or negative) along which VAFA-2D slices a volume.
         pad: "replicate" or "zero" padding of volumes not a multiple of the block.
         targeted, early_stop, return_best: as :class:`medrobust.attacks.base.Attack`.
+
+    Raises:
+        ValueError: any option out of its range (the message names it); from :meth:`run`:
+            a block larger than x, or x outside ``valid_range``.
+
+    Shape:
+        - x: ``(B, C, H, W)`` (2D block) or ``(B, C, D, H, W)``, model units in ``valid_range``.
+        - y: ``(B, 1, *spatial)`` int labels (or ``(B,)`` for a classifier with a "ce" loss).
+        - output: as ``x``; the table q: ``(B, C, *lead, *n_blocks, *block)`` (see
+          :func:`~medrobust.attacks.dct.block_dct`).
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Conv3d(1, 3, 3, padding=1)           # a tiny segmenter
+        >>> x = torch.rand(1, 1, 8, 8, 8)                          # in [0, 1]
+        >>> y = torch.randint(0, 3, (1, 1, 8, 8, 8))
+        >>> attack = VAFA(q_max=20, steps=3, block_size=(4, 4, 4))
+        >>> result = attack.run(model, x, y)
+        >>> result.x_adv.shape, result.loss_history.shape
+        (torch.Size([1, 1, 8, 8, 8]), torch.Size([4, 1]))
+        >>> bool(((result.x_adv >= 0) & (result.x_adv <= 1)).all())
+        True
+        >>> round(float(result.extra["ssim"]), 3), float(result.extra["q_largest"])
+        (0.999, 20.0)
     """
 
     name = "vafa"
@@ -157,7 +209,19 @@ class VAFA(Attack):
     def published(cls, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
                   **options: Any) -> "VAFA":
         """The published code's settings: tanh rounding, q_min = 5 (or q_max if lower), q
-        starting at q_max, steps of 1, SSIM weight 1 (other options as keywords)."""
+        starting at q_max, steps of 1, SSIM weight 1.
+
+        Args:
+            q_max, steps, block_size: as :class:`VAFA`.
+            **options: any other :class:`VAFA` option; overrides the published setting.
+
+        Returns:
+            A configured VAFA.
+
+        Example:
+            >>> VAFA.published(q_max=10, steps=2, block_size=(4, 4, 4))
+            VAFA(q_max=10.0, q_min=5.0, q_init=10.0, steps=2, block_size=(4, 4, 4), ssim_weight=1.0, step_size=1.0, rounding='tanh', valid_range=(0.0, 1.0), loss='dice')
+        """
         settings = {"rounding": "tanh", "q_min": min(5.0, float(q_max)), "q_init": float(q_max),
                     "step_size": 1.0, "ssim_weight": 1.0, **options}
         return cls(q_max=q_max, steps=steps, block_size=block_size, **settings)
@@ -168,8 +232,22 @@ class VAFA(Attack):
                 f"rounding={self.rounding!r}, valid_range={self.valid_range}, loss={self.loss_name!r})")
 
     def blocks_for(self, x: torch.Tensor) -> tuple[int, ...]:
-        """The block per spatial axis of ``x`` (1 on VAFA-2D's slice axis); raises
-        ValueError naming ``block_size`` when it does not fit ``x``."""
+        """The block per spatial axis of ``x`` (1 on VAFA-2D's slice axis).
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+
+        Returns:
+            One block size per spatial axis of ``x``.
+
+        Raises:
+            ValueError: naming ``block_size`` when it does not fit ``x``.
+
+        Example:
+            >>> import torch
+            >>> VAFA(block_size=(4, 4)).blocks_for(torch.zeros(1, 1, 8, 8, 8))   # VAFA-2D
+            (4, 4, 1)
+        """
         spatial = tuple(x.shape[2:])
         block = self.block_size
         if len(block) > len(spatial):
@@ -183,6 +261,22 @@ class VAFA(Attack):
 
     # -- hooks of the shared loop: the variable is the table q ----------------------------
     def init_state(self, x: torch.Tensor, state: AttackState) -> None:
+        """Transform x once (block DCT) and set the table ``state.var`` to ``q_init``.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state; ``var`` becomes q, ``(B, C, *lead, *n_blocks, *block)``.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> attack = VAFA(q_max=20, steps=3, block_size=(4, 4, 4))
+            >>> x = torch.rand(1, 1, 8, 8, 8)
+            >>> state = AttackState.create(attack.budget, x, torch.zeros(1), None, None)
+            >>> attack.init_state(x, state)
+            >>> state.var.shape, state.var.unique()
+            (torch.Size([1, 1, 2, 2, 2, 4, 4, 4]), tensor([20.]))
+        """
         lo, hi = state.budget.range_for(x)
         block = self.blocks_for(x)
         coeffs = block_dct(x - lo, block, pad=self.pad)
@@ -193,6 +287,26 @@ class VAFA(Attack):
         state.var = torch.full_like(coeffs, self.q_init)
 
     def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        """The quantised image ``lo + IDCT(round(DCT(x - lo) / Q) · Q)``, clipped and masked.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state (q in ``var``, coefficients in ``aux``).
+
+        Returns:
+            ``(B, C, *spatial)``, differentiable in q through the rounding surrogate.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> attack = VAFA(q_max=20, steps=3, block_size=(4, 4, 4))
+            >>> x = torch.rand(1, 1, 8, 8, 8)
+            >>> state = AttackState.create(attack.budget, x, torch.zeros(1), None, None)
+            >>> attack.init_state(x, state)
+            >>> x_adv = attack.perturb(x, state)
+            >>> x_adv.shape, bool(((x_adv >= 0) & (x_adv <= 1)).all())
+            (torch.Size([1, 1, 8, 8, 8]), True)
+        """
         a = state.aux
         step = state.var * a["unit"]  # Q in model units, >= q_min/255 of the range: no 0/0
         r = surrogate_round(a["coeffs"] / step, self.rounding, a["t"], self.steps)
@@ -201,13 +315,70 @@ class VAFA(Attack):
         return x_adv if state.mask is None else x + state.mask * (x_adv - x)
 
     def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
+        """Signed-gradient step on q: ``q + step_size · sign(grad)``.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state; ``var`` (q) replaced.
+            grad: d(objective)/dq, shape of q.
+            gain: ``(B,)`` (unused).
+            t: the step, 1..T (advances the tanh annealing).
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> attack = VAFA(q_max=20, steps=3, block_size=(4, 4, 4))
+            >>> x = torch.rand(1, 1, 8, 8, 8)
+            >>> state = AttackState.create(attack.budget, x, torch.zeros(1), None, None)
+            >>> attack.init_state(x, state)
+            >>> attack.update(x, state, -torch.ones_like(state.var), torch.zeros(1), 1)
+            >>> round(float(state.var.max()), 3)            # 20 - 2 · (20 - 1) / 3
+            7.333
+        """
         state.var = state.var.detach() + self.q_step * grad.sign()
         state.aux["t"] = t + 1
 
     def project(self, x: torch.Tensor, state: AttackState) -> None:
+        """Clamp the table q to ``[q_min, q_max]``.
+
+        Args:
+            x: clean images ``(B, C, *spatial)`` (unused).
+            state: the restart's state; ``var`` (q) clamped.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> attack = VAFA(q_max=20, steps=3, block_size=(4, 4, 4))
+            >>> x = torch.rand(1, 1, 8, 8, 8)
+            >>> state = AttackState.create(attack.budget, x, torch.zeros(1), None, None)
+            >>> attack.init_state(x, state)
+            >>> state.var = state.var * 10
+            >>> attack.project(x, state)
+            >>> float(state.var.max())
+            20.0
+        """
         state.var = state.var.clamp(self.q_min, self.q_max)
 
     def finalize(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
+        """The hard-rounded image of the last table, no graph; keeps its SSIM term and q.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            state: the restart's state after its last step.
+
+        Returns:
+            ``(B, C, *spatial)``.
+
+        Example:
+            >>> import torch
+            >>> from medrobust.attacks.base import AttackState
+            >>> attack = VAFA(q_max=20, steps=3, block_size=(4, 4, 4))
+            >>> x = torch.rand(1, 1, 8, 8, 8)
+            >>> state = AttackState.create(attack.budget, x, torch.zeros(1), None, None)
+            >>> attack.init_state(x, state)
+            >>> attack.finalize(x, state).requires_grad
+            False
+        """
         with torch.no_grad():
             x_adv = self.perturb(x, state)
             self._final = {"penalty": self._penalty(x_adv, state), "q": state.var.detach()}
@@ -265,7 +436,41 @@ class VAFA(Attack):
     # -- entry point ----------------------------------------------------------------------
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             mask: torch.Tensor | None = None) -> AttackResult:
-        """As :meth:`Attack.run`; ``extra`` holds the image and table statistics (module doc)."""
+        """As :meth:`Attack.run`; ``extra`` holds the image and table statistics.
+
+        Args:
+            model: maps images to logits.
+            x: clean images, model units inside ``valid_range``.
+            y: labels (targets when ``targeted``).
+            mask: limits the change to its nonzero voxels; None: everywhere.
+
+        Returns:
+            An :class:`~medrobust.attacks.base.AttackResult` whose ``extra`` holds, each
+            ``(B,)``: ``ssim``, ``psnr`` (dB), ``linf_model``, ``l2_model``, ``linf_raw``,
+            ``l2_raw`` (through ``intensity``) of the returned image, and the last table's
+            ``q_mean``, ``q_smallest``, ``q_largest``, ``q_frac_at_max``.
+
+        Raises:
+            ValueError: x outside ``valid_range``, a block that does not fit x, or bad
+                ``x``/``y``/``mask``.
+
+        Shape:
+            - x: ``(B, C, *spatial)``; y: ``(B, 1, *spatial)`` or ``(B,)``;
+              result.x_adv: as ``x``; result.loss_history: ``(T + 1, B)``.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Conv2d(1, 2, 3, padding=1)
+            >>> x = torch.rand(2, 1, 8, 8)
+            >>> y = torch.randint(0, 2, (2, 1, 8, 8))
+            >>> result = VAFA(q_max=10, steps=2, block_size=(4, 4)).run(model, x, y)
+            >>> sorted(result.extra)
+            ['l2_model', 'l2_raw', 'linf_model', 'linf_raw', 'psnr', 'q_frac_at_max', 'q_largest', 'q_mean', 'q_smallest', 'ssim']
+            >>> VAFA(block_size=(4, 4)).run(model, x * 2, y)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: x lies outside valid_range (0.0, 1.0) (min ..., max ...); give the data's range in model units
+        """
         if isinstance(x, torch.Tensor) and x.ndim in (4, 5):
             self.blocks_for(x)
             lo, hi = self.valid_range
@@ -310,5 +515,5 @@ def _factory(dims: int, default_block: tuple[int, ...]) -> Callable[..., VAFA]:
     return make
 
 
-register_attack("vafa3d")(_factory(3, (32, 32, 32)))
-register_attack("vafa2d")(_factory(2, (32, 32)))
+register_attack("vafa3d", norms=(FREQUENCY_NORM,))(_factory(3, (32, 32, 32)))
+register_attack("vafa2d", norms=(FREQUENCY_NORM,))(_factory(2, (32, 32)))

@@ -20,14 +20,38 @@ __all__ = ["GaussianNoise"]
 
 
 class GaussianNoise(Attack):
-    """Additive Gaussian noise.
+    """Additive Gaussian noise, clipped to the valid range and kept inside the mask.
 
     Args:
         budget: gives the unit, the valid range and (by default) the std: ``std=None`` uses
-            the budget's eps as the standard deviation.
+            the budget's eps as the standard deviation. Its ball is not enforced.
         std: standard deviation in the budget's unit (e.g. HU), >= 0.
-        seed: seeds the noise (a generator on x's device).
+        seed: seeds the noise (a generator on x's device); None uses torch's RNG.
         loss: only reported (``best_loss``); the noise does not look at the model.
+        targeted: only flips the sign convention of the reported loss.
+
+    Raises:
+        ValueError: a negative or non-finite ``std``.
+
+    Shape:
+        - x: ``(B, C, *spatial)``, model units; y: ``(B,)`` or ``(B, 1, *spatial)`` int labels.
+        - output: ``(B, C, *spatial)``; ``run(...).extra["linf_model"]`` and
+          ``["l2_model"]``: ``(B,)``; ``loss_history``: ``(1, B)``.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.attacks import GaussianNoise
+        >>> from medrobust.units import Budget, IntensityMap
+        >>> imap = IntensityMap.ct_window(-175, 250)     # [-175, 250] HU -> [0, 1]
+        >>> budget = Budget.linf(8, unit="HU", intensity=imap)
+        >>> model = torch.nn.Conv3d(1, 3, 3, padding=1)
+        >>> x = torch.full((1, 1, 8, 8, 8), 0.5)
+        >>> y = torch.zeros(1, 1, 8, 8, 8, dtype=torch.long)
+        >>> result = GaussianNoise(budget, std=10, seed=0).run(model, x, y)
+        >>> round(float((result.x_adv - x).std() * 425), 0)                     # std in HU
+        10.0
+        >>> sorted(result.extra), result.loss_history.shape
+        (['l2_model', 'linf_model'], torch.Size([1, 1]))
     """
 
     name = "gaussian"

@@ -39,8 +39,25 @@ def _window_matrix(n: int, win: int, sigma: float, dtype: torch.dtype, device: t
 
 
 def ssim_windows(spatial: Sequence[int], win_size: int = 11) -> tuple[int, ...]:
-    """The window per axis: ``win_size`` or, when an axis is shorter, the largest odd size
-    that fits the shortest axis, the same on every axis (the rule of ``metrics.ssim``)."""
+    """The Gaussian window size per spatial axis.
+
+    ``win_size`` or, when an axis is shorter, the largest odd size that fits the shortest
+    axis, the same on every axis (the rule of ``metrics.ssim``).
+
+    Args:
+        spatial: the spatial sizes of the images.
+        win_size: the wanted window (default 11, as MONAI), >= 1.
+
+    Returns:
+        One (odd) window size per axis.
+
+    Raises:
+        ValueError: ``win_size`` not a positive int.
+
+    Example:
+        >>> ssim_windows((64, 64)), ssim_windows((8, 8, 8))
+        ((11, 11), (7, 7, 7))
+    """
     if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 1:
         raise ValueError(f"win_size must be a positive int, got {win_size!r}")
     side = min(win_size, *(int(n) for n in spatial))
@@ -74,7 +91,28 @@ class SSIMReference:
         win_size: Gaussian window (default 11, as MONAI; see :func:`ssim_windows` for
             small images); ``sigma`` its standard deviation (1.5); ``k1``, ``k2`` as MONAI.
 
-    ``ref(y) -> (B,)`` is differentiable in ``y`` (same shape as ``x``).
+    ``ref(y) -> (B,)`` is differentiable in ``y`` (same shape as ``x``); it raises
+    ValueError for another shape.
+
+    Raises:
+        ValueError: ``x`` not 4D/5D, ``sigma`` <= 0, ``data_range`` not > 0 or of the
+            wrong length.
+
+    Shape:
+        - x, y: ``(B, C, H, W)`` or ``(B, C, D, H, W)``; data_range: ``()`` or ``(B,)``.
+        - output of ``ref(y)``: ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> ref = SSIMReference(x, data_range=1.0)
+        >>> ref(x)
+        tensor([1., 1.])
+        >>> y = (x + 0.1 * torch.randn_like(x)).requires_grad_(True)
+        >>> s = ref(y)
+        >>> s.shape, bool((s < 1).all()), s.requires_grad
+        (torch.Size([2]), True, True)
     """
 
     def __init__(self, x: torch.Tensor, data_range: Scalar, win_size: int = 11,
@@ -109,5 +147,26 @@ class SSIMReference:
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: Scalar, win_size: int = 11,
          sigma: float = 1.5) -> torch.Tensor:
-    """Per-sample SSIM ``(B,)`` of ``y`` against ``x`` (see :class:`SSIMReference`)."""
+    """Per-sample SSIM of ``y`` against ``x`` (see :class:`SSIMReference`).
+
+    Args:
+        x: reference images ``(B, C, *spatial)`` (2D or 3D).
+        y: compared images, same shape; differentiable.
+        data_range: width of the valid range, float or ``(B,)``.
+        win_size: Gaussian window (default 11); sigma: its std (1.5).
+
+    Returns:
+        ``(B,)``; 1 for identical images.
+
+    Raises:
+        ValueError: as :class:`SSIMReference`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(1, 1, 8, 8, 8)
+        >>> ssim(x, x, 1.0)
+        tensor([1.])
+        >>> bool(ssim(x, x.flip(-1), 1.0) < 0.5)
+        True
+    """
     return SSIMReference(x, data_range, win_size, sigma)(y)

@@ -20,15 +20,16 @@ from matplotlib import colormaps
 from rich.console import Console
 from rich.progress import track
 
-from medrobust.attacks.registry import ATTACK_NAMES, get_attack
+from medrobust.attacks.registry import attack_names, get_attack
 from medrobust.cli import app
-from medrobust.cli.attack import attack_options
+from medrobust.cli.attack import attack_spec
 from medrobust.cli.checkpoints import open_model_and_data
 from medrobust.cli.options import refuse_existing
 from medrobust.data.io import atomic_path, write_nifti, write_png
+from medrobust.evaluation.core import attack_for
 from medrobust.evaluation.explain import GradCAMExplainer, explain_pair
 from medrobust.models.inference import infer
-from medrobust.units import IntensityMap, budget_for_case
+from medrobust.units import IntensityMap
 
 console = Console()
 ALPHA = 0.4  # weight of the map's colour in a PNG overlay
@@ -70,7 +71,7 @@ def explain(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.json of a classifier (or an ensemble)."),
     data: Path = typer.Option(..., "--data", help="Class-folder root, CSV, or Decathlon-style datalist."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
-    attack_name: str = typer.Option("pgd", "--attack", help=f"One of: {', '.join(ATTACK_NAMES)}."),
+    attack_name: str = typer.Option("pgd", "--attack", help=f"One of: {', '.join(attack_names())}."),
     eps: float = typer.Option(4.0, "--eps", help="Budget radius in --eps-unit."),
     eps_unit: str = typer.Option("1/255", "--eps-unit", help="model, raw, HU or 1/255 of the valid range."),
     norm: str = typer.Option("linf", "--norm", help="linf or l2."),
@@ -87,11 +88,11 @@ def explain(
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:
     """Grad-CAM maps of clean and adversarial cases, and the IoU of their top regions."""
-    if attack_name not in ATTACK_NAMES:
-        raise ValueError(f"--attack: unknown attack {attack_name!r}; allowed: {', '.join(ATTACK_NAMES)}")
+    if attack_name.lower() not in attack_names():
+        raise ValueError(f"--attack: unknown attack {attack_name!r}; allowed: {', '.join(attack_names())}")
     if not 0 < top <= 1:
         raise ValueError(f"--top: must be in (0, 1], got {top}")
-    options = attack_options(steps, loss, step_size, restarts, 20.0, None, 1.0, attack_name)
+    spec = attack_spec(attack_name, eps, eps_unit, norm, steps, loss, step_size, restarts, 20.0, None, 1.0)
     refuse_existing(out, "--out", force)
     opened = open_model_and_data(checkpoint, data, split, max_cases=max_cases)
     if opened.split.task != "classification":
@@ -100,8 +101,7 @@ def explain(
     ds, model, classes = opened.split.dataset, opened.model, opened.info.classes
     explainer = GradCAMExplainer(model, target_layer)
     first = ds[0]["image"].unsqueeze(0)
-    get_attack(attack_name, budget_for_case(norm, eps, eps_unit, first, IntensityMap.from_dict(ds[0]["meta"]["intensity"])),
-               **options)
+    attack_for(spec, eps, first, IntensityMap.from_dict(ds[0]["meta"]["intensity"]))
     explainer(first)  # a bad --target-layer fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -109,8 +109,8 @@ def explain(
         torch.manual_seed(seed + i)
         item = ds[i]
         x, y = item["image"].unsqueeze(0), torch.as_tensor(item["label"]).reshape(1)
-        budget = budget_for_case(norm, eps, eps_unit, x, IntensityMap.from_dict(item["meta"]["intensity"]))
-        x_adv = get_attack(attack_name, budget, **options)(model, x, y).detach()
+        budget, attack = attack_for(spec, eps, x, IntensityMap.from_dict(item["meta"]["intensity"]))
+        x_adv = attack(model, x, y).detach()
         clean, adv, iou = explain_pair(explainer, x, x_adv, top)
         preds = infer(model, torch.cat([x, x_adv])).argmax(1)
         lo, hi = (float(v.reshape(-1)[0]) for v in budget.range_for(x))

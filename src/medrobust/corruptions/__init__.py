@@ -19,6 +19,15 @@ spacing) is never treated as an in-plane one (see :mod:`medrobust.corruptions.ar
 
 Determinism. Draws come from a generator seeded with ``corruption_seed(seed, case_id,
 name)``; the global torch RNG is left untouched (TorchIO runs inside ``fork_rng``).
+
+Example:
+    >>> import torch
+    >>> from medrobust.corruptions import corrupt, level
+    >>> level("blur", 2)
+    {'sigma_voxels': 0.75}
+    >>> out, params = corrupt(torch.rand(1, 16, 16, 16), "blur", 2, seed=0, case_id="case1")
+    >>> out.shape, params["drawn"]
+    (torch.Size([1, 16, 16, 16]), {'std_mm': [0.75, 0.75, 0.0]})
 """
 from __future__ import annotations
 

@@ -48,12 +48,42 @@ def corrupt(image: torch.Tensor, name: str, severity: int, *, seed: int = 0, aff
         through_plane: the slice axis (0-2) of a 3D image, if not the largest spacing.
 
     Returns:
-        (corrupted image, same shape/dtype/device as ``image``; params: JSON-ready dict
-        with the table values, the draws, the seed, the axes and the reference range).
+        ``(corrupted, params)``: the corrupted image, same shape, dtype and device as
+        ``image``; and a JSON-ready dict of the table values, the draws, the seeds, the axes
+        and the reference range.
 
     Raises:
         ValueError: unknown ``name``, ``severity`` outside 1-5, bad ``image`` shape or
             values, bad ``affine``, ``value_range`` or ``through_plane``.
+
+    Shape:
+        - image: ``(C, H, W)`` (2D) or ``(C, X, Y, Z)`` (3D); no batch axis
+        - affine: ``(4, 4)``
+        - output: same as ``image``
+
+    Example:
+        >>> import json
+        >>> import torch
+        >>> from medrobust.corruptions import corrupt
+        >>> from medrobust.units import IntensityMap
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.rand(1, 16, 16, 16)
+        >>> out, params = corrupt(x, "noise", 3, seed=0, case_id="case1")
+        >>> out.shape, params["std_fraction"], params["reference_range"]["source"]
+        (torch.Size([1, 16, 16, 16]), 0.06, 'min..max of each channel')
+        >>> torch.equal(out, corrupt(x, "noise", 3, seed=0, case_id="case1")[0])   # reproducible
+        True
+        >>> stronger, _ = corrupt(x, "noise", 5, seed=0, case_id="case1")
+        >>> bool((stronger - x).std() > (out - x).std())
+        True
+        >>> out, params = corrupt(x, "gamma", 2, intensity=IntensityMap.ct_window(-175, 250))
+        >>> params["reference_range"], bool(out.min() >= 0 and out.max() <= 1)
+        ({'low': [0.0], 'high': [1.0], 'source': 'intensity clip window'}, True)
+        >>> out, params = corrupt(torch.rand(1, 32, 32), "blur", 1)   # 2D: one slice
+        >>> out.shape, params["through_plane_axis"], params["drawn"]
+        (torch.Size([1, 32, 32]), None, {'std_mm': [0.5, 0.5, 0.0]})
+        >>> isinstance(json.dumps(params), str)
+        True
     """
     name, severity = check_name(name, "name"), check_severity(severity, "severity")
     if not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.ndim not in (3, 4):

@@ -33,6 +33,12 @@ class Geometry:
         spacing: voxel size (mm) along X, Y, Z.
         through: the through-plane axis (0, 1 or 2); ``in_plane`` the two others.
         reason: why that axis ("declared", "single slice", "largest spacing", "isotropic").
+
+    Example:
+        >>> from medrobust.corruptions.artefacts import Geometry, geometry
+        >>> geo = geometry((16, 16, 8), [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 3, 0], [0, 0, 0, 1]], None)
+        >>> isinstance(geo, Geometry), geo.spacing, geo.through, geo.in_plane, geo.reason
+        (True, (1.0, 1.0, 3.0), 2, (0, 1), 'largest spacing')
     """
 
     affine: np.ndarray
@@ -46,7 +52,30 @@ def geometry(shape: tuple[int, int, int], affine: Any, through_plane: int | None
     """Geometry of a volume of spatial ``shape`` (X, Y, Z) with ``affine`` (None: 1 mm identity).
 
     The through-plane axis is ``through_plane`` when given, else an axis of size 1, else the
-    axis of largest spacing when the voxels are anisotropic, else the last axis.
+    axis of largest spacing when the voxels are anisotropic (spacings differ by more than
+    ``ISOTROPY_TOLERANCE``), else the last axis.
+
+    Args:
+        shape: the spatial shape (X, Y, Z) of the volume (2D images: Z = 1).
+        affine: (4, 4) voxel-to-world matrix in mm (tensor, array or nested list), or None.
+        through_plane: the declared slice axis (0, 1 or 2), or None to infer it.
+
+    Returns:
+        The :class:`Geometry`.
+
+    Raises:
+        ValueError: ``affine`` not a finite 4x4 matrix, a zero spacing, or
+            ``through_plane`` not 0, 1 or 2.
+
+    Example:
+        >>> import numpy as np
+        >>> from medrobust.corruptions.artefacts import geometry
+        >>> geometry((16, 16, 16), None, None).reason
+        'isotropic voxels: last axis'
+        >>> geometry((16, 16, 8), np.diag([0.8, 0.8, 4.0, 1.0]), None).through
+        2
+        >>> geometry((16, 16, 16), None, through_plane=0).in_plane
+        (1, 2)
     """
     aff = np.eye(4) if affine is None else np.asarray(
         affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
@@ -75,11 +104,42 @@ def _run(transform: tio.Transform, vol: torch.Tensor, affine: np.ndarray) -> tor
 
 def apply_motion(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                  seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """One sudden in-plane movement (rotation about the slice axis + in-plane shift) after which
+    """Motion: one sudden in-plane movement partway through the acquisition (``tio.Motion``).
+
+    One movement (rotation about the slice axis + in-plane shift) after which
     ``round(kspace_fraction * n)`` of the n phase-encoding lines are acquired: the outer lines on
     one side of the k-space centre, never the centre line (Shaw et al. 2019, ``tio.Motion``).
     The severity sets the fraction; the nested line sets make the change grow with it (on axes
-    under ~24 voxels two levels may round to the same number of lines)."""
+    under ~24 voxels two levels may round to the same number of lines).
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("motion", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_motion, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 8)
+        >>> geo = geometry((16, 16, 8), np.diag([1.0, 1.0, 3.0, 1.0]), None)
+        >>> out, drawn = apply_motion(vol, geo, level("motion", 3), np.random.default_rng(0), 0)
+        >>> out.shape, drawn["moved_lines"], drawn["lines"], drawn["rotation_deg"]
+        (torch.Size([1, 16, 16, 8]), 6, 16, 4.0)
+        >>> drawn["phase_axis"] in geo.in_plane
+        True
+    """
     phase = int(geo.in_plane[rng.integers(2)])
     other = geo.in_plane[0] if phase == geo.in_plane[1] else geo.in_plane[1]
     order = (other, geo.through, phase)  # TorchIO segments k-space along the last array axis
@@ -106,7 +166,34 @@ def apply_motion(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np
 
 def apply_spike(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """One k-space spike off-centre in-plane (herringbone stripes), same in every slice."""
+    """One k-space spike off-centre in-plane (herringbone stripes), same in every slice.
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("spike", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_spike, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_spike(vol, geo, level("spike", 3), np.random.default_rng(0), 0)
+        >>> out.shape, drawn["position"][2]   # k-space centre along the slice axis
+        (torch.Size([1, 16, 16, 16]), 0.5)
+    """
     position = np.full((1, 3), 0.5)  # k-space centre along the through-plane axis
     for a in geo.in_plane:
         position[0, a] = 0.5 + rng.choice([-1.0, 1.0]) * rng.uniform(0.1, 0.4)
@@ -116,7 +203,34 @@ def apply_spike(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.
 
 def apply_ghosting(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                    seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Periodic ghosts along an in-plane phase axis (``tio.Ghosting``)."""
+    """Periodic ghosts along an in-plane phase axis (``tio.Ghosting``).
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("ghosting", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_ghosting, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_ghosting(vol, geo, level("ghosting", 3), np.random.default_rng(0), 0)
+        >>> out.shape, drawn["phase_axis"] in geo.in_plane, 4 <= drawn["num_ghosts"] <= 8
+        (torch.Size([1, 16, 16, 16]), True, True)
+    """
     phase, ghosts = int(geo.in_plane[rng.integers(2)]), int(rng.integers(4, 9))
     out = _run(tio.Ghosting(num_ghosts=ghosts, axis=phase, intensity=lv["intensity"], restore=0.02),
                vol, geo.affine)
@@ -125,8 +239,39 @@ def apply_ghosting(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: 
 
 def apply_bias_field(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                      seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Smooth multiplicative field exp(p(x, y, z)), p of order 3, centred (geometric mean 1)
-    and scaled so max |p| = ``max_log_gain`` (``tio.BiasField``)."""
+    """Bias field: a smooth multiplicative field ``exp(p(x, y, z))`` (``tio.BiasField``).
+
+    p is a polynomial of order 3, centred (geometric mean of the field 1) and scaled so
+    max |p| = ``max_log_gain``.
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("bias_field", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_bias_field, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_bias_field(vol, geo, level("bias_field", 3), np.random.default_rng(0), 0)
+        >>> round(float((out / vol).log().abs().max()), 4)   # max_log_gain at severity 3
+        0.5
+        >>> drawn["order"], len(drawn["coefficients"])
+        (3, 20)
+    """
     order = 3
     coefficients = rng.uniform(-1, 1, (order + 1) * (order + 2) * (order + 3) // 6)
     coefficients[0] = 0.0  # constant term: set below so the field is centred
@@ -141,7 +286,34 @@ def apply_bias_field(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng
 
 def apply_blur(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """In-plane Gaussian blur of ``sigma_voxels`` in-plane voxels (``tio.Blur``, sigma in mm)."""
+    """In-plane Gaussian blur of ``sigma_voxels`` in-plane voxels (``tio.Blur``, sigma in mm).
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("blur", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_blur, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_blur(vol, geo, level("blur", 3), np.random.default_rng(0), 0)
+        >>> drawn   # 1 voxel of 1 mm in-plane, none through-plane
+        {'std_mm': [1.0, 1.0, 0.0]}
+    """
     std = [0.0, 0.0, 0.0]
     for a in geo.in_plane:
         std[a] = lv["sigma_voxels"] * geo.spacing[a]
@@ -150,22 +322,107 @@ def apply_blur(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.r
 
 def apply_noise(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Additive Gaussian noise, std a fraction of the reference range (``tio.Noise``, seeded)."""
+    """Additive Gaussian noise, std a fraction of the reference range (``tio.Noise``, seeded).
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("noise", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; seeds TorchIO's noise.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_noise, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_noise(vol, geo, level("noise", 3), np.random.default_rng(0), 0)
+        >>> round(float((out - vol).std()), 2), drawn   # std_fraction 0.06 at severity 3
+        (0.06, {'noise_seed': 0})
+    """
     return _run(tio.Noise(mean=0.0, std=lv["std_fraction"], seed=seed), vol, geo.affine), {"noise_seed": seed}
 
 
 def apply_gamma(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Contrast change u -> u ** gamma on the rescaled image (``tio.Gamma``)."""
+    """Contrast change u -> u ** gamma on the rescaled image (``tio.Gamma``).
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("gamma", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_gamma, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_gamma(vol, geo, level("gamma", 3), np.random.default_rng(0), 0)
+        >>> round(drawn["gamma"], 4)   # exp(+0.3) or exp(-0.3)
+        1.3499
+        >>> bool(torch.allclose(out, vol ** drawn["gamma"], atol=1e-5))
+        True
+    """
     gamma = float(np.exp(rng.choice([-1.0, 1.0]) * lv["log_gamma"]))
     return _run(tio.Gamma(gamma=gamma), vol, geo.affine), {"gamma": gamma}
 
 
 def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                      seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Thick slices: ``round(n / factor)`` slices averaged over the same field of view along the
+    """Resolution loss: thick slices along the through-plane axis, interpolated back.
+
+    ``round(n / factor)`` slices averaged over the same field of view along the
     through-plane axis, then linearly interpolated back to the n original ones. A single-slice
-    (2D) image has no slice axis to thicken, so one in-plane axis (drawn) loses resolution."""
+    (2D) image has no slice axis to thicken, so one in-plane axis (drawn) loses resolution.
+
+    Args:
+        vol: the volume rescaled to its reference range, float32 on the CPU.
+        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
+        lv: the severity's row of the table, ``level("resolution", severity)``.
+        rng: the seeded generator of the case's draws.
+        seed: the derived seed; unused here.
+
+    Returns:
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+    Shape:
+        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+        - output: ``(C, X, Y, Z)``
+
+    Example:
+        >>> import numpy as np
+        >>> import torch
+        >>> from medrobust.corruptions.artefacts import apply_resolution, geometry
+        >>> from medrobust.corruptions.table import level
+        >>> _ = torch.manual_seed(0)
+        >>> vol = torch.rand(1, 16, 16, 16)
+        >>> geo = geometry((16, 16, 16), None, None)
+        >>> out, drawn = apply_resolution(vol, geo, level("resolution", 3), np.random.default_rng(0), 0)
+        >>> out.shape, drawn
+        (torch.Size([1, 16, 16, 16]), {'axis': 2, 'slices': 16, 'thick_slices': 5, 'effective_factor': 3.2})
+    """
     axis = geo.through if vol.shape[geo.through + 1] > 1 else int(geo.in_plane[rng.integers(2)])
     n = int(vol.shape[axis + 1])
     size = list(vol.shape[1:])

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import hashlib
 
-CORRUPTION_NAMES: tuple[str, ...] = ("motion", "spike", "ghosting", "bias_field", "blur", "noise", "gamma",
-                                     "resolution")
+from medrobust.registry import Registry
+
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # name -> parameter -> value at severities 1..5 (see the module docstring for units).
-SEVERITY_TABLE: dict[str, dict[str, tuple[float, ...]]] = {
+SEVERITY_TABLE: Registry[dict[str, tuple[float, ...]]] = Registry("corruption", {
     "motion": {"kspace_fraction": (0.2, 0.3, 0.38, 0.43, 0.47), "degrees": (4.0,) * 5, "translation_mm": (4.0,) * 5},
     "spike": {"intensity": (0.1, 0.2, 0.35, 0.5, 0.75)},
     "ghosting": {"intensity": (0.15, 0.3, 0.45, 0.6, 0.8)},
@@ -56,18 +56,63 @@ SEVERITY_TABLE: dict[str, dict[str, tuple[float, ...]]] = {
     "noise": {"std_fraction": (0.02, 0.04, 0.06, 0.09, 0.12)},
     "gamma": {"log_gamma": (0.1, 0.2, 0.3, 0.45, 0.6)},
     "resolution": {"factor": (1.5, 2.0, 3.0, 4.0, 6.0)},
-}
+})
+# A closed set: each name also needs its artefact in medrobust.corruptions.artefacts.
+CORRUPTION_NAMES: tuple[str, ...] = SEVERITY_TABLE.names()
 
 
 def check_name(name: object, what: str = "name") -> str:
-    """``name`` if it is a known corruption, else ValueError naming ``what`` and the allowed names."""
-    if name not in CORRUPTION_NAMES:
-        raise ValueError(f"{what}: unknown corruption {name!r}; allowed: {', '.join(CORRUPTION_NAMES)}")
-    return str(name)
+    """``name`` if it is a known corruption, else ValueError naming ``what`` and the allowed names.
+
+    Args:
+        name: the corruption name to check (any object).
+        what: the argument's name, quoted in the error message.
+
+    Returns:
+        ``name`` as a str.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`CORRUPTION_NAMES`.
+
+    Example:
+        >>> from medrobust.corruptions.table import check_name
+        >>> check_name("noise")
+        'noise'
+        >>> check_name("snow", "corruption")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: corruption: unknown corruption 'snow'; allowed: motion, ...
+    """
+    try:
+        return SEVERITY_TABLE.check(name)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
 
 
 def check_severity(severity: object, what: str = "severity") -> int:
-    """``severity`` as an int in 1..5, else ValueError naming ``what``."""
+    """``severity`` as an int in 1..5, else ValueError naming ``what``.
+
+    Integer-valued floats (``2.0``) are accepted; bools are not.
+
+    Args:
+        severity: the severity to check (any object).
+        what: the argument's name, quoted in the error message.
+
+    Returns:
+        The severity as an int in 1..5.
+
+    Raises:
+        ValueError: ``severity`` is not an integer 1-5.
+
+    Example:
+        >>> from medrobust.corruptions.table import check_severity
+        >>> check_severity(2.0)
+        2
+        >>> check_severity(6)
+        Traceback (most recent call last):
+            ...
+        ValueError: severity: severity must be an integer 1-5, got 6
+    """
     ok = isinstance(severity, int) and not isinstance(severity, bool) and severity in SEVERITIES
     if not ok and isinstance(severity, float) and severity.is_integer() and int(severity) in SEVERITIES:
         return int(severity)
@@ -77,12 +122,50 @@ def check_severity(severity: object, what: str = "severity") -> int:
 
 
 def level(name: str, severity: int) -> dict[str, float]:
-    """The table's parameters of ``name`` at ``severity`` (both checked)."""
+    """The table's parameters of ``name`` at ``severity`` (both checked).
+
+    Args:
+        name: one of :data:`CORRUPTION_NAMES`.
+        severity: integer 1-5.
+
+    Returns:
+        Parameter name -> value at that severity (units in the module docstring).
+
+    Raises:
+        ValueError: unknown ``name`` or ``severity`` outside 1-5.
+
+    Example:
+        >>> from medrobust.corruptions.table import level
+        >>> level("noise", 3)
+        {'std_fraction': 0.06}
+        >>> level("motion", 1)
+        {'kspace_fraction': 0.2, 'degrees': 4.0, 'translation_mm': 4.0}
+    """
     s = check_severity(severity)
     return {k: v[s - 1] for k, v in SEVERITY_TABLE[check_name(name)].items()}
 
 
 def corruption_seed(seed: int, case_id: str, name: str) -> int:
-    """63-bit seed of the random draws of one (seed, case, corruption); severity-free by design."""
+    """63-bit seed of the random draws of one (seed, case, corruption); severity-free by design.
+
+    The first 8 bytes of SHA-256 of seed, case_id and name joined by the unit separator
+    (0x1F), shifted right by one bit: the same on every machine and Python version (unlike
+    ``hash``).
+
+    Args:
+        seed: the run's seed.
+        case_id: the case's identifier.
+        name: the corruption name.
+
+    Returns:
+        An int in ``[0, 2**63)``.
+
+    Example:
+        >>> from medrobust.corruptions.table import corruption_seed
+        >>> corruption_seed(0, "case1", "noise")
+        9117438239030146130
+        >>> corruption_seed(0, "case1", "noise") == corruption_seed(0, "case2", "noise")
+        False
+    """
     key = f"{int(seed)}\x1f{case_id}\x1f{name}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1

@@ -1,20 +1,39 @@
-"""medrobust.evaluation: grid config, results store, runner and robustness summaries.
+"""medrobust.evaluation: the evaluation core, the grid, the results store and robustness summaries.
 
-``run_grid`` is imported on first use (it pulls in torch and the attacks), so reading a
-store (``ResultStore``) or a config stays light.
+- :mod:`~medrobust.evaluation.core`: one (model, perturbation, level, case) -> one
+  :class:`Row` (``prepare_case``, ``perturb``, ``evaluate_run``); every runner calls it.
+- :mod:`~medrobust.evaluation.grid`: ``run_grid(config)``, models x perturbations x levels x
+  cases into ``results.sqlite``, resumable and sharded under ``torchrun``.
+- :mod:`~medrobust.evaluation.store`: :class:`ResultStore`, the SQLite file.
+- :mod:`~medrobust.evaluation.robustness`: curves, worst case over attacks, AUC.
+
+The functions that run models (``run_grid``, ``evaluate_run``, ``prepare_case``,
+``load_model``) are imported on first use (they pull in torch and the attacks), so reading
+a store or a config stays light.
+
+Example:
+    >>> from medrobust.evaluation import RunSettings
+    >>> RunSettings(seed=0, config_hash="abc").wants("ssim")
+    True
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from medrobust.evaluation.config import GridConfig, GridConfigError, load_config, parse_config
 from medrobust.evaluation.store import ResultStore, StoreError
+from medrobust.evaluation.types import Case, LoadedModel, Outcome, Row, RunSettings
 
-__all__ = ["GridConfig", "GridConfigError", "ResultStore", "StoreError", "load_config", "parse_config", "run_grid"]
+_LAZY = {"run_grid": "medrobust.evaluation.grid", "evaluate_run": "medrobust.evaluation.core",
+         "prepare_case": "medrobust.evaluation.core", "load_model": "medrobust.evaluation.loading"}
+
+__all__ = ["Case", "GridConfig", "GridConfigError", "LoadedModel", "Outcome", "ResultStore", "Row", "RunSettings",
+           "StoreError", "evaluate_run", "load_config", "load_model", "parse_config", "prepare_case", "run_grid"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "run_grid":
-        from medrobust.evaluation.grid import run_grid
-        return run_grid
+    """The functions that run models, imported on first use."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'medrobust.evaluation' has no attribute {name!r}")

@@ -28,26 +28,33 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
                       ValidationInfo, field_validator, model_validator)
 
-# Used when medrobust.attacks is not importable (keeps config validation independent).
-FALLBACK_ATTACK_NAMES: tuple[str, ...] = ("fgsm", "bim", "pgd", "mifgsm", "apgd", "apgd-ce", "apgd-dlr",
-                                          "square", "gaussian", "vafa3d", "vafa2d")
+from medrobust.units import Unit
+
 METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "accuracy", "ssim", "psnr")
-EPS_UNITS: tuple[str, ...] = ("model", "raw", "HU", "1/255")
 # Fields that change what is written, never the numbers: excluded from the config hash.
 _OUTPUT_ONLY = {"out", "examples", "save_adversarial", "masking_check"}
 
 
 class GridConfigError(ValueError):
-    """A grid configuration is invalid; the message names the key path and allowed values."""
+    """A grid configuration is invalid; the message names the key path and allowed values.
 
-
-def attack_names() -> tuple[str, ...]:
-    """Names ``get_attack`` accepts (``medrobust.attacks.ATTACK_NAMES`` when available)."""
-    try:
-        from medrobust.attacks import ATTACK_NAMES  # lazy: attacks may not be importable yet
-    except ImportError:
-        return FALLBACK_ATTACK_NAMES
-    return tuple(ATTACK_NAMES)
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.config import parse_config
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.json").write_text("{}")  # a checkpoint must exist
+        >>> data = {"models": [{"name": "unet", "checkpoint": "model.json"}], "data": {"demo": "segmentation"},
+        ...         "perturbations": [{"attack": "pgd", "eps": [2, 4], "eps_unit": "1/255"},
+        ...                           {"corruption": "noise", "severities": [1, 3]}]}
+        >>> from medrobust.evaluation.config import GridConfigError
+        >>> try:
+        ...     parse_config({**data, "perturbations": [{"attack": "pgd", "eps": [-1]}]}, base_dir=folder)
+        ... except GridConfigError as exc:
+        ...     print(exc)
+        invalid grid config (dict):
+          perturbations[0].eps[0]: Input should be greater than or equal to 0 (got -1)
+    """
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -62,7 +69,23 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """One model: a display name and the path to its ``model.json`` checkpoint."""
+    """One model: a display name and the path to its ``model.json`` checkpoint.
+
+    Attributes:
+        name: the model's name in the store and the report (non-empty, unique in a grid).
+        checkpoint: the ``model.json`` file; relative paths resolve against the YAML's folder
+            (the ``base`` of the validation context); it must exist.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.config import ModelSpec
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.json").write_text("{}")
+        >>> spec = ModelSpec.model_validate({"name": "unet", "checkpoint": "model.json"}, context={"base": folder})
+        >>> spec.checkpoint == folder.resolve() / "model.json"
+        True
+    """
 
     name: str = Field(min_length=1)
     checkpoint: Path
@@ -79,7 +102,23 @@ class ModelSpec(_Strict):
 
 class DataSpec(_Strict):
     """Cases to evaluate: ``datalist`` (Decathlon JSON, CSV or class-folder root) + ``split``,
-    or ``demo``; a normalisation spec string (default: the checkpoint's)."""
+    or ``demo``; a normalisation spec string (default: the checkpoint's).
+
+    Attributes:
+        datalist: a Decathlon ``dataset.json``, a classification CSV or a folder of class
+            folders (resolved like :attr:`ModelSpec.checkpoint`; it must exist).
+        split: the split of the datalist to evaluate (default ``"test"``).
+        demo: ``"segmentation"`` or ``"classification"``: a generated demo set instead.
+        normalization: a normalisation spec string; None takes the checkpoint's.
+        max_cases: evaluate at most this many cases (>= 1); None for all.
+
+    Exactly one of ``datalist`` and ``demo`` is given.
+
+    Example:
+        >>> from medrobust.evaluation.config import DataSpec
+        >>> DataSpec(demo="classification", max_cases=2).max_cases
+        2
+    """
 
     datalist: Path | None = None
     split: str = "test"
@@ -104,23 +143,46 @@ class DataSpec(_Strict):
 
 
 class AttackSpec(_Strict):
-    """An attack run at every eps of a list; ``name`` labels it (default: the attack name)."""
+    """An attack run at every eps of a list; ``name`` labels it (default: the attack name).
+
+    Attributes:
+        attack: a registered attack name (``medrobust.attacks.attack_names()``, read when
+            the config is validated: attacks added with ``register_attack`` are accepted).
+        name: the perturbation label in the store (default: :attr:`label`).
+        eps: the stated budgets, finite and >= 0, in ``eps_unit``.
+        eps_unit: ``"model"``, ``"raw"``, ``"HU"`` or ``"1/255"`` (of the valid range).
+        norm: ``"linf"``, ``"l2"`` or ``"dct"``: one the attack registered
+            (``attack_norms``); ``"dct"`` is the frequency budget of the VAFA attacks,
+            eps = q_max >= 1 in ``"1/255"``.
+        options: keyword options of the attack (steps, loss, ...); never the budget.
+
+    Example:
+        >>> from medrobust.evaluation.config import AttackSpec
+        >>> spec = AttackSpec(attack="pgd", eps=[2, 4], eps_unit="1/255", norm="l2", options={"steps": 10})
+        >>> spec.label, spec.levels
+        ('pgd-l2', [2.0, 4.0])
+    """
 
     attack: str
     name: str | None = None
     eps: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(min_length=1)
-    eps_unit: Literal["model", "raw", "HU", "1/255"] = "model"
+    eps_unit: Unit = "model"
     # "dct": VAFA's frequency budget; each eps is q_max in 1/255 of the valid range. It is a
     # threat model of its own, so it never joins the worst case over L-inf attacks.
     norm: Literal["linf", "l2", "dct"] = "linf"
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _frequency_budget(self) -> "AttackSpec":
-        frequency = self.attack.startswith("vafa")
-        if frequency != (self.norm == "dct"):
-            raise ValueError("norm: 'dct' (eps = q_max) is the budget of the vafa attacks and only theirs; "
-                             f"got norm {self.norm!r} for attack {self.attack!r}")
+    def _budget_norm(self) -> "AttackSpec":
+        from medrobust.attacks.registry import FREQUENCY_NORM, attack_norms  # lazy: attacks pull in MONAI
+
+        norms = attack_norms(self.attack)
+        if self.norm not in norms:
+            hint = " ('dct', eps = q_max, is the budget of frequency attacks only)" if FREQUENCY_NORM in (
+                self.norm, *norms) else ""
+            raise ValueError(f"norm: attack {self.attack!r} takes a budget of norm {' or '.join(map(repr, norms))}, "
+                             f"got {self.norm!r}{hint}")
+        frequency = self.norm == FREQUENCY_NORM
         if frequency and (self.eps_unit != "1/255" or min(self.eps) < 1):
             raise ValueError("eps: for norm 'dct' each eps is q_max >= 1 in eps_unit '1/255' (of the valid range)")
         if frequency and "q_max" in self.options:
@@ -130,10 +192,12 @@ class AttackSpec(_Strict):
     @field_validator("attack")
     @classmethod
     def _known(cls, v: str) -> str:
-        names = attack_names()
-        if v not in names:
+        from medrobust.attacks.registry import attack_names  # lazy: attacks pull in MONAI
+
+        names = attack_names()  # read now: attacks registered after import count
+        if v.lower() not in names:
             raise ValueError(f"unknown attack {v!r}; allowed: {', '.join(names)}")
-        return v
+        return v.lower()  # names are case-insensitive, like get_attack
 
     @field_validator("options")
     @classmethod
@@ -145,16 +209,31 @@ class AttackSpec(_Strict):
 
     @property
     def label(self) -> str:
+        """The perturbation label: ``name``, else the attack, suffixed ``-l2`` for an L2 budget."""
         return self.name or (self.attack if self.norm in ("linf", "dct") else f"{self.attack}-{self.norm}")
 
     @property
     def levels(self) -> list[float]:
+        """The eps list (the levels a grid runs)."""
         return list(self.eps)
 
 
 class CorruptionSpec(_Strict):
     """A corruption (``medrobust.corruptions``) at severities 1-5 (rows use ``eps_unit="severity"``);
-    the only option is ``through_plane`` (the slice axis 0-2, default: the largest spacing)."""
+    the only option is ``through_plane`` (the slice axis 0-2, default: the largest spacing).
+
+    Attributes:
+        corruption: a corruption name (``medrobust.corruptions.table.CORRUPTION_NAMES``).
+        name: the perturbation label in the store (default: the corruption name).
+        severities: severities 1-5 to run.
+        options: only ``through_plane`` (0, 1 or 2).
+
+    Example:
+        >>> from medrobust.evaluation.config import CorruptionSpec
+        >>> spec = CorruptionSpec(corruption="motion", severities=[1, 3], options={"through_plane": 2})
+        >>> spec.label, spec.levels
+        ('motion', [1.0, 3.0])
+    """
 
     corruption: str
     name: str | None = None
@@ -182,14 +261,16 @@ class CorruptionSpec(_Strict):
 
     @property
     def label(self) -> str:
+        """The perturbation label: ``name``, else the corruption name."""
         return self.name or self.corruption
 
     @property
     def levels(self) -> list[float]:
+        """The severities as floats (stored in the ``eps_stated`` column)."""
         return [float(s) for s in self.severities]
 
 
-def _kind(v: Any) -> str | None:
+def _kind(v: object) -> str | None:
     if isinstance(v, dict):
         return "attack-entry" if "attack" in v else "corruption-entry" if "corruption" in v else None
     return "attack-entry" if isinstance(v, AttackSpec) else "corruption-entry" if isinstance(v, CorruptionSpec) else None
@@ -202,7 +283,41 @@ Perturbation = Annotated[Union[Annotated[AttackSpec, Tag("attack-entry")],
 
 
 class GridConfig(_Strict):
-    """A validated evaluation grid (see the module docstring for the YAML form)."""
+    """A validated evaluation grid (see the module docstring for the YAML form).
+
+    Build it with :func:`load_config` or :func:`parse_config`; it is frozen.
+
+    Attributes:
+        models: the models (names unique).
+        data: the cases.
+        perturbations: :class:`AttackSpec` and :class:`CorruptionSpec` entries (labels unique).
+        metrics: extra metrics; Dice (segmentation) and accuracy (classification) are always
+            computed, hd95, ssim and psnr only when listed.
+        seed: the base seed: each attack run derives its own from it
+            (:func:`~medrobust.evaluation.core.run_seed`); corruptions use it as is.
+        out: the output folder (default ``results``, resolved against the YAML's folder).
+        save_adversarial: write adversarial NIfTI images.
+        roi_size: the sliding-window ROI; None uses the checkpoint's.
+        overlap: sliding-window overlap in [0, 1).
+        examples: example slices kept per model (the worst cases).
+        masking_check: run the gradient-masking checks.
+        device: the torch device to evaluate on.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.config import parse_config
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.json").write_text("{}")  # a checkpoint must exist
+        >>> data = {"models": [{"name": "unet", "checkpoint": "model.json"}], "data": {"demo": "segmentation"},
+        ...         "perturbations": [{"attack": "pgd", "eps": [2, 4], "eps_unit": "1/255"},
+        ...                           {"corruption": "noise", "severities": [1, 3]}]}
+        >>> cfg = parse_config(data, base_dir=folder)
+        >>> [p.label for p in cfg.perturbations], [p.levels for p in cfg.perturbations]
+        (['pgd', 'noise'], [[2.0, 4.0], [1.0, 3.0]])
+        >>> cfg.out == folder.resolve() / "results", len(cfg.config_hash)
+        (True, 16)
+    """
 
     models: list[ModelSpec] = Field(min_length=1)
     data: DataSpec
@@ -238,7 +353,7 @@ class GridConfig(_Strict):
 
     @cached_property
     def config_hash(self) -> str:
-        """Stable 16-hex digest of everything that changes the numbers.
+        """Stable 16-hex digest of everything that changes the numbers (see :class:`GridConfig`).
 
         Covers the validated config (JSON, sorted keys) minus output-only fields (out,
         examples, save_adversarial, masking_check) plus the SHA-256 of each checkpoint's files, so a
@@ -308,7 +423,32 @@ def _readable(exc: ValidationError, source: str) -> GridConfigError:
 
 
 def parse_config(data: dict[str, Any], base_dir: str | Path = ".", source: str = "(dict)") -> GridConfig:
-    """Validate a config mapping; relative paths resolve against ``base_dir``."""
+    """Validate a config mapping; relative paths resolve against ``base_dir``.
+
+    Args:
+        data: the parsed YAML (a mapping).
+        base_dir: the folder relative paths (checkpoints, datalist, out) resolve against.
+        source: how error messages name the config (a file path).
+
+    Returns:
+        The validated :class:`GridConfig`.
+
+    Raises:
+        GridConfigError: ``data`` is not a mapping or fails validation; one message lists
+            every problem by key path.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.config import parse_config
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.json").write_text("{}")  # a checkpoint must exist
+        >>> data = {"models": [{"name": "unet", "checkpoint": "model.json"}], "data": {"demo": "segmentation"},
+        ...         "perturbations": [{"attack": "pgd", "eps": [2, 4], "eps_unit": "1/255"},
+        ...                           {"corruption": "noise", "severities": [1, 3]}]}
+        >>> parse_config(data, base_dir=folder).models[0].name
+        'unet'
+    """
     if not isinstance(data, dict):
         raise GridConfigError(f"invalid grid config {source}: the top level must be a mapping of keys, got {type(data).__name__}")
     try:
@@ -318,7 +458,30 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".", source: str =
 
 
 def load_config(path: str | Path) -> GridConfig:
-    """Read and validate a grid YAML file (relative paths resolve against its folder)."""
+    """Read and validate a grid YAML file (relative paths resolve against its folder).
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The validated :class:`GridConfig`.
+
+    Raises:
+        GridConfigError: the file is missing, is not valid YAML or fails validation.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.config import load_config
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.json").write_text("{}")
+        >>> _ = (folder / "grid.yaml").write_text(  # YAML flow style: one line
+        ...     "{models: [{name: unet, checkpoint: model.json}], data: {demo: segmentation}, "
+        ...     "perturbations: [{attack: fgsm, eps: [4], eps_unit: 1/255}]}")
+        >>> cfg = load_config(folder / "grid.yaml")
+        >>> cfg.perturbations[0].label, cfg.out == folder.resolve() / "results"
+        ('fgsm', True)
+    """
     path = Path(path)
     if not path.is_file():
         raise GridConfigError(f"grid config file not found: {path}")

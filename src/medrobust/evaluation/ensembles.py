@@ -14,32 +14,52 @@ logits** (argmax of the mean logits). The hard vote has no gradient; it is only 
 attacked through one of the means.
 
 Per-case rows (one per setting) go to the table ``ensemble_runs`` of ``results.sqlite``
-when the grid holds an ensemble checkpoint (:func:`run_grid_ensembles`); the report reads
+(through :class:`~medrobust.evaluation.store.ResultStore`) when the grid holds an ensemble
+checkpoint (:func:`run_ensemble_case`, called by the grid for each case); the report reads
 them back with :func:`load_ensemble_runs` and aggregates with :func:`ensemble_table`.
 """
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+import torch
+from torch import nn
 
-SCORINGS = ("hard_vote", "soft_vote", "mean_logits")
+from medrobust.attacks import Attack
+from medrobust.evaluation.config import AttackSpec
+from medrobust.evaluation.core import attack_for, run_seed
+from medrobust.evaluation.store import ENSEMBLE_COLUMNS, ENSEMBLE_SCORINGS, ResultStore, load_ensemble_runs
+from medrobust.evaluation.types import Case, LoadedModel, RunSettings
+from medrobust.models.ensemble import Ensemble
+from medrobust.models.inference import infer
+
+__all__ = ["SCORINGS", "JOINT_MODES", "COLUMNS", "member_names", "predictions", "attack_settings",
+           "evaluate_ensemble", "ensemble_table", "load_ensemble_runs", "is_ensemble_classifier", "run_ensemble_case"]
+
+SCORINGS = ENSEMBLE_SCORINGS
 JOINT_MODES = ("mean_logits", "mean_probs")
-TABLE = "ensemble_runs"
-_SCHEMA = f"""CREATE TABLE IF NOT EXISTS {TABLE} (model TEXT NOT NULL, perturbation TEXT NOT NULL, attack TEXT,
-  norm TEXT, eps_stated REAL NOT NULL, eps_unit TEXT, setting TEXT NOT NULL, case_id TEXT NOT NULL, label INTEGER,
-  hard_vote INTEGER, soft_vote INTEGER, mean_logits INTEGER, members_json TEXT,
-  PRIMARY KEY (model, perturbation, eps_stated, setting, case_id))"""
-COLUMNS = ("model", "perturbation", "attack", "norm", "eps_stated", "eps_unit", "setting", "case_id", "label",
-           *SCORINGS, "members_json")
+COLUMNS = ENSEMBLE_COLUMNS
 
 
-def member_names(ensemble: Any, extra: dict[str, Any] | None = None) -> list[str]:
+def member_names(ensemble: Ensemble, extra: dict[str, Any] | None = None) -> list[str]:
     """Display names of the members: the checkpoint's ``extra["members"][i]["name"]``, else
-    ``<architecture>#i``."""
+    ``<architecture>#i``.
+
+    Args:
+        ensemble: the ensemble.
+        extra: its checkpoint's ``extra`` (``model.json``), if any.
+
+    Returns:
+        One name per member.
+
+    Example:
+        >>> import torch
+        >>> ens = Ensemble([torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)])
+        >>> member_names(ens), member_names(ens, {"members": [{"name": "a"}, {"name": "b"}]})
+        (['Linear#0', 'Linear#1'], ['a', 'b'])
+    """
     saved = [m.get("name") for m in (extra or {}).get("members", []) if isinstance(m, dict)]
     if len(saved) == len(ensemble.members) and all(saved):
         return [str(n) for n in saved]
@@ -47,27 +67,49 @@ def member_names(ensemble: Any, extra: dict[str, Any] | None = None) -> list[str
     return [f"{s}#{i}" for i, s in enumerate(specs)]
 
 
-def predictions(ensemble: Any, x: Any) -> dict[str, Any]:
-    """Labels ``(B,)`` under each scoring, plus ``members``: ``(M, B)`` each member's own label."""
-    import torch
+def predictions(ensemble: Ensemble, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ensemble's labels under each scoring, and each member's own label.
 
-    from medrobust.models.inference import infer
+    Args:
+        ensemble: an ensemble of classifiers.
+        x: images (B, C, *spatial), model units.
 
+    Returns:
+        ``hard_vote``, ``soft_vote``, ``mean_logits``: labels (B,); ``members``: (M, B); on the CPU.
+
+    Example:
+        >>> import torch
+        >>> ens = Ensemble([torch.nn.Linear(4, 2), torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)]).eval()
+        >>> out = predictions(ens, torch.rand(5, 4))
+        >>> tuple(out["members"].shape), tuple(out["hard_vote"].shape)
+        ((3, 5), (5,))
+    """
     z = torch.stack([infer(m, x) for m in ensemble.members]).float()  # (M, B, K)
     return {"hard_vote": ensemble.vote(x).cpu(), "soft_vote": torch.softmax(z, dim=2).mean(0).argmax(1).cpu(),
             "mean_logits": z.mean(0).argmax(1).cpu(), "members": z.argmax(2).cpu()}
 
 
-def attack_settings(ensemble: Any, names: Sequence[str]) -> list[tuple[str, Any]]:
-    """``(setting, model to attack)``: each member (transfer), then the ensemble in each joint mode."""
-    from medrobust.models.ensemble import Ensemble
+def attack_settings(ensemble: Ensemble, names: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """The models an attack is made on: each member (transfer), then the ensemble in each joint mode.
 
+    Args:
+        ensemble: the ensemble; names: its members' names.
+
+    Returns:
+        ``(setting, model to attack)`` pairs.
+
+    Example:
+        >>> import torch
+        >>> ens = Ensemble([torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)])
+        >>> [s for s, _ in attack_settings(ens, ["a", "b"])]
+        ['transfer from a', 'transfer from b', 'joint (mean logits)', 'joint (mean probs)']
+    """
     members = list(ensemble.members)
     return ([(f"transfer from {n}", m) for n, m in zip(names, members)] +
             [(f"joint ({mode.replace('_', ' ')})", Ensemble(members, mode=mode).eval()) for mode in JOINT_MODES])
 
 
-def evaluate_ensemble(ensemble: Any, x: Any, y: Any, attack: Any | None, *, names: Sequence[str] | None = None,
+def evaluate_ensemble(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, attack: Attack | None, *, names: Sequence[str] | None = None,
                       case_ids: Sequence[str] | None = None, seed: int | None = None) -> pd.DataFrame:
     """Per-case predictions of ``ensemble`` clean (``attack=None``) or under every attack setting.
 
@@ -83,8 +125,6 @@ def evaluate_ensemble(ensemble: Any, x: Any, y: Any, attack: Any | None, *, name
         Rows setting, case_id, label, hard_vote, soft_vote, mean_logits (predicted labels) and
         members_json ({member name: label}).
     """
-    import torch
-
     names = list(names) if names is not None else member_names(ensemble)
     case_ids = list(case_ids) if case_ids is not None else [str(i) for i in range(x.shape[0])]
     runs = [("clean", x)]
@@ -107,9 +147,21 @@ def evaluate_ensemble(ensemble: Any, x: Any, y: Any, attack: Any | None, *, name
 def ensemble_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Accuracies per (model, perturbation, eps, setting) from per-case rows.
 
-    Columns: model, perturbation, norm, eps_unit, eps_stated, setting, n_cases, hard_vote,
-    soft_vote, mean_logits (accuracies in [0, 1]) and ``members`` ({name: accuracy}, each
-    member alone on the same images). Settings keep the order clean, transfer, joint.
+    Args:
+        runs: rows of ``ensemble_runs`` (:func:`load_ensemble_runs`).
+
+    Returns:
+        Columns model, perturbation, norm, eps_unit, eps_stated, setting, n_cases,
+        hard_vote, soft_vote, mean_logits (accuracies in [0, 1]) and ``members`` ({name:
+        accuracy}, each member alone on the same images). Settings keep the order clean,
+        transfer, joint.
+
+    Example:
+        >>> runs = pd.DataFrame([{"model": "ens", "perturbation": "clean", "eps_stated": 0.0, "setting": "clean",
+        ...                       "case_id": c, "label": 1, "hard_vote": v, "soft_vote": 1, "mean_logits": 1,
+        ...                       "members_json": '{"a": 1}'} for c, v in (("c0", 1), ("c1", 0))])
+        >>> ensemble_table(runs)[["setting", "n_cases", "hard_vote", "soft_vote"]].to_dict("records")
+        [{'setting': 'clean', 'n_cases': 2, 'hard_vote': 0.5, 'soft_vote': 1.0}]
     """
     cols = ["model", "perturbation", "norm", "eps_unit", "eps_stated", "setting", "n_cases", *SCORINGS, "members"]
     if runs.empty:
@@ -133,85 +185,49 @@ def ensemble_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)[cols]
 
 
-def load_ensemble_runs(store_path: str | Path) -> pd.DataFrame:
-    """Every row of ``ensemble_runs`` in a results store (empty frame when there is none)."""
-    path = Path(store_path)
-    if not path.is_file():
-        return pd.DataFrame(columns=COLUMNS)
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return pd.read_sql_query(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid", con)
-    except (sqlite3.OperationalError, pd.errors.DatabaseError):  # no such table: no ensemble in this grid
-        return pd.DataFrame(columns=COLUMNS)
-    finally:
-        con.close()
+def is_ensemble_classifier(lm: LoadedModel) -> bool:
+    """True when ``lm`` is an :class:`Ensemble` of classifiers (it gets ensemble rows too).
 
+    Args:
+        lm: a loaded model.
 
-def write_ensemble_rows(store_path: str | Path, rows: pd.DataFrame, keys: dict[str, Any]) -> None:
-    """Add the rows of one (perturbation, eps, case) to ``ensemble_runs`` in one transaction.
-
-    ``rows`` as :func:`evaluate_ensemble` returns them; ``keys`` adds model, perturbation,
-    attack, norm, eps_stated and eps_unit. Rows whose key exists are left as they are, and a
-    resumed grid never sees half of a case.
+    Returns:
+        Whether the grid also writes its ensemble settings.
     """
-    records = [tuple({**keys, **r}.get(c) for c in COLUMNS) for r in rows.to_dict("records")]
-    con = sqlite3.connect(store_path, isolation_level=None, timeout=60.0)
-    try:
-        con.execute(_SCHEMA)
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            con.executemany(f"INSERT OR IGNORE INTO {TABLE} VALUES ({', '.join('?' * len(COLUMNS))})", records)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-    finally:
-        con.close()
+    return isinstance(lm.model, Ensemble) and lm.task == "classification"
 
 
-def run_grid_ensembles(cfg: Any, loaded: Sequence[Any], store_path: Path) -> int:
-    """Clean, transfer and joint rows for every ensemble classifier of a grid; returns rows added.
+def run_ensemble_case(lm: LoadedModel, case: Case, specs: Sequence[AttackSpec], settings: RunSettings,
+                      store: ResultStore) -> int:
+    """The unfinished clean, transfer and joint rows of one ensemble case, written to ``store``.
 
-    ``loaded`` are the grid's ``LoadedModel`` (name, model, info, split). Every attack of the
-    grid (not noise) runs at each of its eps, case by case (B = 1, the grid's per-case budget);
-    finished (perturbation, eps, case) triples are skipped, so a rerun resumes.
+    Every attack entry (not noise) runs at each of its eps with the case's budget; a
+    finished (perturbation, eps, case) is skipped, so a rerun resumes.
+
+    Args:
+        lm: an ensemble classifier (:func:`is_ensemble_classifier`).
+        case: the prepared case (B = 1).
+        specs: the grid's attack entries.
+        settings: seed (each setting seeded from the run's seed) and metrics.
+        store: where the rows go (one transaction per (perturbation, eps, case)).
+
+    Returns:
+        The number of rows added.
     """
-    import torch
-
-    from medrobust.attacks import get_attack
-    from medrobust.evaluation.config import AttackSpec
-    from medrobust.evaluation.grid import run_seed
-    from medrobust.models.ensemble import Ensemble
-    from medrobust.units import IntensityMap, budget_for_case
-
-    todo = [lm for lm in loaded if isinstance(lm.model, Ensemble) and lm.split.task == "classification"]
-    if not todo:
-        return 0
-    attacks = [p for p in cfg.perturbations if isinstance(p, AttackSpec) and p.attack != "gaussian"]
-    done_rows = load_ensemble_runs(store_path)
+    assert isinstance(lm.model, Ensemble)
+    done = store.ensemble_done_keys(lm.name)
+    jobs: list[tuple[AttackSpec | None, float]] = [(None, 0.0)] if ("clean", 0.0, case.id) not in done else []
+    jobs += [(p, float(e)) for p in specs if p.attack != "gaussian" for e in p.eps
+             if (p.label, float(e), case.id) not in done]
+    names = member_names(lm.model, lm.info.extra)
     added = 0
-    for lm in todo:
-        mine = done_rows[done_rows["model"] == lm.name]
-        done = set(zip(mine["perturbation"], mine["eps_stated"].astype(float), mine["case_id"]))
-        names = member_names(lm.model, lm.info.extra)
-        lm.model.to(torch.device(cfg.device)).eval()
-        for i in range(len(lm.split.dataset)):
-            item = lm.split.dataset[i]
-            case = str(item["id"])
-            jobs = [(None, 0.0)] * (("clean", 0.0, case) not in done) + [
-                (p, float(e)) for p in attacks for e in p.eps if (p.label, float(e), case) not in done]
-            if not jobs:
-                continue
-            x = item["image"].unsqueeze(0).to(cfg.device)
-            y = torch.as_tensor(item["label"]).reshape(1).to(cfg.device)
-            imap = IntensityMap.from_dict(item["meta"]["intensity"])
-            for p, eps in jobs:
-                attack = (None if p is None else
-                          get_attack(p.attack, budget_for_case(p.norm, eps, p.eps_unit, x, imap), **p.options))
-                seed = run_seed(cfg.seed, lm.name, f"ensemble:{p.label if p else 'clean'}", eps, case)
-                rows = evaluate_ensemble(lm.model, x, y, attack, names=names, case_ids=[case], seed=seed)
-                write_ensemble_rows(store_path, rows, {
-                    "model": lm.name, "perturbation": p.label if p else "clean", "attack": p.attack if p else None,
-                    "norm": p.norm if p else None, "eps_stated": eps, "eps_unit": p.eps_unit if p else None})
-                added += len(rows)
+    for spec, eps in jobs:
+        label = spec.label if spec is not None else "clean"
+        attack = attack_for(spec, eps, case.x, case.imap)[1] if spec is not None else None
+        seed = run_seed(settings.seed, lm.name, f"ensemble:{label}", eps, case.id)
+        rows = evaluate_ensemble(lm.model, case.x, case.y, attack, names=names, case_ids=[case.id], seed=seed)
+        store.add_ensemble_rows(rows, {"model": lm.name, "perturbation": label, "attack": spec.attack if spec else None,
+                                       "norm": spec.norm if spec else None, "eps_stated": eps,
+                                       "eps_unit": spec.eps_unit if spec else None})
+        added += len(rows)
     return added

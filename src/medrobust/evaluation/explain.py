@@ -43,7 +43,7 @@ class _PerSampleScore(ModelWithHooks):
     is a ``(B, B)`` block whose sum mixes the samples' gradients.
     """
 
-    def class_score(self, logits: torch.Tensor, class_idx: Any) -> torch.Tensor:
+    def class_score(self, logits: torch.Tensor, class_idx: int | torch.Tensor) -> torch.Tensor:
         idx = torch.as_tensor(class_idx, device=logits.device).reshape(-1)
         return logits.gather(1, idx.expand(logits.shape[0])[:, None]).squeeze(1)
 
@@ -63,6 +63,27 @@ def layer_candidates(model: nn.Module, x: torch.Tensor) -> list[str]:
     Best = the last (execution order) with more than one voxel; modules that enlarge their
     input (padding, upsampling) or run more than once per forward (a shared activation, which
     MONAI's hooks cannot follow) are left out. Maps of a single voxel come last.
+
+    Args:
+        model: a classifier taking ``x``; it is run once without gradients.
+        x: an input batch, ``(B, C, *spatial)``.
+
+    Returns:
+        Module names (as in ``model.named_modules()``) whose output is ``(B, C', *spatial')``
+        with ``x``'s number of dimensions, ordered best first.
+
+    Shape:
+        - x: ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                     nn.Linear(4, 2))
+        >>> from medrobust.evaluation.explain import layer_candidates
+        >>> layer_candidates(net, torch.rand(2, 1, 8, 8))  # ReLU, then conv; the 1-voxel pool last
+        ['1', '0', '2']
     """
     fired: list[tuple[str, int]] = []
     handles = []
@@ -70,7 +91,7 @@ def layer_candidates(model: nn.Module, x: torch.Tensor) -> list[str]:
         if not name:
             continue
 
-        def hook(_m: nn.Module, inputs: Any, out: Any, name: str = name) -> None:
+        def hook(_m: nn.Module, inputs: tuple[object, ...], out: object, name: str = name) -> None:
             if not (isinstance(out, torch.Tensor) and out.ndim == x.ndim and out.shape[0] == x.shape[0]):
                 return
             size = math.prod(out.shape[2:])
@@ -99,6 +120,24 @@ class GradCAMExplainer:
         target_layer: a module name of ``model`` (of each member for an Ensemble); None
             takes the best of :func:`layer_candidates` that MONAI's hooks can follow (a
             layer whose output is later changed in place cannot be hooked; the next is tried).
+            A :class:`~medrobust.models.wrappers.SlidingWindow` is unwrapped.
+
+    Shape:
+        - x: ``(B, C, H, W)`` or ``(B, C, D, H, W)``
+        - class_idx: ``()`` or ``(B,)``
+        - output: ``(B, 1, H, W)`` or ``(B, 1, D, H, W)``, float in [0, 1]
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                     nn.Linear(4, 2))
+        >>> from medrobust.evaluation.explain import GradCAMExplainer
+        >>> explainer = GradCAMExplainer(net)
+        >>> cams = explainer(torch.rand(2, 1, 8, 8))
+        >>> cams.shape, explainer.layer_name, bool(cams.min() >= 0 and cams.max() <= 1)
+        (torch.Size([2, 1, 8, 8]), '1', True)
     """
 
     TRIES = 4
@@ -117,7 +156,7 @@ class GradCAMExplainer:
         """The caller's model keeps its mode and never carries MONAI's hooks: they go on a copy."""
         return copy.deepcopy(self.source).eval()
 
-    def _run(self, net: nn.Module, layer: str, x: torch.Tensor, class_idx: Any) -> torch.Tensor:
+    def _run(self, net: nn.Module, layer: str, x: torch.Tensor, class_idx: int | torch.Tensor | None) -> torch.Tensor:
         names = dict(net.named_modules())
         if layer not in names:
             shown = ", ".join(n for n in list(names)[-8:] if n)
@@ -129,7 +168,21 @@ class GradCAMExplainer:
         return out
 
     def __call__(self, x: torch.Tensor, class_idx: int | torch.Tensor | None = None) -> torch.Tensor:
-        """Maps ``(B, 1, *spatial)`` in [0, 1] for ``class_idx`` (int, ``(B,)``, or None = predicted)."""
+        """Maps ``(B, 1, *spatial)`` in [0, 1] for ``class_idx`` (int, ``(B,)``, or None = predicted).
+
+        Args:
+            x: images ``(B, C, *spatial)`` in model units; gradients are taken on a copy.
+            class_idx: the class to explain: one for all samples, one per sample, or None
+                for each sample's predicted class.
+
+        Returns:
+            One map per sample, each scaled to [0, 1] by its maximum (an all-zero map stays
+            zero).
+
+        Raises:
+            ValueError: ``x`` is not 4D or 5D, ``target_layer`` is not a module of the
+                model, or no candidate layer gives a map.
+        """
         if x.ndim not in (4, 5):
             raise ValueError(f"x must be images (B, C, H, W) or (B, C, D, H, W), got shape {tuple(x.shape)}")
         if self.ensemble is not None:
@@ -166,6 +219,28 @@ def top_fraction_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = TOP_FRA
 
     Each mask holds exactly ``ceil(fraction * N)`` voxels (``torch.topk``; ties are broken by
     position), so a flat map does not turn into an all-voxel mask.
+
+    Args:
+        a: maps of one kind (e.g. clean Grad-CAM).
+        b: maps to compare, same shape.
+        fraction: the share of voxels in each mask, in (0, 1].
+
+    Returns:
+        The IoU per sample, float32 on the CPU.
+
+    Raises:
+        ValueError: the shapes differ or ``fraction`` is outside (0, 1].
+
+    Shape:
+        - a, b: ``(B, *)``, N = the number of entries per sample
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from medrobust.evaluation.explain import top_fraction_iou
+        >>> a = torch.arange(10.0).reshape(1, 1, 10)
+        >>> top_fraction_iou(a, a, 0.2).tolist(), top_fraction_iou(a, a.flip(-1), 0.2).tolist()
+        ([1.0], [0.0])
     """
     if a.shape != b.shape:
         raise ValueError(f"maps differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
@@ -186,7 +261,20 @@ def _plane(a: np.ndarray, idx: int | None) -> np.ndarray:
 
 
 def cam_path(example_path: Path) -> Path:
-    """The Grad-CAM file kept beside an example file ``name.npz`` -> ``name.gradcam.npz``."""
+    """The Grad-CAM file kept beside an example file ``name.npz`` -> ``name.gradcam.npz``.
+
+    Args:
+        example_path: the example's ``.npz`` path.
+
+    Returns:
+        The path of its Grad-CAM file, in the same folder.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.explain import cam_path
+        >>> cam_path(Path("examples/unet-pgd-4-c1-1a2b3c4d.npz")).as_posix()
+        'examples/unet-pgd-4-c1-1a2b3c4d.gradcam.npz'
+    """
     return example_path.with_name(example_path.name.removesuffix(".npz") + CAM_SUFFIX)
 
 
@@ -198,6 +286,39 @@ def save_example_cams(example_path: Path, model: nn.Module, x: torch.Tensor, x_a
     adversarial image and both maps (3D: the slice, along the last axis, where the clean map
     is largest), ``iou`` (top-10% IoU over the whole map), ``layer`` and ``info``
     (str/number fields such as model, case_id, classes, low, high).
+
+    Args:
+        example_path: the example file the maps belong to (see :func:`cam_path`).
+        model: the classifier (an Ensemble is explained by its members' mean map).
+        x: the clean case.
+        x_adv: the adversarial case.
+        info: plain fields stored beside the maps.
+        target_layer: as for :class:`GradCAMExplainer`.
+
+    Returns:
+        The written ``.gradcam.npz`` path; read it with :func:`load_example_cams`.
+
+    Raises:
+        ValueError: as :meth:`GradCAMExplainer.__call__`.
+
+    Shape:
+        - x, x_adv: ``(1, C, H, W)`` or ``(1, C, D, H, W)``
+        - saved image, adversarial, cam_clean, cam_adv: ``(H, W)``, or ``(H, W, 3)`` for an RGB image
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                     nn.Linear(4, 2))
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.explain import load_example_cams, save_example_cams
+        >>> x = torch.rand(1, 1, 8, 8)
+        >>> path = save_example_cams(Path(tempfile.mkdtemp()) / "ex.npz", net, x, x + 0.05, {"case_id": "c1"})
+        >>> cams = load_example_cams(path)
+        >>> path.name, cams["cam_clean"].shape, cams["layer"], 0 <= cams["iou"] <= 1, cams["info"]
+        ('ex.gradcam.npz', (8, 8), '1', True, {'case_id': 'c1'})
     """
     explainer = GradCAMExplainer(model, target_layer)
     clean, adv, ious = explain_pair(explainer, x, x_adv)
@@ -211,14 +332,52 @@ def save_example_cams(example_path: Path, model: nn.Module, x: torch.Tensor, x_a
 
 
 def load_example_cams(path: Path) -> dict[str, Any]:
-    """Read a ``.gradcam.npz`` (never unpickles): arrays, ``iou`` and ``layer`` as Python values, ``info``."""
+    """Read a ``.gradcam.npz`` (never unpickles): arrays, ``iou`` and ``layer`` as Python values, ``info``.
+
+    Args:
+        path: a file written by :func:`save_example_cams`.
+
+    Returns:
+        ``image``, ``adversarial``, ``cam_clean``, ``cam_adv`` (arrays), ``iou`` (float),
+        ``layer`` (str), ``slice`` (int, -1 for 2D) and ``info`` (dict).
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.examples import write_npz
+        >>> from medrobust.evaluation.explain import load_example_cams
+        >>> plane = np.zeros((4, 4), dtype=np.float32)
+        >>> arrays = {"image": plane, "adversarial": plane, "cam_clean": plane, "cam_adv": plane,
+        ...           "iou": np.asarray(0.25), "layer": np.asarray("layer4"), "slice": np.asarray(-1)}
+        >>> cams = load_example_cams(write_npz(Path(tempfile.mkdtemp()) / "ex.gradcam.npz", arrays, {"case_id": "c1"}))
+        >>> cams["iou"], cams["layer"], cams["slice"], cams["info"]
+        (0.25, 'layer4', -1, {'case_id': 'c1'})
+    """
     out = read_npz(path)
     out["iou"], out["layer"], out["slice"] = float(out["iou"]), str(out["layer"]), int(out["slice"])
     return out
 
 
 def prune_cams(folder: Path) -> int:
-    """Delete Grad-CAM files whose example file is gone (the grid keeps only the worst cases)."""
+    """Delete Grad-CAM files whose example file is gone (the grid keeps only the worst cases).
+
+    Args:
+        folder: the examples folder.
+
+    Returns:
+        The number of files deleted.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from medrobust.evaluation.explain import prune_cams
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in ("a.gradcam.npz", "b.npz", "b.gradcam.npz"):
+        ...     (folder / name).touch()
+        >>> prune_cams(folder), sorted(p.name for p in folder.iterdir())
+        (1, ['b.gradcam.npz', 'b.npz'])
+    """
     removed = 0
     for path in Path(folder).glob(f"*{CAM_SUFFIX}"):
         if not path.with_name(path.name.removesuffix(CAM_SUFFIX) + ".npz").exists():
@@ -229,7 +388,36 @@ def prune_cams(folder: Path) -> int:
 
 def explain_pair(explainer: GradCAMExplainer, x: torch.Tensor, x_adv: torch.Tensor,
                  fraction: float = TOP_FRACTION) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Clean maps, adversarial maps (each for its own predicted class) and their top-fraction IoU ``(B,)``."""
+    """Clean maps, adversarial maps (each for its own predicted class) and their top-fraction IoU ``(B,)``.
+
+    Both batches go through the explainer in one call.
+
+    Args:
+        explainer: the explainer of the model.
+        x: clean images.
+        x_adv: adversarial images, same shape.
+        fraction: the share of voxels compared by :func:`top_fraction_iou`.
+
+    Returns:
+        ``(clean maps, adversarial maps, IoU)``.
+
+    Shape:
+        - x, x_adv: ``(B, C, *spatial)``
+        - clean maps, adversarial maps: ``(B, 1, *spatial)``
+        - IoU: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        ...                     nn.Linear(4, 2))
+        >>> from medrobust.evaluation.explain import GradCAMExplainer, explain_pair
+        >>> x = torch.rand(3, 1, 8, 8)
+        >>> clean, adv, iou = explain_pair(GradCAMExplainer(net), x, x + 0.05)
+        >>> clean.shape, adv.shape, iou.shape
+        (torch.Size([3, 1, 8, 8]), torch.Size([3, 1, 8, 8]), torch.Size([3]))
+    """
     cams = explainer(torch.cat([x, x_adv]))
     clean, adv = cams[: x.shape[0]], cams[x.shape[0]:]
     return clean, adv, top_fraction_iou(clean, adv, fraction)

@@ -34,7 +34,23 @@ TOLERANCE = 0.02  # score difference (Dice or accuracy) treated as real in maski
 
 
 def attacks_only(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of adversarial attacks (not corruptions), with ``norm`` filled."""
+    """Rows of adversarial attacks (not corruptions), with ``norm`` filled.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); uses ``kind`` and ``norm``.
+
+    Returns:
+        A copy of the rows with ``kind == "attack"``; a missing ``norm`` (stores written
+        before norms were recorded) becomes ``"linf"``.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import attacks_only
+        >>> df = pd.DataFrame({"kind": ["attack", "corruption", "attack"], "norm": ["l2", None, None]})
+        >>> attacks_only(df)["norm"].tolist()
+        ['l2', 'linf']
+    """
     out = df[df["kind"] == "attack"].copy()
     out["norm"] = out["norm"].fillna("linf")
     return out
@@ -50,7 +66,33 @@ def _with_clean_point(curve: pd.DataFrame, clean: float, keys: dict[str, Any]) -
 def attack_curves(df: pd.DataFrame) -> pd.DataFrame:
     """Mean adv score vs eps per (model, norm, eps_unit, perturbation), clean point at eps 0.
 
-    Columns: model, norm, eps_unit, perturbation, attack, eps_stated, score, n_cases.
+    The clean point (eps 0, the mean clean score of the perturbation's cases) is prepended
+    when eps 0 was not run itself.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses model, kind, norm, eps_unit, perturbation, attack, eps_stated, case_id,
+            clean_score and adv_score. Corruption rows are ignored.
+
+    Returns:
+        One row per (curve, eps), sorted by eps within each curve. Columns: model, norm,
+        eps_unit, perturbation, attack, eps_stated, score (mean adv score over cases),
+        n_cases. Empty (same columns) when there is no attack row.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import attack_curves
+        >>> clean = {"a": 0.9, "b": 0.8}
+        >>> runs = [("pgd", "a", 0.5), ("pgd", "b", 0.2), ("square", "a", 0.3), ("square", "b", 0.6)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": c, "clean_score": clean[c],
+        ...                     "adv_score": s} for p, c, s in runs])
+        >>> curves = attack_curves(df)
+        >>> curves[["perturbation", "eps_stated"]].values.tolist()
+        [['pgd', 0.0], ['pgd', 4.0], ['square', 0.0], ['square', 4.0]]
+        >>> curves["score"].round(3).tolist()
+        [0.85, 0.35, 0.85, 0.45]
     """
     rows = []
     for (model, norm, unit, pert), g in attacks_only(df).groupby(GROUP + ["perturbation"], sort=True):
@@ -73,8 +115,31 @@ def _common_cases(g: pd.DataFrame) -> pd.DataFrame:
 def worst_case_per_case(df: pd.DataFrame) -> pd.DataFrame:
     """Per (model, norm, eps_unit, eps_stated, case): min adv score over the group's attacks.
 
-    Columns: model, norm, eps_unit, eps_stated, case_id, score, clean_score, worst_attack,
-    n_attacks.
+    Only the cases that every attack of the group finished at that eps are kept, so a
+    half-run attack cannot make the worst case look better than it is.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses model, kind, norm, eps_unit, eps_stated, perturbation, case_id,
+            clean_score and adv_score.
+
+    Returns:
+        One row per (group, eps, case). Columns: model, norm, eps_unit, eps_stated, case_id,
+        score (the minimum adv score), clean_score, worst_attack (the perturbation label
+        that reached it), n_attacks. Empty (same columns) when there is no attack row.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import worst_case_per_case
+        >>> clean = {"a": 0.9, "b": 0.8}
+        >>> runs = [("pgd", "a", 0.5), ("pgd", "b", 0.2), ("square", "a", 0.3), ("square", "b", 0.6)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": c, "clean_score": clean[c],
+        ...                     "adv_score": s} for p, c, s in runs])
+        >>> worst = worst_case_per_case(df)
+        >>> worst[["case_id", "score", "worst_attack"]].values.tolist()
+        [['a', 0.3, 'square'], ['b', 0.2, 'pgd']]
     """
     rows = []
     for keys, g in attacks_only(df).groupby(GROUP + ["eps_stated"], sort=True):
@@ -91,8 +156,31 @@ def worst_case_per_case(df: pd.DataFrame) -> pd.DataFrame:
 def worst_case_curve(df: pd.DataFrame) -> pd.DataFrame:
     """Mean worst-case score vs eps per (model, norm, eps_unit), clean point at eps 0.
 
-    Columns: model, norm, eps_unit, eps_stated, score, n_cases, n_attacks, attacks (the
-    perturbation labels that form the ensemble, comma-separated).
+    The mean over cases of :func:`worst_case_per_case`; it is never above any single
+    attack's curve of the same group.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); needs the columns :func:`worst_case_per_case` uses.
+
+    Returns:
+        One row per (group, eps), sorted by eps. Columns: model, norm, eps_unit, eps_stated,
+        score, n_cases, n_attacks, attacks (the perturbation labels that form the ensemble,
+        comma-separated). Empty (same columns) when there is no attack row.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import worst_case_curve
+        >>> clean = {"a": 0.9, "b": 0.8}
+        >>> runs = [("pgd", "a", 0.5), ("pgd", "b", 0.2), ("square", "a", 0.3), ("square", "b", 0.6)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": c, "clean_score": clean[c],
+        ...                     "adv_score": s} for p, c, s in runs])
+        >>> curve = worst_case_curve(df)
+        >>> curve["eps_stated"].tolist(), curve["score"].round(3).tolist()
+        ([0.0, 4.0], [0.85, 0.25])
+        >>> curve["attacks"].iloc[0]
+        'pgd, square'
     """
     per_case = worst_case_per_case(df)
     atk = attacks_only(df)
@@ -110,7 +198,32 @@ def worst_case_curve(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def normalised_auc(eps: np.ndarray | list[float], score: np.ndarray | list[float]) -> float:
-    """``1/(eps_max - eps_min) * trapezoid(score, eps)``; the score itself for one point."""
+    """Normalised area under a robustness curve: ``1/(eps_max - eps_min) * trapezoid(score, eps)``.
+
+    The points may come in any order (they are sorted by eps). In the units of the score:
+    1 = perfect at every eps. With a single eps (or all eps equal) it is the mean score.
+
+    Args:
+        eps: the stated budgets, including the clean point 0 when it belongs to the curve.
+        score: the score at each eps.
+
+    Returns:
+        The normalised AUC as a Python float.
+
+    Raises:
+        ValueError: no point at all.
+
+    Shape:
+        - eps: ``(N,)``, N >= 1
+        - score: ``(N,)``
+
+    Example:
+        >>> from medrobust.evaluation.robustness import normalised_auc
+        >>> normalised_auc([0, 2, 4, 8], [1.0, 0.5, 0.5, 0.0])  # (1.5 + 1 + 1) / 8
+        0.4375
+        >>> normalised_auc([0], [0.7])
+        0.7
+    """
     e, s = np.asarray(eps, dtype=float), np.asarray(score, dtype=float)
     order = np.argsort(e)
     e, s = e[order], s[order]
@@ -124,7 +237,29 @@ def normalised_auc(eps: np.ndarray | list[float], score: np.ndarray | list[float
 def auc_table(df: pd.DataFrame) -> pd.DataFrame:
     """AUC of every attack curve and of the worst-case curve ("worst case" row) per group.
 
-    Columns: model, norm, eps_unit, curve, eps_max, auc.
+    Each AUC is :func:`normalised_auc` over the curve's eps range, clean point (eps 0)
+    included, of :func:`attack_curves` and :func:`worst_case_curve`.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); needs the columns :func:`attack_curves` uses.
+
+    Returns:
+        Columns: model, norm, eps_unit, curve (perturbation label or ``"worst case"``),
+        eps_max, auc; within each (model, norm, eps_unit) the worst case comes first, then
+        the attacks by label.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import auc_table
+        >>> clean = {"a": 0.9, "b": 0.8}
+        >>> runs = [("pgd", "a", 0.5), ("pgd", "b", 0.2), ("square", "a", 0.3), ("square", "b", 0.6)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": c, "clean_score": clean[c],
+        ...                     "adv_score": s} for p, c, s in runs])
+        >>> auc = auc_table(df)
+        >>> auc["curve"].tolist(), auc["auc"].round(3).tolist()
+        (['worst case', 'pgd', 'square'], [0.55, 0.6, 0.65])
     """
     rows = []
     for (model, norm, unit, pert), c in attack_curves(df).groupby(GROUP + ["perturbation"], sort=True):
@@ -144,7 +279,30 @@ def per_class_table(df: pd.DataFrame, classes: dict[str, list[str]] | None = Non
     Segmentation: per class and case the minimum Dice over the group's attacks (so a class
     may be worst under a different attack than the mean), then the mean over cases.
     Classification: accuracy per true class (``classes[model][label]`` names it).
-    Columns: model, norm, eps_unit, eps_stated, class, clean, worst, n_cases.
+    Like :func:`worst_case_per_case`, only cases every attack of the group finished count.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses the columns of :func:`worst_case_per_case` plus ``task`` and, for
+            segmentation, ``clean_per_class`` / ``adv_per_class`` ({class name: Dice}),
+            for classification ``label``.
+        classes: {model: class names by label index} for classifiers; a label without a
+            name is shown as its number. Unused for segmentation.
+
+    Returns:
+        Columns: model, norm, eps_unit, eps_stated, class, clean, worst, n_cases.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import per_class_table
+        >>> runs = [("pgd", {"gm": 0.4, "wm": 0.3}), ("square", {"gm": 0.6, "wm": 0.1})]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": "a", "task": "segmentation",
+        ...                     "clean_score": 0.85, "adv_score": sum(d.values()) / 2,
+        ...                     "clean_per_class": {"gm": 0.9, "wm": 0.8}, "adv_per_class": d} for p, d in runs])
+        >>> per_class_table(df)[["class", "clean", "worst"]].values.tolist()
+        [['gm', 0.9, 0.4], ['wm', 0.8, 0.1]]
     """
     rows = []
     for keys, g in attacks_only(df).groupby(GROUP + ["eps_stated"], sort=True):
@@ -169,7 +327,30 @@ def per_class_table(df: pd.DataFrame, classes: dict[str, list[str]] | None = Non
 
 
 def quality_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean SSIM, PSNR (dB) and achieved norms per (model, perturbation, eps_unit, eps_stated)."""
+    """Mean SSIM, PSNR (dB) and achieved norms per (model, perturbation, norm, eps_unit, eps_stated).
+
+    Every row counts (attacks and corruptions); a missing ``norm`` is shown as ``"-"``.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses model, perturbation, norm, eps_unit, eps_stated, ssim, psnr,
+            linf_model, l2_model, linf_raw, l2_raw and attack_seconds.
+
+    Returns:
+        Columns: model, perturbation, norm, eps_unit, eps_stated, then the means of ssim,
+        psnr, linf_model, l2_model, linf_raw, l2_raw, attack_seconds.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import quality_table
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": "pgd", "norm": "linf", "eps_unit": "1/255",
+        ...                     "eps_stated": 4.0, "ssim": s, "psnr": p, "linf_model": 4 / 255, "l2_model": 1.0,
+        ...                     "linf_raw": 4.0, "l2_raw": 255.0, "attack_seconds": 0.5}
+        ...                    for s, p in [(0.9, 36.0), (0.8, 34.0)]])
+        >>> quality_table(df)[["ssim", "psnr"]].round(3).values.tolist()
+        [[0.85, 35.0]]
+    """
     cols = ["ssim", "psnr", "linf_model", "l2_model", "linf_raw", "l2_raw", "attack_seconds"]
     keys = ["model", "perturbation", "norm", "eps_unit", "eps_stated"]
     if df.empty:
@@ -184,6 +365,29 @@ def masking_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
     Flags: the attack's best loss never rose above its initial loss; its robust score
     rises with eps by more than ``TOLERANCE``; the black-box Square attack beats a
     gradient attack at the same budget by more than ``TOLERANCE``.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses the columns of :func:`attack_curves` plus ``loss_initial`` and
+            ``loss_best`` (NaN where the attack has no loss, e.g. noise).
+
+    Returns:
+        One dict per (model, perturbation label): ``model``, ``attack`` (the label),
+        ``likely_masking`` (bool) and ``reasons`` ("; "-joined, or "no sign of masking"),
+        ready for :meth:`~medrobust.evaluation.store.ResultStore.write_checks`.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import masking_checks
+        >>> runs = [("pgd", 0.7), ("square", 0.2)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": "a", "clean_score": 0.9,
+        ...                     "adv_score": s, "loss_initial": 1.0, "loss_best": 2.0} for p, s in runs])
+        >>> for check in masking_checks(df):
+        ...     print(check["attack"], check["likely_masking"], "-", check["reasons"])
+        pgd True - black-box square is stronger at eps 4
+        square False - no sign of masking
     """
     curves = attack_curves(df)
     atk = attacks_only(df)
@@ -215,7 +419,25 @@ def masking_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def main_group(df: pd.DataFrame, model: str) -> tuple[str, str] | None:
-    """The (norm, eps_unit) group of ``model`` with the most attacks (L-inf first on ties)."""
+    """The (norm, eps_unit) group of ``model`` with the most attacks (L-inf first on ties).
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses model, kind, norm, eps_unit and perturbation.
+        model: the model name.
+
+    Returns:
+        ``(norm, eps_unit)``, or None when ``model`` has no attack row.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import main_group
+        >>> df = pd.DataFrame({"model": "m", "kind": "attack", "norm": ["linf", "l2", "l2"],
+        ...                    "eps_unit": "1/255", "perturbation": ["pgd", "pgd-l2", "apgd-l2"]})
+        >>> main_group(df, "m"), main_group(df, "other")
+        (('l2', '1/255'), None)
+    """
     atk = attacks_only(df)
     atk = atk[atk["model"] == model]
     if atk.empty:
@@ -229,8 +451,27 @@ def main_group(df: pd.DataFrame, model: str) -> tuple[str, str] | None:
 def headline(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model for the summary: clean and worst-case score at the largest eps.
 
-    Columns: model, norm, eps_unit, eps, clean, worst, n_attacks, n_cases, auc, strongest
-    (the attack that is worst for the most cases at that eps).
+    Taken in the model's :func:`main_group`; models without attack rows are left out.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); needs the columns :func:`worst_case_per_case` uses.
+
+    Returns:
+        Columns: model, norm, eps_unit, eps, clean, worst, n_attacks, n_cases, auc (of the
+        worst-case curve), strongest (the attack that is worst for the most cases at that
+        eps).
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import headline
+        >>> clean = {"a": 0.9, "b": 0.8}
+        >>> runs = [("pgd", "a", 0.5), ("pgd", "b", 0.2), ("square", "a", 0.3), ("square", "b", 0.6)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": c, "clean_score": clean[c],
+        ...                     "adv_score": s} for p, c, s in runs])
+        >>> headline(df)[["eps", "clean", "worst", "auc"]].round(3).values.tolist()
+        [[4.0, 0.85, 0.25, 0.55]]
     """
     curve, auc, per_case = worst_case_curve(df), auc_table(df), worst_case_per_case(df)
     rows = []
@@ -258,15 +499,49 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
 # -- corruptions: severities 1-5 in place of eps; never part of the worst case over attacks --
 
 def corruptions_only(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of corruption runs (``kind == "corruption"``; ``eps_stated`` is the severity)."""
+    """Rows of corruption runs (``kind == "corruption"``; ``eps_stated`` is the severity).
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); uses ``kind``.
+
+    Returns:
+        A copy of the corruption rows.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import corruptions_only
+        >>> df = pd.DataFrame({"kind": ["attack", "corruption"], "attack": ["pgd", "noise"]})
+        >>> corruptions_only(df)["attack"].tolist()
+        ['noise']
+    """
     return df[df["kind"] == "corruption"].copy()
 
 
 def corruption_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean score vs severity per (model, corruption entry), the clean point at severity 0
-    (mean clean score over the same cases).
+    """Mean score vs severity per (model, corruption entry), clean point at severity 0.
 
-    Columns: model, perturbation, corruption, severity, score, n_cases.
+    The clean point is the mean clean score over the entry's cases.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns);
+            uses model, kind, perturbation, attack (the corruption), eps_stated (the
+            severity), case_id, clean_score and adv_score.
+
+    Returns:
+        One row per (entry, severity), severity 0 first. Columns: model, perturbation,
+        corruption, severity, score, n_cases. Empty (same columns) without corruption rows.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import corruption_curves
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": "noise", "attack": "noise", "kind": "corruption",
+        ...                     "eps_stated": float(s), "case_id": "a", "clean_score": 0.9, "adv_score": a}
+        ...                    for s, a in [(1, 0.8), (3, 0.5)]])
+        >>> curve = corruption_curves(df)
+        >>> curve["severity"].tolist(), curve["score"].tolist()
+        ([0.0, 1.0, 3.0], [0.9, 0.8, 0.5])
     """
     rows = []
     for (model, pert), g in corruptions_only(df).groupby(["model", "perturbation"], sort=True):
@@ -280,13 +555,29 @@ def corruption_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def corruption_errors(df: pd.DataFrame) -> pd.DataFrame:
-    """Relative corruption error of each (model, corruption entry c):
+    """Relative corruption error of each (model, corruption entry c).
 
     ``CE_c = (S_clean - mean_s S_{c,s}) / S_clean``, the fraction of the clean score lost on
     average over the severities s run (S: mean score over the same cases; 0 = unaffected,
     1 = everything lost, negative = the corruption helped; NaN when S_clean = 0).
 
-    Columns: model, perturbation, corruption, clean, mean, ce, severities (list), n_cases.
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); needs the columns :func:`corruption_curves` uses.
+
+    Returns:
+        Columns: model, perturbation, corruption, clean, mean, ce, severities (list of the
+        severities run), n_cases.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import corruption_errors
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": "noise", "attack": "noise", "kind": "corruption",
+        ...                     "eps_stated": float(s), "case_id": "a", "clean_score": 0.8, "adv_score": a}
+        ...                    for s, a in [(1, 0.6), (3, 0.2)]])
+        >>> errors = corruption_errors(df)
+        >>> errors[["clean", "mean", "ce"]].round(3).values.tolist(), errors["severities"].tolist()
+        ([[0.8, 0.4, 0.5]], [[1, 3]])
     """
     rows = []
     for (model, pert, name), c in corruption_curves(df).groupby(["model", "perturbation", "corruption"], sort=True):
@@ -301,11 +592,30 @@ def corruption_errors(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def corruption_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: clean score, mean score over every corruption and severity (each
-    (corruption, severity) weighted equally), ``mCE = mean_c CE_c`` and the corruption with
-    the largest CE.
+    """One row per model: clean score, mean corrupted score, mCE and the worst corruption.
 
-    Columns: model, clean, mean, mce, worst, n_corruptions, n_cases.
+    The mean is over every corruption and severity (each (corruption, severity) weighted
+    equally), ``mCE = mean_c CE_c`` over :func:`corruption_errors`, and ``worst`` is the
+    corruption entry with the largest CE.
+
+    Args:
+        df: the ``runs`` dataframe of :meth:`~medrobust.evaluation.store.ResultStore.to_dataframe`
+            (or any frame with its columns); needs the columns :func:`corruption_curves` uses.
+
+    Returns:
+        Columns: model, clean, mean, mce, worst (entry label, "" when every CE is NaN),
+        n_corruptions, n_cases.
+
+    Example:
+        >>> import pandas as pd
+        >>> from medrobust.evaluation.robustness import corruption_summary
+        >>> runs = [("noise", 1, 0.6), ("noise", 3, 0.2), ("blur", 1, 0.7)]
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": p, "attack": p, "kind": "corruption",
+        ...                     "eps_stated": float(s), "case_id": "a", "clean_score": 0.8, "adv_score": a}
+        ...                    for p, s, a in runs])
+        >>> summary = corruption_summary(df)
+        >>> summary[["clean", "mean", "mce"]].round(4).values.tolist(), summary["worst"].tolist()
+        ([[0.8, 0.5, 0.3125]], ['noise'])
     """
     curves, errors = corruption_curves(df), corruption_errors(df)
     rows = []

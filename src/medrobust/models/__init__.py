@@ -3,12 +3,12 @@
 Public API::
 
     build_model(name, spatial_dims=3, in_channels=1, out_channels=2, **kwargs) -> nn.Module
-    register_model(name), MODEL_NAMES, model_spec(model)
+    register_model(name), model_names(), model_spec(model)
     save_checkpoint(out_dir, model, *, classes, ...) -> Path; load_checkpoint(json_path)
     SlidingWindow(model, roi_size, overlap=0.25, sw_batch_size=1, mode="gaussian")
     Ensemble(members, mode="mean_logits" | "mean_probs")
 """
-from medrobust.models.registry import MODEL_NAMES, build_model, model_spec, register_model
+from medrobust.models.registry import build_model, model_names, model_spec, register_model
 from medrobust.models.ensemble import Ensemble
 from medrobust.models import cooperative  # noqa: F401  (registers the "cooperative" composite)
 from medrobust.models.wrappers import SlidingWindow
@@ -16,6 +16,6 @@ from medrobust.models.checkpoint import (CheckpointError, CheckpointInfo, load_c
                                          read_checkpoint_info, save_checkpoint)
 from medrobust.models import assimilation  # noqa: E402,F401  (registers the "assimilation" composite)
 
-__all__ = ["MODEL_NAMES", "build_model", "model_spec", "register_model", "Ensemble", "SlidingWindow",
+__all__ = ["build_model", "model_names", "model_spec", "register_model", "Ensemble", "SlidingWindow",
            "CheckpointError", "CheckpointInfo", "load_checkpoint", "load_state_into", "read_checkpoint_info",
            "save_checkpoint"]

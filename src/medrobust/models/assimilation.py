@@ -42,6 +42,16 @@ class TextureModule(nn.Module):
 
     Args:
         spatial_dims: 2 or 3. channels: C. width: feature channels. blocks: MONAI residual units.
+
+    Shape:
+        - input and output: ``(B, C, *spatial)``, model units.
+
+    Example:
+        >>> import torch
+        >>> texture = TextureModule(spatial_dims=2, channels=1)
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> bool(torch.equal(texture(x), x))              # identity until trained
+        True
     """
 
     def __init__(self, spatial_dims: int = 2, channels: int = 1, width: int = 16, blocks: int = 2) -> None:
@@ -54,6 +64,19 @@ class TextureModule(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + head(body(x))``: the texture-adapted image ``(B, C, *spatial)``.
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+
+        Returns:
+            Images of the same shape.
+
+        Example:
+            >>> import torch
+            >>> TextureModule(spatial_dims=3, channels=2)(torch.rand(1, 2, 8, 8, 8)).shape
+            torch.Size([1, 2, 8, 8, 8])
+        """
         return x + self.head(self.body(x))
 
 
@@ -65,6 +88,20 @@ class ColourModule(nn.Module):
     starts as the grey image at the contrast of a natural photograph (gain 1.7: one standard
     deviation maps to 0.15..0.85) whatever the model units, and learns colours from there.
     (A randomly initialised colour map squeezed the image into a narrow grey band.)
+
+    Args:
+        spatial_dims: 2 or 3. in_channels: C. width: hidden channels of the colour map.
+        gain: contrast of the initial grey image (default 1.7).
+
+    Shape:
+        - input: ``(B, C, *spatial)``, any units; output: ``(B, 3, *spatial)`` in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> colour = ColourModule(spatial_dims=2, in_channels=1)
+        >>> rgb = colour(torch.rand(2, 1, 16, 16) * 1000)     # units do not matter
+        >>> rgb.shape, bool((rgb[:, 0] == rgb[:, 2]).all())  # grey at initialisation
+        (torch.Size([2, 3, 16, 16]), True)
     """
 
     def __init__(self, spatial_dims: int = 2, in_channels: int = 1, width: int = 16, gain: float = 1.7) -> None:
@@ -77,6 +114,20 @@ class ColourModule(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The colour image ``sigmoid(gain · mean_c(z) + net(z))`` of the standardised image z.
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+
+        Returns:
+            ``(B, 3, *spatial)`` in [0, 1].
+
+        Example:
+            >>> import torch
+            >>> rgb = ColourModule(spatial_dims=2, in_channels=1)(torch.rand(2, 1, 16, 16))
+            >>> bool(((rgb >= 0) & (rgb <= 1)).all())
+            True
+        """
         flat = x.flatten(1)
         shape = (-1,) + (1,) * (x.ndim - 1)
         z = (x - flat.mean(1).view(shape)) / flat.std(1).clamp_min(1e-6).view(shape)
@@ -86,10 +137,27 @@ class ColourModule(nn.Module):
 class DomainAssimilation(nn.Module):
     """F(B(C(T(x)))): ``(B, C, *spatial)`` -> logits ``(B, K)`` (or whatever the backbone gives).
 
+    Usually built with ``build_model("assimilation", ...)`` (see :func:`build_assimilation`).
+
+    Args:
+        texture: T, image -> image of the same shape.
+        colour: C, image -> ``(B, 3, *spatial)`` in [0, 1].
+        backbone: B and F, a classifier with 3 input channels.
+
     Attributes:
         texture, colour, backbone: T, C and B+F.
         pretrained_report: what loading ``backbone_weights`` did (None without it).
         built_backbone: (registry name, kwargs) of B when built by the registry, else None.
+
+    Shape:
+        - input: ``(B, C, *spatial)`` model units; output: the backbone's logits, ``(B, K)``.
+
+    Example:
+        >>> import torch
+        >>> backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+        >>> model = DomainAssimilation(TextureModule(2, 1), ColourModule(2, 1), backbone)
+        >>> model(torch.rand(4, 1, 8, 8)).shape
+        torch.Size([4, 2])
     """
 
     def __init__(self, texture: nn.Module, colour: nn.Module, backbone: nn.Module) -> None:
@@ -99,14 +167,51 @@ class DomainAssimilation(nn.Module):
         self.built_backbone: tuple[str, dict[str, Any]] | None = None
 
     def assimilate(self, x: torch.Tensor) -> torch.Tensor:
-        """C(T(x)): the colour image ``(B, 3, *spatial)`` in [0, 1] the backbone sees."""
+        """C(T(x)): the colour image ``(B, 3, *spatial)`` in [0, 1] the backbone sees.
+
+        Args:
+            x: images ``(B, C, *spatial)``, model units.
+
+        Returns:
+            ``(B, 3, *spatial)`` in [0, 1] (differentiable in ``x``).
+
+        Example:
+            >>> import torch
+            >>> model = DomainAssimilation(TextureModule(2, 1), ColourModule(2, 1), torch.nn.Identity())
+            >>> model.assimilate(torch.rand(2, 1, 8, 8)).shape
+            torch.Size([2, 3, 8, 8])
+        """
         return self.colour(self.texture(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the backbone on C(T(x)).
+
+        Args:
+            x: images ``(B, C, *spatial)``, model units.
+
+        Returns:
+            The backbone's logits, ``(B, K)`` for a classifier.
+
+        Example:
+            >>> import torch
+            >>> head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+            >>> DomainAssimilation(TextureModule(2, 1), ColourModule(2, 1), head)(torch.rand(1, 1, 8, 8)).shape
+            torch.Size([1, 2])
+        """
         return self.backbone(self.assimilate(x))
 
     @property
     def medrobust_spec(self) -> dict[str, Any]:
+        """The registry spec (architecture, kwargs) with the backbone as built, no weights path.
+
+        ``build_model`` sets it; the setter drops ``backbone_weights`` and records
+        ``backbone``/``backbone_kwargs`` from :attr:`built_backbone`.
+
+        Example:
+            >>> from medrobust.models.registry import build_model
+            >>> build_model("assimilation", spatial_dims=2, in_channels=1, out_channels=2).medrobust_spec["kwargs"]
+            {'spatial_dims': 2, 'in_channels': 1, 'out_channels': 2, 'backbone': 'resnet18', 'backbone_kwargs': {}}
+        """
         return self._spec
 
     @medrobust_spec.setter
@@ -131,8 +236,23 @@ def build_assimilation(spatial_dims: int, in_channels: int, out_channels: int, *
             None: those of the ``backbone_weights`` checkpoint, else "resnet18" and {}.
         backbone_weights: pretrained weights for the backbone (head refitted when K differs).
         texture_width, texture_blocks: size of T. colour_width: hidden channels of C.
+        spatial_dims, in_channels, out_channels: as ``build_model`` (K = out_channels).
+
+    Returns:
+        A :class:`DomainAssimilation`.
+
     Raises:
         ValueError: unknown or composite backbone, bad sizes, weights that do not fit.
+
+    Shape:
+        - input: ``(B, in_channels, *spatial)``; output: ``(B, out_channels)``.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.models.registry import build_model
+        >>> model = build_model("assimilation", spatial_dims=2, in_channels=1, out_channels=2).eval()
+        >>> model(torch.rand(2, 1, 32, 32)).shape, model.built_backbone
+        (torch.Size([2, 2]), ('resnet18', {}))
     """
     recorded = _checkpoint_backbone(backbone_weights)
     name = backbone or (recorded[0] if recorded else "resnet18")

@@ -35,12 +35,45 @@ _SHOWN = 10  # keys listed per category in a mismatch message
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit; the message names the file."""
+    """A checkpoint that cannot be read or does not fit; the message names the file.
+
+    A subclass of ValueError, so ``except ValueError`` catches it too.
+
+    Example:
+        >>> try:
+        ...     read_checkpoint_info("/nonexistent/model.json")
+        ... except CheckpointError as err:
+        ...     print(err)
+        /nonexistent/model.json: checkpoint file not found
+    """
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """The parsed ``model.json`` (``path`` is the JSON file itself)."""
+    """The parsed ``model.json`` (``path`` is the JSON file itself).
+
+    Attributes:
+        path: the ``model.json`` file.
+        architecture, kwargs: the registry name and kwargs for
+            :func:`~medrobust.models.registry.build_model`.
+        classes: class names, one per output channel.
+        intensity: the data's IntensityMap, or None.
+        roi_size: window size for sliding-window inference, or None.
+        recipe: the training recipe ("standard", "pgd_at", ...).
+        medrobust_version: the version that wrote it.
+        spatial_dims, in_channels: from ``kwargs`` (None when absent).
+        extra: free JSON written with the checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> from medrobust.models.registry import build_model
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> net = build_model("unet", spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+        >>> info = read_checkpoint_info(save_checkpoint(tmp.name, net, classes=["background", "lesion"]))
+        >>> info.architecture, info.classes, info.spatial_dims, info.weights_path.name
+        ('unet', ['background', 'lesion'], 2, 'model.safetensors')
+        >>> tmp.cleanup()
+    """
 
     path: Path
     architecture: str
@@ -56,6 +89,13 @@ class CheckpointInfo:
 
     @property
     def weights_path(self) -> Path:
+        """The ``model.safetensors`` file beside ``model.json``.
+
+        Example:
+            >>> from pathlib import Path
+            >>> CheckpointInfo(Path("run/model.json"), "unet", {}, ["background"]).weights_path.as_posix()
+            'run/model.safetensors'
+        """
         return self.path.with_name(WEIGHTS_NAME)
 
 
@@ -75,9 +115,36 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, *, classes: Sequence[
     ``architecture`` and ``kwargs`` default to the model's spec from ``build_model``.
     Wrappers (SlidingWindow, DDP) are unwrapped; their weights are the inner model's.
 
+    Args:
+        out_dir: folder to write into (created if missing).
+        model: the network (built by ``build_model``, or give ``architecture``/``kwargs``).
+        classes: class names, one per output channel.
+        intensity: the data's IntensityMap (recorded so attacks use the same units).
+        roi_size: window for sliding-window inference, or None.
+        recipe: name of the training recipe (default "standard").
+        extra: free JSON-able metadata.
+        architecture, kwargs: override the model's recorded spec.
+
+    Returns:
+        The path of ``model.json``.
+
     Raises:
         ValueError: no spec and no architecture/kwargs, classes that do not match
             ``out_channels``, or kwargs/extra that are not JSON-serialisable.
+
+    Example:
+        >>> import tempfile
+        >>> from medrobust.models.registry import build_model
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> net = build_model("unet", spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+        >>> path = save_checkpoint(tmp.name, net, classes=["background", "lesion"], roi_size=(64, 64))
+        >>> path.name, sorted(p.name for p in path.parent.iterdir())
+        ('model.json', ['model.json', 'model.safetensors'])
+        >>> save_checkpoint(tmp.name, net, classes=["only one"])
+        Traceback (most recent call last):
+        ...
+        ValueError: classes has 1 names but the model has out_channels=2
+        >>> tmp.cleanup()
     """
     net = _unwrap(model)
     if architecture is None or kwargs is None:
@@ -131,9 +198,32 @@ def _mismatch_message(path: Path, model: nn.Module, state: dict[str, torch.Tenso
 def load_state_into(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a ``.safetensors`` state dict into ``model`` (strict); return the model.
 
+    Wrappers (SlidingWindow, DDP) are unwrapped: the weights go into the inner network.
+
+    Args:
+        model: the network to fill, in place.
+        path: the ``.safetensors`` file.
+
+    Returns:
+        ``model`` itself.
+
     Raises:
         CheckpointError: missing/corrupt file, or missing keys, unexpected keys and
             differing shapes (the first few of each are listed).
+
+    Example:
+        >>> import tempfile
+        >>> from medrobust.models.registry import build_model
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> kw = dict(spatial_dims=2, in_channels=1, channels=(4, 8), strides=(2,))
+        >>> info = read_checkpoint_info(save_checkpoint(tmp.name, build_model("unet", out_channels=2, **kw),
+        ...                                             classes=["background", "lesion"]))
+        >>> net = load_state_into(build_model("unet", out_channels=2, **kw), info.weights_path)
+        >>> load_state_into(build_model("unet", out_channels=3, **kw), info.weights_path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        medrobust.models.checkpoint.CheckpointError: ...: weights do not fit UNet; differing shapes (4): ...
+        >>> tmp.cleanup()
     """
     path = Path(path)
     if not path.is_file():
@@ -151,7 +241,31 @@ def load_state_into(model: nn.Module, path: str | Path) -> nn.Module:
 
 
 def read_checkpoint_info(json_path: str | Path) -> CheckpointInfo:
-    """Parse and validate ``model.json`` (or a folder holding one) without building the model."""
+    """Parse and validate ``model.json`` (or a folder holding one) without building the model.
+
+    Args:
+        json_path: ``model.json`` or the folder holding it.
+
+    Returns:
+        The parsed :class:`CheckpointInfo`.
+
+    Raises:
+        CheckpointError: missing file, invalid JSON, another format, a missing or
+            mistyped field, or a bad ``intensity``.
+
+    Example:
+        >>> import tempfile
+        >>> from medrobust.models.registry import build_model
+        >>> from medrobust.units import IntensityMap
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> net = build_model("unet", spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+        >>> _ = save_checkpoint(tmp.name, net, classes=["background", "lesion"],
+        ...                     intensity=IntensityMap.ct_window(-175, 250), roi_size=(64, 64))
+        >>> info = read_checkpoint_info(tmp.name)              # the folder works too
+        >>> info.roi_size, info.intensity.scale
+        ((64, 64), 425.0)
+        >>> tmp.cleanup()
+    """
     path = Path(json_path)
     if path.is_dir():
         path = path / HEADER_NAME
@@ -188,9 +302,30 @@ def load_checkpoint(json_path: str | Path, expected_architecture: str | None = N
         json_path: path to ``model.json`` or to the folder holding it.
         expected_architecture: if given, the checkpoint's architecture must equal it.
 
+    Returns:
+        (the model in eval mode, its :class:`CheckpointInfo`).
+
     Raises:
         CheckpointError: missing file, bad JSON, architecture mismatch, unbuildable kwargs,
             or weights that do not fit (keys and shapes listed).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from medrobust.models.registry import build_model
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> net = build_model("unet", spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,))
+        >>> path = save_checkpoint(tmp.name, net, classes=["background", "lesion"])
+        >>> model, info = load_checkpoint(path)
+        >>> type(model).__name__, model.training
+        ('UNet', False)
+        >>> x = torch.rand(1, 1, 16, 16)
+        >>> bool(torch.equal(model(x), net.eval()(x)))
+        True
+        >>> load_checkpoint(path, expected_architecture="segresnet")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        medrobust.models.checkpoint.CheckpointError: ...: checkpoint architecture is 'unet', expected 'segresnet'
+        >>> tmp.cleanup()
     """
     info = read_checkpoint_info(json_path)
     if expected_architecture is not None and info.architecture != expected_architecture:

@@ -35,8 +35,25 @@ def _conv(dims: int, cin: int, cout: int, norm: str, stride: int = 1, up: bool =
 
 
 class Encoder(nn.Sequential):
-    """(B, cin, *S) -> (B, channels[-1], *S/f), f = 2**len(channels): per width a stride-2 conv
-    and a conv. No full-resolution conv (as MONAI's UNet), which keeps 3D volumes cheap on CPU."""
+    """Latent-code encoder: per width a stride-2 conv and a conv (MONAI ``Convolution`` blocks).
+
+    No full-resolution conv (as MONAI's UNet), which keeps 3D volumes cheap on CPU.
+
+    Args:
+        dims: spatial dims, 2 or 3.
+        cin: input channels.
+        channels: widths, one stride-2 level each.
+        norm: "batch" or "instance".
+
+    Shape:
+        - input: ``(B, cin, *S)``, S multiples of f = 2**len(channels).
+        - output: ``(B, channels[-1], *S/f)``.
+
+    Example:
+        >>> import torch
+        >>> Encoder(2, 1, (4, 8), "batch")(torch.rand(2, 1, 16, 16)).shape
+        torch.Size([2, 8, 4, 4])
+    """
 
     def __init__(self, dims: int, cin: int, channels: Sequence[int], norm: str) -> None:
         layers: list[nn.Module] = []
@@ -46,8 +63,25 @@ class Encoder(nn.Sequential):
 
 
 class Decoder(nn.Sequential):
-    """(B, channels[-1], *S/f) -> (B, cout, *S): per width a conv and a stride-2 transposed conv
-    to the next width; the last one is linear (logits or image intensities)."""
+    """Latent-code decoder, the mirror of :class:`Encoder`.
+
+    Per width a conv and a stride-2 transposed conv to the next width; the last one is
+    linear (logits or image intensities).
+
+    Args:
+        dims: spatial dims, 2 or 3.
+        cout: output channels (classes K or image channels C).
+        channels: the encoder's widths (decoded in reverse).
+        norm: "batch" or "instance".
+
+    Shape:
+        - input: ``(B, channels[-1], *S/f)``; output: ``(B, cout, *S)``, f = 2**len(channels).
+
+    Example:
+        >>> import torch
+        >>> Decoder(2, 3, (4, 8), "batch")(torch.rand(2, 8, 4, 4)).shape
+        torch.Size([2, 3, 16, 16])
+    """
 
     def __init__(self, dims: int, cout: int, channels: Sequence[int], norm: str) -> None:
         rev = list(channels)[::-1]
@@ -72,6 +106,22 @@ class CooperativeNet(nn.Module):
         stn_channels: widths of the STN autoencoder (default: ``channels``).
         norm: "batch" (the seed's) or "instance".
         temperature: T of the STN input softmax(logits / T), > 0.
+
+    Raises:
+        ValueError: empty or non-positive widths, an unknown ``norm``, ``temperature`` <= 0
+            or ``out_channels`` < 2.
+
+    Shape:
+        - input: ``(B, C, *S)`` model units, any sizes (padded to multiples of ``factor``).
+        - output: refined logits ``(B, K, *S)``.
+
+    Example:
+        >>> import torch
+        >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8))
+        >>> net.factor
+        4
+        >>> net.eval()(torch.rand(2, 1, 10, 10)).shape
+        torch.Size([2, 3, 10, 10])
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
@@ -100,28 +150,107 @@ class CooperativeNet(nn.Module):
 
     # --- FTN -------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, C, *S), S multiples of ``factor`` -> latent image code z_i (B, c_L, *S/f)."""
+        """Image (B, C, *S), S multiples of ``factor`` -> latent image code z_i (B, c_L, *S/f).
+
+        Args:
+            x: images ``(B, C, *S)``, padded with :meth:`pad`.
+
+        Returns:
+            z_i ``(B, channels[-1], *S/factor)``.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net.encode(torch.rand(2, 1, 12, 12)).shape
+            torch.Size([2, 8, 3, 3])
+        """
         return self.image_encoder(x)
 
     def decouple(self, z_i: torch.Tensor) -> torch.Tensor:
-        """z_i -> shape code z_s (same shape)."""
+        """z_i -> shape code z_s (same shape).
+
+        Args:
+            z_i: image code ``(B, c_L, *S/f)``.
+
+        Returns:
+            z_s ``(B, c_L, *S/f)``.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net.decouple(torch.rand(2, 8, 3, 3)).shape
+            torch.Size([2, 8, 3, 3])
+        """
         return self.decoupler(z_i)
 
     def decode_image(self, z_i: torch.Tensor) -> torch.Tensor:
-        """z_i -> reconstructed image (B, C, *S), model units."""
+        """z_i -> reconstructed image (B, C, *S), model units.
+
+        Args:
+            z_i: image code ``(B, c_L, *S/f)``.
+
+        Returns:
+            The reconstruction ``(B, C, *S)``.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net.decode_image(torch.rand(2, 8, 3, 3)).shape
+            torch.Size([2, 1, 12, 12])
+        """
         return self.image_decoder(z_i)
 
     def decode_seg(self, z_s: torch.Tensor) -> torch.Tensor:
-        """z_s -> FTN segmentation logits (B, K, *S)."""
+        """z_s -> FTN segmentation logits (B, K, *S).
+
+        Args:
+            z_s: shape code ``(B, c_L, *S/f)``.
+
+        Returns:
+            FTN logits ``(B, K, *S)`` (before the STN).
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net.decode_seg(torch.rand(2, 8, 3, 3)).shape
+            torch.Size([2, 3, 12, 12])
+        """
         return self.segmentation_decoder(z_s)
 
     # --- STN -------------------------------------------------------------------------
     def shape_correct(self, probs: torch.Tensor) -> torch.Tensor:
-        """Soft or one-hot segmentation (B, K, *S), values in [0, 1] -> corrected logits (B, K, *S)."""
+        """Soft or one-hot segmentation (B, K, *S), values in [0, 1] -> corrected logits (B, K, *S).
+
+        Args:
+            probs: class probabilities ``(B, K, *S)``, S multiples of ``factor``.
+
+        Returns:
+            Corrected logits ``(B, K, *S)``.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> probs = torch.softmax(torch.rand(2, 3, 12, 12), dim=1)
+            >>> net.shape_correct(probs).shape
+            torch.Size([2, 3, 12, 12])
+        """
         return self.shape_decoder(self.shape_encoder(probs))
 
     def refine(self, logits: torch.Tensor) -> torch.Tensor:
-        """STN refinement of logits (B, K, *S): STN(softmax(logits / T)) -> logits (B, K, *S)."""
+        """STN refinement of logits (B, K, *S): STN(softmax(logits / T)) -> logits (B, K, *S).
+
+        Args:
+            logits: segmentation logits ``(B, K, *S)``, S multiples of ``factor``.
+
+        Returns:
+            Refined logits ``(B, K, *S)``.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net.refine(torch.randn(2, 3, 12, 12)).shape
+            torch.Size([2, 3, 12, 12])
+        """
         return self.shape_correct(F.softmax(logits / self.temperature, dim=1))
 
     # --- whole pipeline --------------------------------------------------------------
@@ -129,6 +258,19 @@ class CooperativeNet(nn.Module):
         """Pad the spatial sides of (B, *, *S) at the end to multiples of ``factor`` (replicate).
 
         Integer tensors (labels) are padded through float and cast back.
+
+        Args:
+            t: images ``(B, C, *S)``, logits or labels ``(B, 1, *S)``.
+
+        Returns:
+            ``t`` itself when already a multiple, else ``(B, *, *S')`` with S' rounded up
+            to multiples of ``factor``, dtype kept.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net.pad(torch.zeros(2, 1, 10, 12, dtype=torch.long)).shape
+            torch.Size([2, 1, 12, 12])
         """
         extra = [(-s) % self.factor for s in t.shape[2:]]
         if not any(extra):
@@ -139,14 +281,43 @@ class CooperativeNet(nn.Module):
         return F.pad(t.float(), widths, mode="replicate").to(t.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Image (B, C, *S) in model units -> refined logits (B, K, *S): FTN, then STN on its prediction."""
+        """Image (B, C, *S) in model units -> refined logits (B, K, *S): FTN, then STN on its prediction.
+
+        Args:
+            x: images ``(B, C, *S)``, any sizes.
+
+        Returns:
+            Refined logits ``(B, K, *S)``, cropped back to ``x``'s size.
+
+        Example:
+            >>> import torch
+            >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8)).eval()
+            >>> net(torch.rand(2, 1, 10, 10)).shape
+            torch.Size([2, 3, 10, 10])
+        """
         size = x.shape[2:]
         logits = self.refine(self.decode_seg(self.decouple(self.encode(self.pad(x)))))
         return logits[(..., *[slice(0, s) for s in size])]
 
 
 def unwrap_cooperative(model: nn.Module) -> CooperativeNet | None:
-    """The CooperativeNet inside ``model`` (itself, or under ``.model``/``.module`` wrappers), else None."""
+    """The CooperativeNet inside ``model`` (itself, or under ``.model``/``.module`` wrappers), else None.
+
+    Args:
+        model: a CooperativeNet, or a wrapper such as SlidingWindow or DDP around one.
+
+    Returns:
+        The inner CooperativeNet, or None when there is none.
+
+    Example:
+        >>> import torch
+        >>> from medrobust.models.wrappers import SlidingWindow
+        >>> net = CooperativeNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(4, 8))
+        >>> unwrap_cooperative(SlidingWindow(net, roi_size=(16, 16))) is net
+        True
+        >>> unwrap_cooperative(torch.nn.Conv2d(1, 3, 3)) is None
+        True
+    """
     while not isinstance(model, CooperativeNet):
         inner = getattr(model, "model", None)
         if not isinstance(inner, nn.Module):

@@ -10,13 +10,45 @@ from medrobust.models.wrappers import SlidingWindow
 
 
 def needs_window(x: torch.Tensor, roi_size: Sequence[int] | None) -> bool:
-    """True when any spatial axis of ``x`` (B, C, *spatial) exceeds the ROI."""
+    """True when any spatial axis of ``x`` exceeds the ROI.
+
+    Args:
+        x: images ``(B, C, *spatial)``.
+        roi_size: the model's window, one size per spatial axis, or None (never windowed).
+
+    Returns:
+        Whether ``x`` needs sliding-window inference.
+
+    Example:
+        >>> import torch
+        >>> x = torch.zeros(1, 1, 12, 8, 8)
+        >>> needs_window(x, (8, 8, 8)), needs_window(x, (16, 16, 16)), needs_window(x, None)
+        (True, False, False)
+    """
     return roi_size is not None and any(s > r for s, r in zip(x.shape[2:], roi_size))
 
 
 def windowed(model: nn.Module, x: torch.Tensor, roi_size: Sequence[int] | None,
              overlap: float = 0.25) -> nn.Module:
-    """``model`` itself, or wrapped in :class:`SlidingWindow` when ``x`` exceeds the ROI."""
+    """``model`` itself, or wrapped in :class:`SlidingWindow` when ``x`` exceeds the ROI.
+
+    Args:
+        model: maps images to logits.
+        x: images ``(B, C, *spatial)`` the model will see.
+        roi_size: the model's window, or None.
+        overlap: window overlap in [0, 1) of the wrapper (default 0.25).
+
+    Returns:
+        ``model``, or ``SlidingWindow(model, roi_size, overlap)``; a model that already is a
+        SlidingWindow is never wrapped again.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Conv3d(1, 3, 3, padding=1)
+        >>> x = torch.zeros(1, 1, 12, 12, 12)
+        >>> type(windowed(net, x, (8, 8, 8))).__name__, windowed(net, x, None) is net
+        ('SlidingWindow', True)
+    """
     if needs_window(x, roi_size) and not isinstance(model, SlidingWindow):
         return SlidingWindow(model, roi_size=tuple(roi_size), overlap=overlap)  # type: ignore[arg-type]
     return model
@@ -25,7 +57,27 @@ def windowed(model: nn.Module, x: torch.Tensor, roi_size: Sequence[int] | None,
 @torch.no_grad()
 def infer(model: nn.Module, x: torch.Tensor, roi_size: Sequence[int] | None = None,
           overlap: float = 0.25) -> torch.Tensor:
-    """Logits (B, K, *spatial) or (B, K) of ``model`` in eval mode; its mode is restored."""
+    """Logits of ``model`` in eval mode, without a graph; its mode is restored.
+
+    Volumes larger than ``roi_size`` go through :class:`SlidingWindow`.
+
+    Args:
+        model: maps images to logits.
+        x: images ``(B, C, *spatial)``, model units.
+        roi_size: the model's window, or None (whole input at once).
+        overlap: window overlap in [0, 1) (default 0.25).
+
+    Returns:
+        Logits ``(B, K, *spatial)`` (segmentation) or ``(B, K)`` (classification).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.Dropout()).train()
+        >>> infer(net, torch.rand(1, 1, 12, 12, 12), roi_size=(8, 8, 8)).shape
+        torch.Size([1, 3, 12, 12, 12])
+        >>> net.training
+        True
+    """
     was_training = model.training
     model.eval()
     try:

@@ -18,28 +18,51 @@ from typing import Any, Callable
 from monai.networks import nets
 from torch import nn
 
+from medrobust.registry import Registry
+
 Builder = Callable[..., nn.Module]
-_BUILDERS: dict[str, Builder] = {}
-MODEL_NAMES: list[str] = []  # every registered name; grows when composite models register
+_MODELS: Registry[Builder] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder(spatial_dims, in_channels, out_channels, **kwargs)``.
 
+    Args:
+        name: the architecture name stored in checkpoints (case-sensitive).
+
+    Returns:
+        A decorator registering the builder and returning it unchanged.
+
+    Raises:
+        ValueError: ``name`` is already taken by another builder.
+
+    A composite model registers its builder once, at import of its module::
+
+        @register_model("my_net")
+        def _build(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module: ...
+
     Example:
-        >>> @register_model("my_net")
-        ... def _build(spatial_dims, in_channels, out_channels, **kw): ...
+        >>> from medrobust.models.registry import register_model
+        >>> register_model("unet")(lambda spatial_dims, in_channels, out_channels, **kw: None)
+        Traceback (most recent call last):
+            ...
+        ValueError: model 'unet' is already registered
     """
+    return _MODELS.register(name)
 
-    def decorate(builder: Builder) -> Builder:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"model name {name!r} is already registered")
-        _BUILDERS[name] = builder
-        if name not in MODEL_NAMES:
-            MODEL_NAMES.append(name)
-        return builder
 
-    return decorate
+def model_names() -> tuple[str, ...]:
+    """The registered architecture names, read now (composites registered later show up).
+
+    Returns:
+        The names :func:`build_model` accepts, in registration order.
+
+    Example:
+        >>> from medrobust.models.registry import model_names
+        >>> model_names()[:3]
+        ('unet', 'basicunet', 'segresnet')
+    """
+    return _MODELS.names()
 
 
 def _plain(value: Any) -> Any:
@@ -56,7 +79,7 @@ def build_model(name: str, spatial_dims: int = 3, in_channels: int = 1, out_chan
     """Build a registered network and attach its spec (see :func:`model_spec`).
 
     Args:
-        name: one of :data:`MODEL_NAMES`.
+        name: one of :func:`model_names`.
         spatial_dims: 2 or 3.
         in_channels: image channels C.
         out_channels: number of classes K (segmentation: including background).
@@ -65,14 +88,13 @@ def build_model(name: str, spatial_dims: int = 3, in_channels: int = 1, out_chan
     Raises:
         ValueError: unknown name (lists the allowed ones), bad dims, or ``pretrained=True``.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(MODEL_NAMES)}")
+    builder = _MODELS[name]  # ValueError listing the allowed names
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
     if kwargs.get("pretrained"):
         raise ValueError("pretrained=True is not allowed: medrobust never downloads weights")
     kwargs.pop("pretrained", None)
-    model = _BUILDERS[name](spatial_dims, in_channels, out_channels, **copy.deepcopy(kwargs))
+    model = builder(spatial_dims, in_channels, out_channels, **copy.deepcopy(kwargs))
     spec_kwargs = {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels}
     model.medrobust_spec = {"architecture": name, "kwargs": _plain({**spec_kwargs, **kwargs})}
     return model

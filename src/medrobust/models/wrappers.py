@@ -35,6 +35,24 @@ class SlidingWindow(nn.Module):
     ``forward(x)`` maps ``(B, C, *spatial)`` to ``(B, K, *spatial)`` and equals
     ``monai.inferers.sliding_window_inference`` (it calls it); it is differentiable.
     Inputs smaller than the ROI are zero-padded and the output cropped, as MONAI does.
+    Attacks given a SlidingWindow use :meth:`loss_and_input_grad` for the whole-volume
+    gradient at one window's memory.
+
+    Raises:
+        ValueError: ``roi_size`` not 2 or 3 positive ints, ``overlap`` outside [0, 1),
+            ``sw_batch_size`` < 1 or an unknown ``mode``.
+
+    Shape:
+        - input: ``(B, C, *spatial)`` with ``len(roi_size)`` spatial axes, any sizes.
+        - output: ``(B, K, *spatial)``.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Conv3d(1, 3, 3, padding=1)
+        >>> model = SlidingWindow(net, roi_size=(8, 8, 8), overlap=0.25)
+        >>> model(torch.rand(1, 1, 12, 12, 12)).shape
+        torch.Size([1, 3, 12, 12, 12])
     """
 
     def __init__(self, model: nn.Module, roi_size: Sequence[int], overlap: float = 0.25,
@@ -62,7 +80,23 @@ class SlidingWindow(nn.Module):
                              f"{', '.join(['*'] * len(self.roi_size))}), got shape {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Blended logits ``(B, K, *spatial)`` for images ``(B, C, *spatial)``."""
+        """Blended logits ``(B, K, *spatial)`` for images ``(B, C, *spatial)``.
+
+        Args:
+            x: images ``(B, C, *spatial)``, model units.
+
+        Returns:
+            Logits ``(B, K, *spatial)``, differentiable in ``x``.
+
+        Raises:
+            ValueError: ``x`` without ``len(roi_size)`` spatial axes.
+
+        Example:
+            >>> import torch
+            >>> model = SlidingWindow(torch.nn.Conv2d(1, 2, 3, padding=1), roi_size=(16, 16))
+            >>> model(torch.rand(2, 1, 40, 24)).shape
+            torch.Size([2, 2, 40, 24])
+        """
         self._check(x)
         return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
                                         mode=self.mode, sigma_scale=self.sigma_scale)
@@ -89,6 +123,25 @@ class SlidingWindow(nn.Module):
 
         Returns:
             (logits ``(B, K, *spatial)`` or None, loss ``(B,)``, grad ``(B, C, *spatial)``), detached.
+
+        Raises:
+            ValueError: ``x`` of the wrong rank, ``loss_fn`` not returning ``(B,)``, or a
+                model whose output does not keep the window size.
+
+        Example:
+            >>> import torch
+            >>> _ = torch.manual_seed(0)
+            >>> model = SlidingWindow(torch.nn.Conv3d(1, 3, 3, padding=1), roi_size=(8, 8, 8))
+            >>> x = torch.rand(1, 1, 12, 12, 12)
+            >>> def loss_fn(logits):                       # per-sample loss (B,)
+            ...     return logits[:, 1].flatten(1).mean(1)
+            >>> logits, loss, grad = model.loss_and_input_grad(x, loss_fn)
+            >>> logits.shape, loss.shape, grad.shape
+            (torch.Size([1, 3, 12, 12, 12]), torch.Size([1]), torch.Size([1, 1, 12, 12, 12]))
+            >>> xr = x.clone().requires_grad_(True)        # equals the full-graph gradient
+            >>> (full,) = torch.autograd.grad(loss_fn(model(xr)).sum(), xr)
+            >>> bool(torch.allclose(grad, full, atol=1e-5))
+            True
         """
         self._check(x)
         x = x.detach()

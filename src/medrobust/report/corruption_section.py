@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from medrobust.evaluation import robustness as rb  # noqa: E402
-from medrobust.evaluation.corruption_runs import THUMBNAILS_DIR, load_thumbnail, thumbnail_name  # noqa: E402
+from medrobust.evaluation.thumbnails import THUMBNAILS_DIR, load_thumbnail, thumbnail_name  # noqa: E402
 from medrobust.report.plots import to_png  # noqa: E402
 
 

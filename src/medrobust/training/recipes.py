@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medrobust.losses import get_loss
+from medrobust.registry import Registry
 from medrobust.units import IntensityMap
 
 
@@ -82,15 +83,32 @@ class Recipe:
         return None
 
 
-RECIPES: dict[str, Callable[..., Recipe]] = {"standard": Recipe}
+RECIPES: Registry[type[Recipe]] = Registry("recipe", {"standard": Recipe})  # live: read at call time
 
 
 def register_recipe(name: str) -> Callable[[type[Recipe]], type[Recipe]]:
-    """Class decorator adding a recipe to :data:`RECIPES` under ``name``."""
+    """Class decorator adding a recipe to :data:`RECIPES` under ``name`` (sets ``cls.name``).
+
+    Args:
+        name: the recipe's name (``medrobust train --recipe``).
+
+    Returns:
+        A decorator registering the class and returning it.
+
+    Raises:
+        ValueError: ``name`` is already taken by another class.
+
+    Example:
+        >>> from medrobust.training.recipes import Recipe, register_recipe
+        >>> register_recipe("standard")(type("Other", (Recipe,), {}))
+        Traceback (most recent call last):
+            ...
+        ValueError: recipe 'standard' is already registered
+    """
 
     def deco(cls: type[Recipe]) -> type[Recipe]:
+        RECIPES.add(name, cls)
         cls.name = name
-        RECIPES[name] = cls
         return cls
 
     return deco
@@ -98,9 +116,8 @@ def register_recipe(name: str) -> Callable[[type[Recipe]], type[Recipe]]:
 
 def build_recipe(name: str, **params: Any) -> Recipe:
     """Recipe by name with its hyper-parameters; ValueError names the allowed recipes."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; allowed: {', '.join(sorted(RECIPES))}")
+    recipe = RECIPES[name]  # ValueError listing the allowed names
     try:
-        return RECIPES[name](**params)
+        return recipe(**params)
     except TypeError as err:
         raise ValueError(f"recipe {name!r}: bad parameters {sorted(params)} ({err})") from err

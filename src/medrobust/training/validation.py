@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
-from medrobust.attacks.registry import ATTACK_NAMES, get_attack
+from medrobust.attacks.registry import attack_names, get_attack
 from medrobust.metrics import balanced_accuracy, dice_per_class
 from medrobust.models.inference import infer, windowed
 from medrobust.units import IntensityMap, Unit, budget_for_case
@@ -38,8 +38,8 @@ class RobustEvaluation(BaseModel):
     @field_validator("attack")
     @classmethod
     def _known_attack(cls, name: str) -> str:
-        if name.lower() not in ATTACK_NAMES:
-            raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(ATTACK_NAMES)}")
+        if name.lower() not in attack_names():
+            raise ValueError(f"unknown attack {name!r}; allowed: {', '.join(attack_names())}")
         return name
 
 
