@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, UNet
+from timing import peak_bytes, timed  # benchmarks/timing.py (run from benchmarks/ or with it on sys.path)
 from torch import nn
 
-from timing import peak_bytes, timed  # benchmarks/timing.py (run from benchmarks/ or with it on sys.path)
 from medrobust.attacks import PGD
 from medrobust.models import SlidingWindow
 from medrobust.units import Budget

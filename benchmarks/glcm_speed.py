@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
 from timing import timed  # benchmarks/timing.py
+
 from medrobust.models import build_model
 from medrobust.training.glcm import GLCMLoss
 

@@ -16,11 +16,12 @@ same way.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from timing import peak_bytes  # benchmarks/timing.py
+
 from medrobust.models import SlidingWindow, build_model
 
 

@@ -10,7 +10,7 @@ such workspaces and under-count convolution-heavy calls.)
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile

@@ -22,9 +22,9 @@ import statistics
 
 import torch
 from monai.networks.nets import UNet
+from timing import timed  # benchmarks/timing.py (scripts run from benchmarks/ or with it on sys.path)
 from torch import nn
 
-from timing import timed  # benchmarks/timing.py (scripts run from benchmarks/ or with it on sys.path)
 from medrobust.attacks.dct import block_dct, block_idct
 from medrobust.attacks.frequency import VAFA
 from medrobust.losses import get_loss
@@ -37,7 +37,7 @@ def bench_dct(x: torch.Tensor, runs: int) -> None:
     for b in (32, 8):
         block = (b, b, b)
 
-        def roundtrip() -> torch.Tensor:
+        def roundtrip(block: tuple[int, int, int] = block) -> torch.Tensor:
             return block_idct(block_dct(x, block), block, x.shape)
 
         roundtrip()
@@ -67,7 +67,7 @@ def bench_vafa(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, r
         for p in model.parameters():  # what a user hands over: a trainable model
             p.requires_grad_(True)
         for n, attack in attacks.items():
-            t = timed(lambda: attack.run(model, x, y), x.device)
+            t = timed(lambda attack=attack: attack.run(model, x, y), x.device)
             if i:
                 totals[n].append(t)
         if i:

@@ -27,7 +27,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from medrobust.cli.pretrain import pretrain_natural
 from medrobust.data.demo import build_demo_classification
 from medrobust.data.sources import open_split
 from medrobust.evaluation.config import parse_config
@@ -38,6 +37,7 @@ from medrobust.models.pretrained import load_pretrained
 from medrobust.report import write_report
 from medrobust.training import TrainConfig, build_recipe, fit
 from medrobust.training.loop import pick_device
+from medrobust.training.pretrain import pretrain_natural
 from medrobust.units import IntensityMap
 
 ATTACKS = ("fgsm", "bim", "mifgsm", "pgd")

@@ -17,8 +17,9 @@ Reruns reuse finished runs under ``--out`` (the loop resumes from ``last/``).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

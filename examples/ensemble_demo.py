@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from medrobust.cli.ensemble import build_ensemble
-from medrobust.cli.train import train_model
 from medrobust.data.demo import build_demo_classification
 from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.ensembles import SCORINGS, ensemble_table, load_ensemble_runs
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
+from medrobust.models.ensemble import build_ensemble
 from medrobust.report import write_report
 from medrobust.report.classification import ensemble_context
-from medrobust.training import TrainConfig
+from medrobust.training import TrainConfig, train_model
 from medrobust.training.loop import pick_device
 
 NORMALIZATION = "minmax:0,255"

@@ -27,14 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from medrobust.cli.demo import DEMO_MODEL_KWARGS, DEMO_TRAIN
-from medrobust.cli.train import train_model
 from medrobust.data.demo import build_demo_classification, build_demo_segmentation
+from medrobust.demo import DEMO_MODEL_KWARGS, DEMO_TRAIN
 from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
 from medrobust.report import write_report
-from medrobust.training import TrainConfig
+from medrobust.training import TrainConfig, train_model
 from medrobust.training.loop import pick_device
 
 EPS = 4.0

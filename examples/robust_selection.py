@@ -21,11 +21,10 @@ import argparse
 import csv
 from pathlib import Path
 
-from medrobust.cli.train import train_model
 from medrobust.data.demo import build_demo_classification
 from medrobust.data.sources import open_split
 from medrobust.models import load_checkpoint
-from medrobust.training import TrainConfig
+from medrobust.training import TrainConfig, train_model
 from medrobust.training.loop import pick_device
 from medrobust.training.validation import RobustEvaluation, selection_metrics
 

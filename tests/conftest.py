@@ -1,7 +1,6 @@
 """Test set-up: no writes to the real home directory, one thread per test process, seeds."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -7,8 +7,17 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from medrobust.metrics import (accuracy, auroc, balanced_accuracy, confusion_matrix, dice_per_class, hd95,
-                               perturbation_norms, psnr, ssim)
+from medrobust.metrics import (
+    accuracy,
+    auroc,
+    balanced_accuracy,
+    confusion_matrix,
+    dice_per_class,
+    hd95,
+    perturbation_norms,
+    psnr,
+    ssim,
+)
 from medrobust.units import IntensityMap
 
 

@@ -18,7 +18,8 @@ Names: ``ce``, ``dice`` (1 - soft Dice over the foreground classes), ``dice_ce``
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,7 @@ Per-sample results are float tensors ``(B,)`` / ``(B, K')`` on CPU; batch scores
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric, compute_dice, compute_hausdorff_distance, compute_roc_auc

@@ -142,7 +142,7 @@ class IntensityMap:
 
     # -- constructors -------------------------------------------------------------
     @classmethod
-    def identity(cls) -> "IntensityMap":
+    def identity(cls) -> IntensityMap:
         """The map that leaves intensities unchanged (offset 0, scale 1, no clip).
 
         Returns:
@@ -156,7 +156,7 @@ class IntensityMap:
         return cls()
 
     @classmethod
-    def ct_window(cls, low_hu: float, high_hu: float) -> "IntensityMap":
+    def ct_window(cls, low_hu: float, high_hu: float) -> IntensityMap:
         """CT window [low_hu, high_hu] mapped linearly to [0, 1] and clipped.
 
         Args:
@@ -182,7 +182,7 @@ class IntensityMap:
         return cls(offset=float(low_hu), scale=float(high_hu - low_hu), clip=(0.0, 1.0), raw_unit="HU")
 
     @classmethod
-    def min_max(cls, low: float, high: float) -> "IntensityMap":
+    def min_max(cls, low: float, high: float) -> IntensityMap:
         """Raw range [low, high] mapped to [0, 1] and clipped.
 
         Args:
@@ -206,7 +206,7 @@ class IntensityMap:
         return cls(offset=float(low), scale=float(high - low), clip=(0.0, 1.0))
 
     @classmethod
-    def z_score(cls, mean: Scalar, std: Scalar) -> "IntensityMap":
+    def z_score(cls, mean: Scalar, std: Scalar) -> IntensityMap:
         """Z-scoring with (per-sample) mean and standard deviation; never clipped.
 
         Args:
@@ -346,7 +346,7 @@ class IntensityMap:
                 "clip": list(self.clip) if self.clip else None, "raw_unit": self.raw_unit}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "IntensityMap":
+    def from_dict(cls, d: dict[str, Any]) -> IntensityMap:
         """Rebuild a map from :meth:`to_dict`'s output (lists become float64 ``(B,)`` tensors).
 
         Args:
@@ -473,7 +473,7 @@ class Budget:
 
     @classmethod
     def _make(cls, norm: str, eps: Scalar, unit: str, valid_range: tuple[Scalar, Scalar] | None,
-              intensity: IntensityMap | None) -> "Budget":
+              intensity: IntensityMap | None) -> Budget:
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; allowed: {', '.join(NORMS)}")
         if unit not in UNITS:
@@ -495,7 +495,7 @@ class Budget:
 
     @classmethod
     def linf(cls, eps: Scalar, unit: str = "model", valid_range: tuple[Scalar, Scalar] | None = None,
-             intensity: IntensityMap | None = None) -> "Budget":
+             intensity: IntensityMap | None = None) -> Budget:
         """L-infinity budget; e.g. ``Budget.linf(8, unit="HU", valid_range=(0, 1), intensity=imap)``.
 
         Args:
@@ -526,7 +526,7 @@ class Budget:
 
     @classmethod
     def l2(cls, eps: Scalar, unit: str = "model", valid_range: tuple[Scalar, Scalar] | None = None,
-           intensity: IntensityMap | None = None) -> "Budget":
+           intensity: IntensityMap | None = None) -> Budget:
         """L2 budget over each whole sample (all channels and voxels).
 
         Args:
@@ -555,7 +555,7 @@ class Budget:
         """
         return cls._make("l2", eps, unit, valid_range, intensity)
 
-    def with_eps(self, eps: Scalar, unit: str | None = None) -> "Budget":
+    def with_eps(self, eps: Scalar, unit: str | None = None) -> Budget:
         """The same budget with another radius (in ``unit``, default the budget's own).
 
         Args:
@@ -579,7 +579,7 @@ class Budget:
 
     # -- per-batch tensors -------------------------------------------------------------
     def eps_for(self, x: torch.Tensor) -> torch.Tensor:
-        """eps as a ``(B,)`` tensor on ``x``'s device and dtype.
+        """Eps as a ``(B,)`` tensor on ``x``'s device and dtype.
 
         Args:
             x: the batch, ``(B, C, *spatial)``.

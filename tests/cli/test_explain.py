@@ -25,7 +25,7 @@ def _read_iou(path: Path) -> list[dict[str, str]]:
 
 def test_2d_overlays_and_iou_table(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    for k, cls in enumerate(["healthy", "lesion"]):
+    for cls in ["healthy", "lesion"]:
         for j in range(2):
             write_png(tmp_path / "data" / "test" / cls / f"img{j}.png", rng.uniform(0, 255, (32, 32)))
     torch.manual_seed(0)

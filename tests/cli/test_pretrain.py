@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from medrobust.cli import main
-from medrobust.cli.pretrain import PHOTOS, class_names, load_photos, sample_patches
 from medrobust.models import build_model, load_checkpoint
+from medrobust.training.pretrain import PHOTOS, class_names
 
 BASE = ["--steps", "2", "--batch-size", "4", "--patch-size", "16"]
 TINY = [*BASE, "--backbone-kwargs", '{"widen_factor": 0.25}']
@@ -36,17 +36,6 @@ def test_pretrains_caches_and_feeds_the_assimilation_backbone(tmp_path: Path,
                             backbone_weights=str(out / "model.json"))
     assert composite.built_backbone == ("resnet18", {"widen_factor": 0.25})
     torch.testing.assert_close(composite.backbone.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
-
-
-def test_patches_and_labels() -> None:
-    photos = load_photos(32)
-    assert len(photos) == len(PHOTOS) and all(p.shape[0] == 3 and min(p.shape[1:]) == 32 for p in photos)
-    assert all(0.0 <= float(p.min()) and float(p.max()) <= 1.0 for p in photos)
-    x, y = sample_patches(photos, 16, 8, "both", torch.Generator().manual_seed(0))
-    assert x.shape == (16, 3, 8, 8) and int(y.max()) < 4 * len(PHOTOS)
-    _, y_rot = sample_patches(photos, 16, 8, "rotation", torch.Generator().manual_seed(0))
-    _, y_photo = sample_patches(photos, 16, 8, "photo", torch.Generator().manual_seed(0))
-    torch.testing.assert_close(y, y_photo * 4 + y_rot)  # same draws, so the labels decompose
 
 
 @pytest.mark.parametrize("args,match", [

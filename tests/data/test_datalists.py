@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medrobust.data.datalists import (load_class_folders, load_classification_csv, load_decathlon,
-                                      load_decathlon_labels, save_decathlon)
+from medrobust.data.datalists import (
+    load_class_folders,
+    load_classification_csv,
+    load_decathlon,
+    load_decathlon_labels,
+    save_decathlon,
+)
 from medrobust.data.io import DataError, write_nifti, write_png
 
 

@@ -10,8 +10,14 @@ import torch
 from PIL import Image
 
 from medrobust.data.datalists import load_class_folders, load_decathlon, load_decathlon_labels
-from medrobust.data.demo import (SEG_CLASSES, build_demo_classification, build_demo_segmentation,
-                                 build_phantom_segmentation, phantom_classification, phantom_segmentation)
+from medrobust.data.demo import (
+    SEG_CLASSES,
+    build_demo_classification,
+    build_demo_segmentation,
+    build_phantom_segmentation,
+    phantom_classification,
+    phantom_segmentation,
+)
 from medrobust.data.synth import bias_field, deform, random_grid, rician_noise
 from medrobust.data.transforms import make_dataset
 

@@ -10,8 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from medrobust.data.io import (DataError, atomic_path, read_image_2d, read_json_or_none, read_nifti, write_json_atomic,
-                               write_nifti, write_png)
+from medrobust.data.io import (
+    DataError,
+    atomic_path,
+    read_image_2d,
+    read_json_or_none,
+    read_nifti,
+    write_json_atomic,
+    write_nifti,
+    write_png,
+)
 
 
 def _affine() -> np.ndarray:

@@ -17,7 +17,6 @@ from medrobust.models import Ensemble
 from medrobust.units import Budget
 
 
-
 class Fixed(nn.Module):
     """Fixed logits (1, K) for any image."""
 

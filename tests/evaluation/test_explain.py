@@ -10,8 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medrobust.evaluation.explain import (GradCAMExplainer, cam_path, layer_candidates, load_example_cams,
-                                          prune_cams, save_example_cams, top_fraction_iou)
+from medrobust.evaluation.explain import (
+    GradCAMExplainer,
+    cam_path,
+    layer_candidates,
+    load_example_cams,
+    prune_cams,
+    save_example_cams,
+    top_fraction_iou,
+)
 from medrobust.models import Ensemble, build_model
 
 TINY_RESNET = {"widen_factor": 0.125, "conv1_t_stride": 1, "no_max_pool": True}

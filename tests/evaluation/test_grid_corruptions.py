@@ -16,9 +16,9 @@ import yaml
 from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.config import GridConfigError, load_config
-from medrobust.evaluation.thumbnails import THUMBNAILS_DIR, load_thumbnail, thumbnail_name
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
+from medrobust.evaluation.thumbnails import THUMBNAILS_DIR, load_thumbnail, thumbnail_name
 from medrobust.models.checkpoint import save_checkpoint
 from medrobust.models.registry import build_model
 from medrobust.report import write_report

@@ -9,7 +9,6 @@ import torch
 from medrobust.models import build_model, load_checkpoint, model_spec, save_checkpoint
 from medrobust.models.assimilation import DomainAssimilation
 
-
 NARROW = {"widen_factor": 0.25}  # resnet18 with 16..128 channels: same layers, a 16th of the weights
 
 

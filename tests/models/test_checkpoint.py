@@ -8,8 +8,15 @@ import pytest
 import torch
 
 import medrobust
-from medrobust.models import (CheckpointError, Ensemble, SlidingWindow, build_model, load_checkpoint,
-                              load_state_into, save_checkpoint)
+from medrobust.models import (
+    CheckpointError,
+    Ensemble,
+    SlidingWindow,
+    build_model,
+    load_checkpoint,
+    load_state_into,
+    save_checkpoint,
+)
 from medrobust.units import IntensityMap
 
 UNET = {"channels": (4, 8), "strides": (2,), "num_res_units": 1}

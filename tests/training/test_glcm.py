@@ -6,8 +6,15 @@ import pytest
 import torch
 from skimage.feature import graycomatrix, graycoprops
 
-from medrobust.training.glcm import (DEFAULT_ANGLES, FEATURES, GLCMLoss, glcm, glcm_features, texture_features,
-                                     to_grayscale)
+from medrobust.training.glcm import (
+    DEFAULT_ANGLES,
+    FEATURES,
+    GLCMLoss,
+    glcm,
+    glcm_features,
+    texture_features,
+    to_grayscale,
+)
 
 SKIMAGE_NAMES = {"asm": "ASM", "contrast": "contrast", "homogeneity": "homogeneity",
                  "correlation": "correlation", "dissimilarity": "dissimilarity"}

@@ -5,8 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from medrobust.training.masking import (channel_mask, code_gradient, frozen_norm_stats, mask_code,
-                                        random_channel_mask, spatial_mask, top_fraction)
+from medrobust.training.masking import (
+    channel_mask,
+    code_gradient,
+    frozen_norm_stats,
+    mask_code,
+    random_channel_mask,
+    spatial_mask,
+    top_fraction,
+)
 
 
 def _selected(mask: torch.Tensor) -> torch.Tensor:

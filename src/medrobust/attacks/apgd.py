@@ -140,7 +140,8 @@ class APGD(Attack):
     def _bookkeeping(self, state: AttackState, x_cur: torch.Tensor, grad: torch.Tensor,
                      gain: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Record the iterate just evaluated; at a checkpoint halve η and go back to the best
-        point. Returns the (possibly reset) iterate and gradient to step from."""
+        point. Returns the (possibly reset) iterate and gradient to step from.
+        """
         a = state.aux
         if t == 1:
             a.update(x_best=x_cur, grad_best=grad, gain_best=gain, gain_prev=gain, best_at_check=gain,

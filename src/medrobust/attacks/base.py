@@ -19,9 +19,10 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -123,7 +124,7 @@ class AttackState:
 
     @classmethod
     def create(cls, budget: Budget, x: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None,
-               generator: torch.Generator | None) -> "AttackState":
+               generator: torch.Generator | None) -> AttackState:
         """State for images ``x`` with ``budget`` moved to x's device and dtype.
 
         Args:
@@ -613,7 +614,8 @@ class Attack:
         """(x_adv, tracking score (B,), d gain / d var, fails (B,) or None), detached.
 
         Through SlidingWindow the score and the verdict are read inside the loss, so the
-        volume's logits are freed before the window-by-window backward."""
+        volume's logits are freed before the window-by-window backward.
+        """
         state.var = var = state.var.detach().requires_grad_(True)
         with torch.enable_grad():
             x_adv = self.perturb(x, state)

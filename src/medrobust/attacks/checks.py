@@ -1,5 +1,6 @@
-"""Sanity checks that flag likely gradient masking (Athalye et al. 2018; Carlini et al.
-2019, "On evaluating adversarial robustness"), for a model, a batch and a budget:
+"""Sanity checks that flag likely gradient masking, for a model, a batch and a budget.
+
+After Athalye et al. 2018 and Carlini et al. 2019 ("On evaluating adversarial robustness"):
 
 1. the white-box loss rises with PGD steps;
 2. the black-box Square attack is not stronger than white-box PGD;
@@ -76,8 +77,10 @@ class MaskingReport:
 
 
 def _chance(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """Expected metric of a prediction drawn uniformly over the K classes (segmentation:
-    Dice 2f/K / (f + 1/K) for a class of volume fraction f, 0 for a class absent from y)."""
+    """Expected metric of a prediction drawn uniformly over the K classes.
+
+    For segmentation, Dice 2f/K / (f + 1/K) for a class of volume fraction f, 0 for a class absent from y.
+    """
     k = logits.shape[1]
     if y.ndim == 1:
         return 1.0 / k
@@ -101,11 +104,14 @@ def gradient_masking_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, b
     """Run PGD, Square and a whole-range PGD on ``(x, y)`` and report signs of masking.
 
     Args:
-        model, x, y: as for any attack (model units; labels ``(B,)`` or ``(B, 1, *spatial)``).
+        model: maps images to logits.
+        x: images, model units.
+        y: labels ``(B,)`` or ``(B, 1, *spatial)``.
         budget: the budget robustness is claimed at (for an L2 budget, Square searches the
             largest Linf ball inside it).
-        steps: PGD steps (default 20); n_queries: Square queries (default 300); loss: the
-            white-box loss (default "ce"; "dice_ce" etc. for segmentation).
+        steps: PGD steps (default 20).
+        n_queries: Square queries (default 300).
+        loss: the white-box loss (default "ce"; "dice_ce" etc. for segmentation).
         tolerance: how much lower (metric units) Square or the whole-range attack may be
             than expected before it counts as a sign.
         mask: limits every attack to its nonzero voxels, ``(B, 1, *spatial)``; optional.

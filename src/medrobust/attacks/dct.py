@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -203,7 +204,8 @@ def block_idct(coeffs: torch.Tensor, block_size: Sequence[int], original_shape: 
     v = coeffs.permute(order).reshape(*lead, *padded)
     v = _transform_axes(v, block, inverse=True)
     if padded != sizes:
-        v = v[(Ellipsis, *[slice(0, s) for s in sizes])]
+        crop = tuple(slice(0, s) for s in sizes)
+        v = v[(slice(None),) * (v.ndim - len(crop)) + crop]
     return v
 
 

@@ -36,7 +36,8 @@ is padded to a multiple of the block.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -207,7 +208,7 @@ class VAFA(Attack):
 
     @classmethod
     def published(cls, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
-                  **options: Any) -> "VAFA":
+                  **options: Any) -> VAFA:
         """The published code's settings: tanh rounding, q_min = 5 (or q_max if lower), q
         starting at q_max, steps of 1, SSIM weight 1.
 
@@ -404,7 +405,8 @@ class VAFA(Attack):
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
                        windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(x_adv, objective (B,), d objective / d q, fails or None); the objective includes
-        ``-ssim_weight (1 - SSIM)``, which the shared loop's logits-only gain lacks."""
+        ``-ssim_weight (1 - SSIM)``, which the shared loop's logits-only gain lacks.
+        """
         q = state.var.detach().requires_grad_(True)
         state.var = q
         self._final.pop("penalty", None)
@@ -499,7 +501,8 @@ class VAFA(Attack):
 def _factory(dims: int, default_block: tuple[int, ...]) -> Callable[..., VAFA]:
     def make(budget: Budget, **options: Any) -> VAFA:
         """VAFA from a Budget: its valid range and IntensityMap are used, its eps is not
-        (q_max is the frequency budget)."""
+        (q_max is the frequency budget).
+        """
         block = tuple(options.pop("block_size", default_block))
         if len(block) != dims:
             raise ValueError(f"block_size: vafa{dims}d needs {dims} block sizes, got {block}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -134,6 +134,7 @@ class SSIMReference:
         self.mu_x, self.var_x = stats[0], stats[1] - stats[0] ** 2
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample SSIM ``(B,)`` of ``y`` (the reference's shape) against the reference."""
         if y.shape != self.x.shape:
             raise ValueError(f"y must have the reference's shape {tuple(self.x.shape)}, got {tuple(y.shape)}")
         stats = _gauss_filter(torch.stack([y, y * y, self.x * y]), self.wins, self.sigma)
@@ -153,7 +154,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: Scalar, win_size: int = 1
         x: reference images ``(B, C, *spatial)`` (2D or 3D).
         y: compared images, same shape; differentiable.
         data_range: width of the valid range, float or ``(B,)``.
-        win_size: Gaussian window (default 11); sigma: its std (1.5).
+        win_size: Gaussian window (default 11).
+        sigma: its std (1.5).
 
     Returns:
         ``(B,)``; 1 for identical images.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -26,11 +26,12 @@ console = Console()
 _FLAGS = {"attack": "--attack", "eps": "--eps", "eps_unit": "--eps-unit", "norm": "--norm", "options": "--steps etc."}
 
 
-def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int, loss: Optional[str],
-                step_size: Optional[float], restarts: int, q_max: float, block_size: Optional[str],
+def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int, loss: str | None,
+                step_size: float | None, restarts: int, q_max: float, block_size: str | None,
                 ssim_weight: float) -> AttackSpec:
     """The grid entry equivalent to the command line's flat flags (a frequency attack's
-    budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit`` and ``--norm``)."""
+    budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit`` and ``--norm``).
+    """
     if attack.lower() not in attack_names():
         raise ValueError(f"--attack: unknown attack {attack!r}; allowed: {', '.join(attack_names())}")
     options: dict[str, Any]
@@ -66,14 +67,14 @@ def attack(
     eps_unit: str = typer.Option("1/255", "--eps-unit", help="model, raw, HU (CT windows) or 1/255 of the valid range."),
     norm: str = typer.Option("linf", "--norm", help="linf or l2."),
     steps: int = typer.Option(20, "--steps", help="Attack iterations (>= 1)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="ce, dice, dice_ce, segpgd, cospgd, dlr (default per attack)."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", help="In --eps-unit; default 2.5*eps/steps."),
+    loss: str | None = typer.Option(None, "--loss", help="ce, dice, dice_ce, segpgd, cospgd, dlr (default per attack)."),
+    step_size: float | None = typer.Option(None, "--step-size", help="In --eps-unit; default 2.5*eps/steps."),
     restarts: int = typer.Option(1, "--restarts", min=1, help="Random restarts; the strongest is kept per case."),
     q_max: float = typer.Option(20.0, "--q-max", help="VAFA: largest quantisation step, in (valid range)/255."),
-    block_size: Optional[str] = typer.Option(None, "--block-size", help="VAFA: DCT block, e.g. 32,32,32 or 32,32."),
+    block_size: str | None = typer.Option(None, "--block-size", help="VAFA: DCT block, e.g. 32,32,32 or 32,32."),
     ssim_weight: float = typer.Option(1.0, "--ssim-weight", help="VAFA: weight of the SSIM term (>= 0)."),
     overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap for whole volumes."),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
+    max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts."),
     out: Path = typer.Option(..., "--out", help="Folder for adversarial NIfTIs (raw units, source affine) + manifest.json."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),

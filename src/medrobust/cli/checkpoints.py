@@ -12,6 +12,8 @@ from medrobust.models.checkpoint import CheckpointInfo, load_checkpoint
 
 @dataclass
 class ModelAndData:
+    """A checkpoint's model (in eval mode) and header, with the split it is applied to."""
+
     model: nn.Module
     info: CheckpointInfo
     split: Split

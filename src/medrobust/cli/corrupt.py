@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -57,7 +57,7 @@ def parse_severities(text: str) -> list[int]:
     return sorted(set(out))
 
 
-def _check_inputs(data: Path, split: str, max_cases: Optional[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _check_inputs(data: Path, split: str, max_cases: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The datalist and its items, every file opened (headers only) before any output."""
     if not (data.is_file() and data.suffix.lower() == ".json"):
         raise ValueError(f"--data: {data} is not a Decathlon dataset.json (corrupt writes NIfTI volumes)")
@@ -121,11 +121,11 @@ def corrupt_command(
                                     help=f"Comma-separated, from: {', '.join(CORRUPTION_NAMES)}."),
     severities: str = typer.Option("1,2,3,4,5", "--severities", help="Comma-separated integers 1-5."),
     seed: int = typer.Option(0, "--seed", help="With case and corruption, fixes every random draw."),
-    window: Optional[str] = typer.Option(None, "--window", help="LO,HI raw intensity range the strengths refer "
+    window: str | None = typer.Option(None, "--window", help="LO,HI raw intensity range the strengths refer "
                                          "to (e.g. the CT window -175,250); default: each case's min..max."),
-    through_plane: Optional[int] = typer.Option(None, "--through-plane", min=0, max=2,
+    through_plane: int | None = typer.Option(None, "--through-plane", min=0, max=2,
                                                 help="Slice axis 0-2 (default: the largest spacing)."),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
+    max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     out: Path = typer.Option(..., "--out", help="New Decathlon folder for the corrupted split."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from rich.console import Console
 from rich.progress import track
 
-from medrobust.attacks.registry import attack_names, get_attack
+from medrobust.attacks.registry import attack_names
 from medrobust.cli import app
 from medrobust.cli.attack import attack_spec
 from medrobust.cli.checkpoints import open_model_and_data
@@ -76,13 +76,13 @@ def explain(
     eps_unit: str = typer.Option("1/255", "--eps-unit", help="model, raw, HU or 1/255 of the valid range."),
     norm: str = typer.Option("linf", "--norm", help="linf or l2."),
     steps: int = typer.Option(10, "--steps", help="Attack iterations (>= 1)."),
-    loss: Optional[str] = typer.Option(None, "--loss", help="Attack loss (default per attack)."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", help="In --eps-unit; default 2.5*eps/steps."),
+    loss: str | None = typer.Option(None, "--loss", help="Attack loss (default per attack)."),
+    step_size: float | None = typer.Option(None, "--step-size", help="In --eps-unit; default 2.5*eps/steps."),
     restarts: int = typer.Option(1, "--restarts", min=1, help="Random restarts."),
-    target_layer: Optional[str] = typer.Option(None, "--target-layer", help="Module name for Grad-CAM (default: "
+    target_layer: str | None = typer.Option(None, "--target-layer", help="Module name for Grad-CAM (default: "
                                                "the last convolutional stage, found automatically)."),
     top: float = typer.Option(0.1, "--top", help="Fraction of voxels that make each map's top region (IoU)."),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
+    max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts."),
     out: Path = typer.Option(..., "--out", help="Folder for the overlays/maps and iou.csv."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),

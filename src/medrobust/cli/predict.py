@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ def predict(
     data: Path = typer.Option(..., "--data", help="Decathlon dataset.json, class-folder root, or CSV."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     out: Path = typer.Option(..., "--out", help="Folder for <case>_pred.nii.gz label maps or predictions.csv."),
-    max_cases: Optional[int] = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
+    max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap for volumes larger than the ROI."),
 ) -> None:
     """Predict every case of a split with a checkpoint."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -10,57 +10,10 @@ from rich.console import Console
 
 from medrobust.cli import app
 from medrobust.cli.options import parse_json_object, parse_size
-from medrobust.data.sources import Split, open_split
-from medrobust.models.registry import build_model
-from medrobust.training import RECIPES, FitResult, TrainConfig, build_recipe, fit
-from medrobust.training.loop import seed_everything
-from medrobust.units import IntensityMap
+from medrobust.training import RECIPES, TrainConfig
+from medrobust.training.api import train_model
 
 console = Console()
-
-
-def _check_classification(data: Path, train: Split, val: Split) -> None:
-    """Train and val must name the same classes; images of several sizes need a stated size."""
-    if val.classes != train.classes:
-        raise ValueError(f"{data}: the train split has classes {train.classes} but the val split has {val.classes}")
-    shapes = sorted({tuple(train.dataset[i]["image"].shape[1:]) for i in range(len(train.dataset))})  # type: ignore[arg-type]
-    if len(shapes) > 1:
-        listed = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
-        raise ValueError(f"--patch-size: {data} holds images of {len(shapes)} sizes ({listed}); state the size "
-                         "to resize them to, e.g. --patch-size 64,64")
-
-
-def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standard",
-                recipe_params: dict[str, Any] | None = None, model_kwargs: dict[str, Any] | None = None,
-                config: TrainConfig | None = None, normalization: str | None = None,
-                patch_size: tuple[int, ...] | None = None, augment: bool = False,
-                progress: bool = True) -> FitResult:
-    """Build the model for the dataset's shape and classes, then run the training loop.
-
-    The train split may be cropped/padded to ``patch_size``; validation runs on whole
-    volumes (through SlidingWindow when they exceed ``config.roi_size``). Classification
-    images of every split are resized to ``patch_size`` (recorded as ``extra["image_size"]``).
-    """
-    config = config or TrainConfig()
-    train = open_split(data, "train", normalization=normalization, spatial_size=patch_size, augment=augment)
-    size = patch_size if train.task == "classification" else None
-    val = open_split(data, "val", normalization=normalization, spatial_size=size)
-    if train.task == "classification":
-        _check_classification(data, train, val)
-    kwargs = {"spatial_dims": train.spatial_dims, "in_channels": train.in_channels,
-              "out_channels": len(train.classes), **(model_kwargs or {})}
-    if model_name in ("unetr", "swinunetr") and "img_size" not in kwargs:
-        kwargs["img_size"] = config.roi_size or patch_size or tuple(train.dataset[0]["image"].shape[1:])
-    seed_everything(config.seed)  # initial weights from the seed, not from what ran before in this process
-    model = build_model(model_name, **kwargs)
-    # A CT window (or no normalisation) is one map for the whole dataset; per-case z-score or
-    # min-max maps differ per case, so the checkpoint records only the normalisation's name.
-    fixed = train.normalization.startswith("ct:") or train.normalization == "none"
-    intensity = IntensityMap.from_dict(train.dataset[0]["meta"]["intensity"]) if fixed else None
-    return fit(model, build_recipe(recipe, **(recipe_params or {})), train.dataset, val.dataset, config, out,
-               classes=train.classes, intensity=intensity,
-               extra={"normalization": train.normalization, **({"image_size": list(size)} if size else {})},
-               progress=progress)
 
 
 def _train_config(**values: Any) -> TrainConfig:
@@ -88,19 +41,19 @@ def train(
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="AdamW weight decay."),
     scheduler: str = typer.Option("cosine", "--scheduler", help="cosine, plateau or none."),
-    roi_size: Optional[str] = typer.Option(None, "--roi-size", help="Model input size, e.g. 64,64,64; larger "
+    roi_size: str | None = typer.Option(None, "--roi-size", help="Model input size, e.g. 64,64,64; larger "
                                            "volumes are validated with a sliding window."),
-    patch_size: Optional[str] = typer.Option(None, "--patch-size", help="Crop/pad training cases to this size."),
-    normalization: Optional[str] = typer.Option(None, "--normalization", help="zscore, minmax, none, or "
+    patch_size: str | None = typer.Option(None, "--patch-size", help="Crop/pad training cases to this size."),
+    normalization: str | None = typer.Option(None, "--normalization", help="zscore, minmax, none, or "
                                                 "ct:LOW,HIGH (HU window to [0,1]). Default: zscore for NIfTI."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Random flips, affine and intensity jitter."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
     amp: str = typer.Option("none", "--amp", help="Mixed precision: none, bf16, fp16 (fp16 on GPU only)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/last if present."),
-    params: Optional[str] = typer.Option(None, "--params", help="Recipe parameters as JSON or a .json file "
+    params: str | None = typer.Option(None, "--params", help="Recipe parameters as JSON or a .json file "
                                          "(e.g. the best parameters written by `medrobust tune`)."),
-    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
+    model_kwargs: str | None = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
     select: str = typer.Option("clean", "--select", help="Keep the epoch with the best validation score that is "
                                "clean, robust (under the --select-* attack: early stopping against robust and "
                                "catastrophic overfitting of adversarial training) or mean (their average). A constant classifier "
@@ -113,7 +66,8 @@ def train(
 ) -> None:
     """Train a model; the best checkpoint is chosen on the validation split only."""
     recipe_params = parse_json_object(params, "--params")
-    loop_keys = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size") if k in recipe_params}
+    loop_keys: dict[str, Any] = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size")
+                                 if k in recipe_params}
     config = _train_config(**{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                               "scheduler": scheduler, "roi_size": parse_size(roi_size, "--roi-size"), "seed": seed,
                               "amp": amp, "device": device, "resume": resume, "select": select,

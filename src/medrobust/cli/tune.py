@@ -8,7 +8,7 @@ folder), ``trials.csv`` (every trial's parameters and scores) and ``best_params.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -17,10 +17,10 @@ from rich.table import Table
 
 from medrobust.cli import app
 from medrobust.cli.options import parse_json_object, parse_size
-from medrobust.cli.train import train_model
 from medrobust.data.io import atomic_path, write_json_atomic
 from medrobust.data.sources import open_split
 from medrobust.training import TrainConfig, build_recipe
+from medrobust.training.api import train_model
 from medrobust.training.tuning import completed_trials, open_study, search_space, split_params, trial_folder
 from medrobust.training.validation import CRITERIA, RobustEvaluation
 
@@ -62,14 +62,14 @@ def tune(
                                "adds only the missing ones."),
     objective: str = typer.Option("mean", "--objective", help="clean (validation score), robust (score under the "
                                   "--eval-* attack) or mean (their average)."),
-    space: Optional[str] = typer.Option(None, "--space", help="Comma-separated parameters to search (default: every "
+    space: str | None = typer.Option(None, "--space", help="Comma-separated parameters to search (default: every "
                                         "one the recipe takes of lr, weight_decay, adv_weight, eps, steps, beta, "
                                         "alpha)."),
-    ranges: Optional[str] = typer.Option(None, "--ranges", help='JSON {name: \\[low, high]} replacing default ranges, '
+    ranges: str | None = typer.Option(None, "--ranges", help='JSON {name: \\[low, high]} replacing default ranges, '
                                          'e.g. \'{"lr": [1e-4, 3e-3], "steps": [1, 5]}\'. Defaults: lr 1e-4..1e-2 '
                                          "(log), weight_decay 1e-6..1e-3 (log), adv_weight 0.2..0.8, eps 1..8 (the "
                                          "recipe's eps_unit), steps 1..10, beta 1..10 (log), alpha 0.3..1."),
-    params: Optional[str] = typer.Option(None, "--params", help="Fixed recipe parameters as JSON or a .json file "
+    params: str | None = typer.Option(None, "--params", help="Fixed recipe parameters as JSON or a .json file "
                                          "(not searched; copied into best_params.json)."),
     eval_attack: str = typer.Option("pgd", "--eval-attack", help="Attack of the robust objective."),
     eval_eps: float = typer.Option(4.0, "--eval-eps", help="L-inf eps of the robust objective, fixed for all trials."),
@@ -77,12 +77,12 @@ def tune(
     eval_steps: int = typer.Option(10, "--eval-steps", min=1, help="Attack steps of the robust objective."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs per trial."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Cases per batch."),
-    roi_size: Optional[str] = typer.Option(None, "--roi-size", help="Model input size; larger volumes go through a "
+    roi_size: str | None = typer.Option(None, "--roi-size", help="Model input size; larger volumes go through a "
                                            "sliding window."),
-    patch_size: Optional[str] = typer.Option(None, "--patch-size", help="Crop/pad (segmentation) or resize "
+    patch_size: str | None = typer.Option(None, "--patch-size", help="Crop/pad (segmentation) or resize "
                                              "(classification) to this size."),
-    normalization: Optional[str] = typer.Option(None, "--normalization", help="zscore, minmax, none or ct:LOW,HIGH."),
-    model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
+    normalization: str | None = typer.Option(None, "--normalization", help="zscore, minmax, none or ct:LOW,HIGH."),
+    model_kwargs: str | None = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler and of every trial's training."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:

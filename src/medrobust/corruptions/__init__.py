@@ -33,8 +33,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from medrobust.corruptions.table import (CORRUPTION_NAMES, SEVERITIES, SEVERITY_TABLE, check_name, check_severity,
-                                         corruption_seed, level)
+from medrobust.corruptions.table import (
+    CORRUPTION_NAMES,
+    SEVERITIES,
+    SEVERITY_TABLE,
+    check_name,
+    check_severity,
+    corruption_seed,
+    level,
+)
 
 __all__ = ["CORRUPTION_NAMES", "SEVERITIES", "SEVERITY_TABLE", "check_name", "check_severity", "corrupt",
            "corruption_seed", "level"]

@@ -13,8 +13,9 @@ Resolution loss, in turn, acts *only* on the through-plane axis.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

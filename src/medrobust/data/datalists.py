@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -214,11 +215,15 @@ def save_decathlon(root: str | Path, splits: dict[str, list[dict[str, Any]]], cl
     """Write a Decathlon folder: NIfTI files plus ``dataset.json`` (written last, atomically).
 
     Args:
+        root: the folder to write (created).
         splits: ``{"training"|"validation"|"test": [{"id": str, "image": float32 (X, Y, Z),
             "label": int (X, Y, Z) | None}]}``; training and validation go to
             ``imagesTr``/``labelsTr``, test to ``imagesTs``/``labelsTs``.
         class_names: names of labels 0..K-1.
         affine: (4, 4) voxel-to-world affine (mm) shared by all volumes.
+        name: the dataset's name in ``dataset.json``.
+        description: its description there.
+        modality: the modality of channel 0 (default "MRI").
 
     Returns:
         the path of ``dataset.json``.

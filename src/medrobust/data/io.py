@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -27,10 +28,12 @@ class DataError(ValueError):
 
 
 def is_nifti(path: str | Path) -> bool:
+    """Whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``, any case)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def is_image_2d(path: str | Path) -> bool:
+    """Whether ``path`` names a 2D image file (PNG, JPEG, ...) by its suffix."""
     return str(path).lower().endswith(IMAGE_2D_SUFFIXES)
 
 
@@ -116,6 +119,8 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
         raise DataError(f"{path}: not a NIfTI file; allowed suffixes: {', '.join(NIFTI_SUFFIXES)}")
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.spatialimages.SpatialImage):  # a NIfTI suffix always loads as Nifti1/2Image
+            raise TypeError(f"loaded as {type(img).__name__}, not an image with an affine")
         array = np.asarray(img.get_fdata(dtype=np.float32))
     except Exception as e:  # nibabel/gzip/zlib raise many types for a corrupt file
         raise DataError(f"{path}: cannot read NIfTI ({type(e).__name__}: {e}); the file is corrupt or truncated") from e

@@ -1,13 +1,14 @@
-"""Synthetic phantoms for fast unit tests: nested ellipsoids (segmentation) and blobs
-(classification), 2D or 3D, deterministic for a seed.
+"""Synthetic phantoms for fast unit tests, 2D or 3D, deterministic for a seed.
+
+Nested ellipsoids for segmentation and blobs for classification.
 
 No library ships labelled random ellipsoid phantoms with a class per shell, so they are
 drawn here with a few tensor operations.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

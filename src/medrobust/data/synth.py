@@ -10,8 +10,10 @@ All randomness comes from the ``torch.Generator`` passed in.
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Sequence
+from functools import reduce
 from itertools import product
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,12 +70,15 @@ def deform(volumes: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def bias_field(shape: Sequence[int], n: int, gen: torch.Generator, *, degree: int = 3,
                strength: float = 0.3) -> torch.Tensor:
-    """Smooth multiplicative fields ``(N, 1, *shape)``: exp of a random polynomial of ``degree``
-    in coordinates scaled to [-1, 1], coefficients uniform in +- ``strength`` / (number of terms)."""
+    """Smooth multiplicative fields ``(N, 1, *shape)``: exp of a random polynomial of ``degree``.
+
+    The polynomial is in coordinates scaled to [-1, 1], its coefficients uniform in
+    +- ``strength`` / (number of terms).
+    """
     shape = tuple(int(s) for s in shape)
     coords = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
     powers = [p for p in product(range(degree + 1), repeat=len(shape)) if 0 < sum(p) <= degree]
-    basis = torch.stack([math.prod(c**k for c, k in zip(coords, p)) for p in powers])  # (P, *shape)
+    basis = torch.stack([reduce(operator.mul, (c**k for c, k in zip(coords, p))) for p in powers])  # (P, *shape)
     coeff = _uniform(gen, (n, len(powers)), -strength, strength) / math.sqrt(len(powers))
     return torch.exp(torch.einsum("np,p...->n...", coeff, basis)).unsqueeze(1)
 

@@ -16,14 +16,24 @@ Files are read by :mod:`medrobust.data.io` and checked here *outside* any MONAI
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import (CenterSpatialCropd, Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd,
-                              RandShiftIntensityd, Resized, Spacingd, SpatialPadd)
+from monai.transforms import (
+    CenterSpatialCropd,
+    Compose,
+    RandAffined,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    Resized,
+    Spacingd,
+    SpatialPadd,
+)
 from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
@@ -50,7 +60,8 @@ class Normalization:
     high: float | None = None
 
     @classmethod
-    def parse(cls, spec: "str | Normalization") -> "Normalization":
+    def parse(cls, spec: str | Normalization) -> Normalization:
+        """The normalisation a text spec names (a ``Normalization`` passes through)."""
         if isinstance(spec, Normalization):
             return spec
         text = str(spec).strip().lower()
@@ -268,8 +279,10 @@ def make_dataset(items: Sequence[dict[str, Any]], task: str = "segmentation", no
 
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """DataLoader collate: stacks ``image`` (B, C, *) and ``label`` ((B, 1, *) or (B,)) and
-    keeps ``id`` and ``meta`` as lists. Labels are stacked only when every item has one."""
+    """DataLoader collate: stacks ``image`` and ``label``, keeps ``id`` and ``meta`` as lists.
+
+    Images stack to (B, C, *), labels to (B, 1, *) or (B,), only when every item has one.
+    """
     out: dict[str, Any] = {"image": torch.stack([b["image"] for b in batch]),
                            "id": [b["id"] for b in batch], "meta": [b["meta"] for b in batch]}
     if all("label" in b for b in batch):

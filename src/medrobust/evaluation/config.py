@@ -22,11 +22,20 @@ import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from medrobust.units import Unit
 
@@ -136,7 +145,7 @@ class DataSpec(_Strict):
         return path
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataSpec":
+    def _one_source(self) -> DataSpec:
         if (self.datalist is None) == (self.demo is None):
             raise ValueError("give exactly one of `datalist` (with `split`) or `demo` (segmentation|classification)")
         return self
@@ -173,7 +182,7 @@ class AttackSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _budget_norm(self) -> "AttackSpec":
+    def _budget_norm(self) -> AttackSpec:
         from medrobust.attacks.registry import FREQUENCY_NORM, attack_norms  # lazy: attacks pull in MONAI
 
         norms = attack_norms(self.attack)
@@ -276,8 +285,7 @@ def _kind(v: object) -> str | None:
     return "attack-entry" if isinstance(v, AttackSpec) else "corruption-entry" if isinstance(v, CorruptionSpec) else None
 
 
-Perturbation = Annotated[Union[Annotated[AttackSpec, Tag("attack-entry")],
-                               Annotated[CorruptionSpec, Tag("corruption-entry")]],
+Perturbation = Annotated[Annotated[AttackSpec, Tag("attack-entry")] | Annotated[CorruptionSpec, Tag("corruption-entry")],
                          Discriminator(_kind, custom_error_type="perturbation_kind",
                                        custom_error_message="each entry needs `attack:` or `corruption:`")]
 

@@ -21,7 +21,8 @@ them back with :func:`load_ensemble_runs` and aggregates with :func:`ensemble_ta
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch

@@ -24,13 +24,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, GridConfigError, load_config
 from medrobust.evaluation.core import PerturbationSpec, attack_for, evaluate_run, prepare_case, valid_range
 from medrobust.evaluation.ensembles import is_ensemble_classifier, run_ensemble_case
-from medrobust.evaluation.examples import (EXAMPLES_DIR, ExampleKeeper, adversarial_folder, drop_of, example_name,
-                                           save_adversarial, save_example)
+from medrobust.evaluation.examples import (
+    EXAMPLES_DIR,
+    ExampleKeeper,
+    adversarial_folder,
+    drop_of,
+    example_name,
+    save_adversarial,
+    save_example,
+)
 from medrobust.evaluation.explain import prune_cams, save_example_cams
 from medrobust.evaluation.loading import SplitKey, class_mismatch, split_key
 from medrobust.evaluation.robustness import masking_checks
@@ -210,7 +225,8 @@ class _Runner:
 
 def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel]) -> list[dict[str, Any]]:
     """``gradient_masking_check`` (PGD steps, Square, whole-range PGD) on each model's first case
-    at the grid's largest L-inf budget."""
+    at the grid's largest L-inf budget.
+    """
     from medrobust.attacks import gradient_masking_check
     from medrobust.models.inference import windowed
 

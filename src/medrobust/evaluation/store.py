@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -86,7 +87,7 @@ class StoreError(ValueError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def stored_config_hash(path: str | Path) -> str | None:
@@ -191,14 +192,14 @@ class ResultStore:
             if column not in present and "NOT NULL" not in kind:
                 self.con.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
-    def _transaction(self) -> "_Tx":
+    def _transaction(self) -> _Tx:
         return _Tx(self.con)
 
     def close(self) -> None:
         """Close the SQLite connection (the store is unusable afterwards)."""
         self.con.close()
 
-    def __enter__(self) -> "ResultStore":
+    def __enter__(self) -> ResultStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -41,7 +41,8 @@ def thumbnail_path(out: Path, label: str, severity: int) -> Path:
 
 def _in_plane(volume: np.ndarray, axis: int | None, label: np.ndarray | None) -> np.ndarray:
     """(C, *spatial) -> (H, W) (or (H, W, 3) for RGB 2D): channel 0, slice across ``axis`` with
-    the most foreground (label) or the central one."""
+    the most foreground (label) or the central one.
+    """
     if axis is None:  # a 2D image is its own slice
         return np.moveaxis(volume, 0, -1) if volume.shape[0] == 3 else volume[0]
     image = volume[0]

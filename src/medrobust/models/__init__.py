@@ -8,13 +8,21 @@ Public API::
     SlidingWindow(model, roi_size, overlap=0.25, sw_batch_size=1, mode="gaussian")
     Ensemble(members, mode="mean_logits" | "mean_probs")
 """
-from medrobust.models.registry import build_model, model_names, model_spec, register_model
+from medrobust.models import (
+                                         assimilation,  # noqa: E402,F401  (registers the "assimilation" composite)
+                                         cooperative,  # noqa: F401  (registers the "cooperative" composite)
+)
+from medrobust.models.checkpoint import (
+                                         CheckpointError,
+                                         CheckpointInfo,
+                                         load_checkpoint,
+                                         load_state_into,
+                                         read_checkpoint_info,
+                                         save_checkpoint,
+)
 from medrobust.models.ensemble import Ensemble
-from medrobust.models import cooperative  # noqa: F401  (registers the "cooperative" composite)
+from medrobust.models.registry import build_model, model_names, model_spec, register_model
 from medrobust.models.wrappers import SlidingWindow
-from medrobust.models.checkpoint import (CheckpointError, CheckpointInfo, load_checkpoint, load_state_into,
-                                         read_checkpoint_info, save_checkpoint)
-from medrobust.models import assimilation  # noqa: E402,F401  (registers the "assimilation" composite)
 
 __all__ = ["build_model", "model_names", "model_spec", "register_model", "Ensemble", "SlidingWindow",
            "CheckpointError", "CheckpointInfo", "load_checkpoint", "load_state_into", "read_checkpoint_info",

@@ -108,10 +108,10 @@ class ColourModule(nn.Module):
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.gain = gain
-        self.net = nn.Sequential(conv(in_channels, width, 1), nn.PReLU(), conv(width, width, 1), nn.PReLU(),
-                                 conv(width, 3, 1))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        first, middle, last = conv(in_channels, width, 1), conv(width, width, 1), conv(width, 3, 1)
+        self.net = nn.Sequential(first, nn.PReLU(), middle, nn.PReLU(), last)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The colour image ``sigmoid(gain · mean_c(z) + net(z))`` of the standardised image z.
@@ -232,11 +232,16 @@ def build_assimilation(spatial_dims: int, in_channels: int, out_channels: int, *
 
     Args:
         backbone: registry classifier name (resnet18/34/50, densenet121, efficientnet-b0, ...),
-            built with ``in_channels=3`` and ``out_channels``; backbone_kwargs: its extra kwargs.
-            None: those of the ``backbone_weights`` checkpoint, else "resnet18" and {}.
+            built with ``in_channels=3`` and ``out_channels``. None: that of the
+            ``backbone_weights`` checkpoint, else "resnet18".
+        backbone_kwargs: the backbone's extra kwargs; None: those of the checkpoint, else {}.
         backbone_weights: pretrained weights for the backbone (head refitted when K differs).
-        texture_width, texture_blocks: size of T. colour_width: hidden channels of C.
-        spatial_dims, in_channels, out_channels: as ``build_model`` (K = out_channels).
+        texture_width: channels of the texture module T.
+        texture_blocks: residual blocks of T.
+        colour_width: hidden channels of the colour module C.
+        spatial_dims: 2 or 3, as ``build_model``.
+        in_channels: channels of the input images.
+        out_channels: K, the number of classes.
 
     Returns:
         A :class:`DomainAssimilation`.

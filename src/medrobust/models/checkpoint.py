@@ -13,9 +13,10 @@ per output channel), ``intensity`` (``IntensityMap.to_dict()`` or null), ``roi_s
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -123,7 +124,8 @@ def save_checkpoint(out_dir: str | Path, model: nn.Module, *, classes: Sequence[
         roi_size: window for sliding-window inference, or None.
         recipe: name of the training recipe (default "standard").
         extra: free JSON-able metadata.
-        architecture, kwargs: override the model's recorded spec.
+        architecture: overrides the model's recorded registry name.
+        kwargs: override the model's recorded constructor arguments.
 
     Returns:
         The path of ``model.json``.

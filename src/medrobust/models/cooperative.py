@@ -17,7 +17,8 @@ MONAI has no latent-code encoder/decoder without skips, so they are stacked here
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -297,7 +298,8 @@ class CooperativeNet(nn.Module):
         """
         size = x.shape[2:]
         logits = self.refine(self.decode_seg(self.decouple(self.encode(self.pad(x)))))
-        return logits[(..., *[slice(0, s) for s in size])]
+        crop = tuple(slice(0, s) for s in size)
+        return logits[(slice(None),) * (logits.ndim - len(crop)) + crop]
 
 
 def unwrap_cooperative(model: nn.Module) -> CooperativeNet | None:

@@ -1,7 +1,7 @@
 """Inference helper shared by training validation, prediction and evaluation."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

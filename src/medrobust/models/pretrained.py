@@ -53,6 +53,7 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)  # "key: file (..) vs model (..)" (strict=False only)
 
     def summary(self) -> str:
+        """One line per kind of change made while loading (what was loaded, skipped, filled, summed)."""
         parts = [f"{self.path}: loaded {len(self.loaded)} tensors"]
         for label in ("head_skipped", "zero_filled", "channel_summed", "missing", "unexpected", "mismatched"):
             items = getattr(self, label)
@@ -119,6 +120,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, strict: bool = True) 
         path: see the module docstring for accepted files.
         strict: raise on missing, unexpected or mis-shaped keys outside the head; with
             False they are listed in the report and left as they are.
+
     Raises:
         CheckpointError: unreadable file, nothing in common with the model, or (strict)
             keys that do not fit, listed with their shapes.

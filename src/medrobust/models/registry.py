@@ -13,7 +13,8 @@ classification nets (densenet121, resnet*, efficientnet-b0) map it to ``(B, out_
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from monai.networks import nets
 from torch import nn

@@ -1,24 +1,41 @@
-"""``SlidingWindow``: MONAI sliding-window inference as a differentiable module, plus the
-exact whole-volume input gradient at the memory of about one window.
+"""``SlidingWindow``: MONAI sliding-window inference as a differentiable module.
 
-``Ensemble`` lives in :mod:`medrobust.models.ensemble` and is re-exported here.
+It also gives the exact whole-volume input gradient at the memory of about one window.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import sliding_window_inference
-from monai.inferers.utils import _get_scan_interval
 from monai.utils import fall_back_tuple
 from torch import nn
 
-from medrobust.models.ensemble import Ensemble
-
-__all__ = ["SlidingWindow", "Ensemble"]
+__all__ = ["SlidingWindow", "scan_interval"]
 BLEND_MODES = ("gaussian", "constant")
+
+
+def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: float) -> tuple[int, ...]:
+    """The step between neighbouring windows per axis, as MONAI's sliding-window inference takes it.
+
+    An axis the window covers whole takes one step of the window's size; otherwise the step is
+    ``int(roi * (1 - overlap))``, at least 1.
+
+    Args:
+        image_size: the (padded) spatial size, one int per axis.
+        roi_size: the window size, one int per axis.
+        overlap: fraction of overlap between neighbouring windows, in [0, 1).
+
+    Returns:
+        The step per axis.
+
+    Example:
+        >>> scan_interval((40, 16), (16, 16), 0.25)
+        (12, 16)
+    """
+    return tuple(int(r) if r == s else max(int(r * (1 - overlap)), 1) for s, r in zip(image_size, roi_size))
 
 
 class SlidingWindow(nn.Module):
@@ -98,8 +115,11 @@ class SlidingWindow(nn.Module):
             torch.Size([2, 2, 40, 24])
         """
         self._check(x)
-        return sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
-                                        mode=self.mode, sigma_scale=self.sigma_scale)
+        out = sliding_window_inference(x, self.roi_size, self.sw_batch_size, self.model, overlap=self.overlap,
+                                       mode=self.mode, sigma_scale=self.sigma_scale)
+        if not isinstance(out, torch.Tensor):  # a tuple or dict comes only from a model that returns one
+            raise TypeError(f"SlidingWindow needs a model that returns one tensor of logits, got {type(out)}")
+        return out
 
     def loss_and_input_grad(self, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
                             keep_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
@@ -156,13 +176,13 @@ class SlidingWindow(nn.Module):
             (upstream,) = torch.autograd.grad(loss.sum(), z)
         loss = loss.detach()  # drop the graph: its leaf z holds the logits' storage alive
         del z
-        if not keep_logits:
-            logits = None
-        return logits, loss, self._backward_windows(x, upstream)
+        kept = logits if keep_logits else None
+        del logits  # freed before the window pass unless kept
+        return kept, loss, self._backward_windows(x, upstream)
 
     def _backward_windows(self, x: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
-        # MONAI has no backward-by-window; this re-enumerates its windows with its own helpers
-        # (same padding, scan interval, slices, importance map and count map as the forward).
+        # MONAI has no backward-by-window; this re-enumerates its windows with its own helpers and
+        # scan_interval (same padding, scan interval, slices, importance map and count map as the forward).
         nd = x.ndim - 2
         spatial = tuple(x.shape[2:])
         roi = tuple(fall_back_tuple(self.roi_size, spatial))
@@ -180,7 +200,7 @@ class SlidingWindow(nn.Module):
         else:
             g_pad = upstream  # ours (from autograd.grad), so dividing it in place is safe
 
-        interval = _get_scan_interval(image_size, roi, nd, (self.overlap,) * nd)
+        interval = scan_interval(image_size, roi, self.overlap)
         slices = dense_patch_slices(image_size, roi, interval)
         weight = compute_importance_map(roi, mode=self.mode, sigma_scale=self.sigma_scale,
                                         device=x.device, dtype=x.dtype)[None, None]

@@ -10,32 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
 
 from medrobust import metrics
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.ensembles import SCORINGS, ensemble_table, load_ensemble_runs
 from medrobust.evaluation.examples import EXAMPLES_DIR, select_examples
 from medrobust.evaluation.explain import TOP_FRACTION, cam_path, load_example_cams
-from medrobust.report.plots import to_png
+from medrobust.report.formatting import fmt_percent, norm_label
+from medrobust.report.plots import new_figure, to_png
 
 SURVIVES = 0.10  # the hard vote survives when the joint attack costs it at most 10 accuracy points
 STORE_NAME = "results.sqlite"
 
 
-def _pct(v: float) -> str:
-    return "-" if pd.isna(v) else f"{100 * v:.1f}%"
-
-
 def _eps(eps: float, unit: str) -> str:
     return {"1/255": f"{eps:g}/255", "HU": f"{eps:g} HU"}.get(unit, f"{eps:g} ({unit})")
-
-
-def _norm(norm: str) -> str:
-    return "L∞" if norm == "linf" else "L2"
 
 
 def _table(headers: list[str], rows: list[list[Any]], caption: str = "") -> dict[str, Any]:
@@ -43,14 +36,16 @@ def _table(headers: list[str], rows: list[list[Any]], caption: str = "") -> dict
 
 
 def _scores(rows: pd.DataFrame, which: str, k: int) -> list[str]:
-    """Accuracy, balanced accuracy and AUROC (one-vs-rest mean over classes) of ``which``
-    ("clean" or "adv") predictions in ``rows``, as table cells. AUROC needs every row's class
+    """Accuracy, balanced accuracy and AUROC of ``which`` predictions in ``rows``, as table cells.
+
+    ``which`` is "clean" or "adv"; AUROC is the one-vs-rest mean over classes. It needs every row's class
     probabilities (``*_probs``); stores from before they were kept give it for two classes
-    from the true-class probability, else "-"."""
+    from the true-class probability, else "-".
+    """
     labels = rows["label"].to_numpy(int)
     y = torch.tensor(labels, dtype=torch.long)
     pred = torch.tensor(rows[f"{which}_pred"].to_numpy(int), dtype=torch.long)
-    out = [_pct(metrics.accuracy(pred, y)), _pct(metrics.balanced_accuracy(pred, y, k))]
+    out = [fmt_percent(metrics.accuracy(pred, y)), fmt_percent(metrics.balanced_accuracy(pred, y, k))]
     probs = rows[f"{which}_probs"] if f"{which}_probs" in rows else pd.Series([None] * len(rows))
     p_true = rows[f"{which}_prob"].to_numpy(float)
     if len(rows) and all(isinstance(p, list) and len(p) == k for p in probs):
@@ -76,8 +71,11 @@ def _confusion(labels: np.ndarray, preds: np.ndarray, classes: list[str], captio
 
 
 def metrics_and_confusion(df: pd.DataFrame, models: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict]]:
-    """Metrics table (clean, each attack and the worst case at the largest eps) and confusion
-    matrices (clean, worst case) per classification model."""
+    """Metrics table and confusion matrices per classification model.
+
+    The table has the clean scores, each attack and the worst case at the largest eps; the
+    confusion matrices are those of the clean and the worst-case predictions.
+    """
     rows, confusion = [], []
     for model in sorted(df["model"].unique()):
         g = df[df["model"] == model]
@@ -93,10 +91,10 @@ def metrics_and_confusion(df: pd.DataFrame, models: dict[str, Any]) -> tuple[dic
         top = sel["eps_stated"].max()
         at_top = sel[sel["eps_stated"] == top]
         for pert, a in at_top.groupby("perturbation", sort=True):
-            rows.append([model, f"{pert} at {_norm(group[0])} eps {_eps(top, group[1])}", len(a),
+            rows.append([model, f"{pert} at {norm_label(group[0])} eps {_eps(top, group[1])}", len(a),
                          *_scores(a, "adv", k)])
         worst = _worst_rows(at_top)
-        where = f"{_norm(group[0])} eps {_eps(top, group[1])}"
+        where = f"{norm_label(group[0])} eps {_eps(top, group[1])}"
         rows.append([model, f"worst case over attacks at {where}", len(worst),
                      *_scores(worst, "adv", k)])
         confusion.append({"model": model, "tables": [
@@ -109,7 +107,7 @@ def metrics_and_confusion(df: pd.DataFrame, models: dict[str, Any]) -> tuple[dic
             if rows else None), confusion
 
 
-def _show(ax: plt.Axes, image: np.ndarray, volume_slice: bool, **kw: Any) -> None:
+def _show(ax: Axes, image: np.ndarray, volume_slice: bool, **kw: Any) -> None:
     if volume_slice:  # (x, y) plane of a RAS volume: x to the right, y up
         image = np.swapaxes(image, 0, 1)
         kw["origin"] = "lower"
@@ -131,7 +129,7 @@ def gradcam_figure(cams: dict[str, Any]) -> str:
     def name(k: Any) -> str:
         return classes[int(k)] if int(k) < len(classes) else str(k)
 
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
+    fig, axes = new_figure(1, 3, figsize=(10.5, 3.6))
     _show(axes[0], grey(cams["image"]), volume, cmap="gray", vmin=0, vmax=1)
     axes[0].set_title(f"clean (label {name(info['label'])})", fontsize=10)
     for ax, img, cam, title in ((axes[1], cams["image"], cams["cam_clean"], f"clean → {name(info['pred_clean'])}"),
@@ -148,7 +146,8 @@ def gradcam_figure(cams: dict[str, Any]) -> str:
 
 def gradcam_panels(results_dir: Path, df: pd.DataFrame, k: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Grad-CAM figures of the worst cases (the report's examples) and a mean-IoU line per model."""
-    panels, ious = [], {}
+    panels: list[dict[str, Any]] = []
+    ious: dict[str, list[float]] = {}
     for _, r in select_examples(df, k).iterrows():
         path = cam_path(results_dir / EXAMPLES_DIR / r["example"])
         if not path.is_file():
@@ -156,7 +155,7 @@ def gradcam_panels(results_dir: Path, df: pd.DataFrame, k: int) -> tuple[list[di
         cams = load_example_cams(path)
         ious.setdefault(r["model"], []).append(cams["iou"])
         panels.append({"png": gradcam_figure(cams), "caption": (
-            f"{r['model']} · case {r['case_id']} · {r['perturbation']} at {_norm(r['norm'] or 'linf')} eps "
+            f"{r['model']} · case {r['case_id']} · {r['perturbation']} at {norm_label(r['norm'] or 'linf')} eps "
             f"{_eps(r['eps_stated'], r['eps_unit'])} · IoU of the top-{100 * TOP_FRACTION:g}% regions, clean vs "
             f"adversarial: {cams['iou']:.2f} · layer {cams['layer']}")})
     lines = [f"{m}: mean IoU of the clean and adversarial top-{100 * TOP_FRACTION:g}% Grad-CAM regions over the "
@@ -174,16 +173,16 @@ def _survival(t: pd.DataFrame, model: str, pert: str, k: int) -> str:
     base = float(clean.iloc[0]) if len(clean) else float("nan")
     survives = float(joint["hard_vote"]) >= base - SURVIVES
     transfer = top[top["setting"].str.startswith("transfer")].sort_values("hard_vote")
-    held = [float(e) for e, g in a.groupby("eps_stated")
+    held = [float(g["eps_stated"].iloc[0]) for _, g in a.groupby("eps_stated")
             if g[g["setting"].str.startswith("joint")]["hard_vote"].min() >= base - SURVIVES]
     text = (f"{'Yes' if survives else 'No'}: the hard vote of {model} "
             f"{'survives' if survives else 'does not survive'} the joint attack. Under {pert} through the "
-            f"{joint['setting'].removeprefix('joint (').removesuffix(')')} at {_norm(joint['norm'])} eps "
-            f"{_eps(joint['eps_stated'], joint['eps_unit'])}, its accuracy goes from {_pct(base)} (clean) to "
-            f"{_pct(joint['hard_vote'])} over {int(joint['n_cases'])} cases (chance {_pct(1 / k)})")
+            f"{joint['setting'].removeprefix('joint (').removesuffix(')')} at {norm_label(joint['norm'])} eps "
+            f"{_eps(joint['eps_stated'], joint['eps_unit'])}, its accuracy goes from {fmt_percent(base)} (clean) to "
+            f"{fmt_percent(joint['hard_vote'])} over {int(joint['n_cases'])} cases (chance {fmt_percent(1 / k)})")
     if len(transfer):
         text += (f"; the strongest transfer attack ({transfer.iloc[0]['setting']}) leaves it "
-                 f"{_pct(transfer.iloc[0]['hard_vote'])}")
+                 f"{fmt_percent(transfer.iloc[0]['hard_vote'])}")
     text += (f". It holds up to eps {_eps(max(held), joint['eps_unit'])}" if held and not survives else "") + (
         f". Surviving means losing at most {100 * SURVIVES:g} accuracy points.")
     return text
@@ -199,8 +198,8 @@ def ensemble_context(store_path: Path, models: dict[str, Any]) -> tuple[list[dic
         for pert in sorted(set(t[t["model"] == model]["perturbation"]) - {"clean"}):
             a = pd.concat([clean, t[(t["model"] == model) & (t["perturbation"] == pert)]])
             rows = [[r["setting"], "-" if r["setting"] == "clean" else _eps(r["eps_stated"], r["eps_unit"]),
-                     int(r["n_cases"]), *[_pct(r[s]) for s in SCORINGS],
-                     ", ".join(f"{n} {_pct(v)}" for n, v in r["members"].items())] for _, r in a.iterrows()]
+                     int(r["n_cases"]), *[fmt_percent(r[s]) for s in SCORINGS],
+                     ", ".join(f"{n} {fmt_percent(v)}" for n, v in r["members"].items())] for _, r in a.iterrows()]
             tables.append(_table(["images", "eps", "cases", "hard vote", "soft vote", "mean logits", "each member alone"],
                                  rows, f"{model} under {pert}: accuracy of the ensemble's three votes"))
             sentences.append(_survival(t, model, pert, k))

@@ -9,32 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from medrobust.evaluation import robustness as rb  # noqa: E402
-from medrobust.evaluation.thumbnails import THUMBNAILS_DIR, load_thumbnail, thumbnail_name  # noqa: E402
-from medrobust.report.plots import to_png  # noqa: E402
-
-
-def _score(value: float, task: str) -> str:  # as html.fmt_score (html imports this module)
-    if pd.isna(value):
-        return "-"
-    return f"{100 * value:.1f}%" if task == "classification" else f"{value:.3f}"
-
-
-def _percent(value: float) -> str:
-    return "-" if pd.isna(value) else f"{100 * value:.1f}%"
+from medrobust.evaluation import robustness as rb
+from medrobust.evaluation.thumbnails import THUMBNAILS_DIR, load_thumbnail, thumbnail_name
+from medrobust.report.formatting import fmt_percent, fmt_score
+from medrobust.report.plots import new_figure, to_png
 
 
 def severity_figure(curves: pd.DataFrame, model: str, score_label: str) -> str:
     """Score vs severity for ``model``: a line per corruption, the mean over corruptions dashed."""
     mine = curves[curves["model"] == model]
-    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    fig, ax = new_figure(figsize=(6.2, 3.8))
     for pert, c in mine.groupby("perturbation", sort=True):
         ax.plot(c["severity"], c["score"], marker="o", lw=1.4, ms=4, label=pert)
     mean = mine.groupby("severity")["score"].mean()
@@ -50,7 +38,7 @@ def severity_figure(curves: pd.DataFrame, model: str, score_label: str) -> str:
     return to_png(fig)
 
 
-def _show(ax: plt.Axes, image: np.ndarray, info: dict[str, Any]) -> None:
+def _show(ax: Axes, image: np.ndarray, info: dict[str, Any]) -> None:
     lo, hi = float(info["low"]), float(info["high"])
     if image.ndim == 3:  # RGB
         ax.imshow(np.clip((image - lo) / (hi - lo), 0, 1), interpolation="nearest")
@@ -65,7 +53,8 @@ def _show(ax: plt.Axes, image: np.ndarray, info: dict[str, Any]) -> None:
 def thumbnails_figure(results_dir: Path, entries: list[str], severities: list[int]) -> tuple[str | None, str]:
     """Rows: corruption entries; columns: the clean slice and each severity (small thumbnails).
 
-    Returns (PNG as base64 or None when no thumbnail exists, the case shown)."""
+    Returns (PNG as base64 or None when no thumbnail exists, the case shown).
+    """
     folder = results_dir / "examples" / THUMBNAILS_DIR
     found = {(e, s): folder / thumbnail_name(e, s) for e in entries for s in severities}
     found = {k: v for k, v in found.items() if v.is_file()}
@@ -73,8 +62,8 @@ def thumbnails_figure(results_dir: Path, entries: list[str], severities: list[in
     if not rows:
         return None, ""
     case = ""
-    fig, axes = plt.subplots(len(rows), len(severities) + 1, squeeze=False,
-                             figsize=(1.45 * (len(severities) + 1), 1.5 * len(rows)))
+    fig, axes = new_figure(len(rows), len(severities) + 1, squeeze=False,
+                           figsize=(1.45 * (len(severities) + 1), 1.5 * len(rows)))
     for i, entry in enumerate(rows):
         for ax in axes[i]:
             ax.axis("off")
@@ -110,23 +99,23 @@ def corruption_context(results_dir: Path, df: pd.DataFrame, tasks: dict[str, str
         what = "accuracy" if task == "classification" else "mean foreground Dice"
         sentences.append(f"Over {r['n_corruptions']} corruption{'s' * (r['n_corruptions'] != 1)} at severities "
                          f"{', '.join(map(str, severities))}, the {what} of {r['model']} averages "
-                         f"{_score(r['mean'], task)} (clean {_score(r['clean'], task)}, {r['n_cases']} cases); "
-                         f"mCE = {_percent(r['mce'])} of the clean score is lost on average, most under "
+                         f"{fmt_score(r['mean'], task)} (clean {fmt_score(r['clean'], task)}, {r['n_cases']} cases); "
+                         f"mCE = {fmt_percent(r['mce'])} of the clean score is lost on average, most under "
                          f"{r['worst']}.")
         figures.append({"model": r["model"], "png": severity_figure(curves, r["model"], what)})
         wide = curves[curves["model"] == r["model"]].pivot_table(index="perturbation", columns="severity",
                                                                  values="score")
         e = errors[errors["model"] == r["model"]].set_index("perturbation")
-        table_rows = [[pert, e.loc[pert, "corruption"], *[_score(wide.loc[pert].get(float(s), np.nan), task)
+        table_rows = [[pert, e.loc[pert, "corruption"], *[fmt_score(wide.loc[pert].get(float(s), np.nan), task)
                                                           for s in [0, *severities]],
-                       _score(e.loc[pert, "mean"], task), _percent(e.loc[pert, "ce"])] for pert in wide.index]
+                       fmt_score(e.loc[pert, "mean"], task), fmt_percent(e.loc[pert, "ce"])] for pert in wide.index]
         tables.append({"caption": f"{r['model']}: {what} per corruption and severity (severity 0 = clean)",
                        "headers": ["entry", "corruption", "clean", *[f"s{s}" for s in severities], "mean",
                                    "CE"], "rows": table_rows})
     head = {"caption": "", "headers": ["model", "clean", "mean over corruptions × severities", "mCE",
                                        "largest CE", "corruptions", "cases"],
-            "rows": [[r["model"], _score(r["clean"], tasks.get(r["model"], "")),
-                      _score(r["mean"], tasks.get(r["model"], "")), _percent(r["mce"]), r["worst"],
+            "rows": [[r["model"], fmt_score(r["clean"], tasks.get(r["model"], "")),
+                      fmt_score(r["mean"], tasks.get(r["model"], "")), fmt_percent(r["mce"]), r["worst"],
                       r["n_corruptions"], r["n_cases"]] for _, r in summary.iterrows()]}
     thumbnails, case = thumbnails_figure(Path(results_dir), sorted(rows["perturbation"].unique()), severities)
     return {"sentences": sentences, "summary": head, "curves": figures, "tables": tables, "thumbnails": thumbnails,

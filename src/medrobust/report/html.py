@@ -6,7 +6,7 @@ section 8); figures are embedded as base64 PNG, CSS is inline, nothing is fetche
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,45 +18,22 @@ from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_exa
 from medrobust.evaluation.store import ResultStore
 from medrobust.report.classification import classification_context
 from medrobust.report.corruption_section import corruption_context
+from medrobust.report.formatting import fmt_eps, fmt_score, norm_label, score_name
 from medrobust.report.plots import curves_figure, example_figure
 
 STORE_NAME = "results.sqlite"
 REPORT_NAME = "report.html"
 
 
-def fmt_eps(eps: float, unit: str) -> str:
-    """eps as a reader states it: '4/255', '8 HU', '0.1 (model units)'."""
-    return {"1/255": f"{eps:g}/255", "HU": f"{eps:g} HU", "raw": f"{eps:g} (raw units)",
-            "model": f"{eps:g} (model units)", "severity": f"severity {eps:g}"}.get(unit, f"{eps:g} {unit}")
-
-
-def score_name(task: str) -> str:
-    return "accuracy" if task == "classification" else "mean foreground Dice"
-
-
-def fmt_score(value: float, task: str) -> str:
-    if pd.isna(value):
-        return "-"
-    return f"{100 * value:.1f}%" if task == "classification" else f"{value:.3f}"
-
-
 def _num(value: float, spec: str) -> str:
     return "-" if pd.isna(value) else format(value, spec)
-
-
-# "dct" is VAFA's frequency budget: eps is q_max in 1/255 of the valid range.
-NORM_LABELS = {"linf": "L∞", "l2": "L2", "dct": "VAFA q_max"}
-
-
-def _norm(norm: str) -> str:
-    return NORM_LABELS.get(norm, norm)
 
 
 def _sentence(h: pd.Series, task: str, attacks: str, flagged: int) -> str:
     what = score_name(task)
     moved = "falls" if h["clean"] - h["worst"] > 0.005 else "stays"
     text = (f"Under the worst of {h['n_attacks']} attack{'s' * (h['n_attacks'] != 1)} ({attacks}) at "
-            f"{_norm(h['norm'])} eps {fmt_eps(h['eps'], h['eps_unit'])}, the {what} of {h['model']} {moved} "
+            f"{norm_label(h['norm'])} eps {fmt_eps(h['eps'], h['eps_unit'])}, the {what} of {h['model']} {moved} "
             f"from {fmt_score(h['clean'], task)} (clean) to {fmt_score(h['worst'], task)} over {h['n_cases']} "
             f"case{'s' * (h['n_cases'] != 1)}; the strongest single attack there is {h['strongest']}. "
             f"The normalised area under the worst-case curve (eps 0 to {fmt_eps(h['eps'], h['eps_unit'])}) is "
@@ -75,7 +52,8 @@ def _worst_case_tables(df: pd.DataFrame, tasks: dict[str, str]) -> list[dict[str
     """Per model and budget group: worst case beside every single attack at each eps."""
     curves, worst = rb.attack_curves(df), rb.worst_case_curve(df)
     tables = []
-    for (model, norm, unit), w in worst.groupby(rb.GROUP, sort=True):
+    for key, w in worst.groupby(rb.GROUP, sort=True):
+        model, norm, unit = (str(k) for k in key)
         task = tasks.get(model, "segmentation")
         c = curves[(curves["model"] == model) & (curves["norm"] == norm) & (curves["eps_unit"] == unit)]
         wide = c.pivot_table(index="eps_stated", columns="perturbation", values="score")
@@ -84,7 +62,7 @@ def _worst_case_tables(df: pd.DataFrame, tasks: dict[str, str]) -> list[dict[str
             attack_cells = [fmt_score(wide.loc[r["eps_stated"], a], task) if r["eps_stated"] in wide.index else "-"
                             for a in wide.columns]
             rows.append([fmt_eps(r["eps_stated"], unit), int(r["n_cases"]), fmt_score(r["score"], task), *attack_cells])
-        caption = f"{model}, {_norm(norm)} budgets: {score_name(task)}; eps 0 is the clean score"
+        caption = f"{model}, {norm_label(norm)} budgets: {score_name(task)}; eps 0 is the clean score"
         tables.append(_table([f"eps ({unit})", "cases", "worst case", *wide.columns], rows, caption))
     return tables
 
@@ -98,7 +76,7 @@ def _examples(results_dir: Path, df: pd.DataFrame, k: int) -> list[dict[str, Any
         task = r["task"]
         out.append({"png": example_figure(load_example(path)),
                     "caption": (f"{r['model']} · case {r['case_id']} · {r['perturbation']} at "
-                                f"{_norm(r['norm'] or 'linf')} eps {fmt_eps(r['eps_stated'], r['eps_unit'])} · "
+                                f"{norm_label(r['norm'] or 'linf')} eps {fmt_eps(r['eps_stated'], r['eps_unit'])} · "
                                 f"{score_name(task)} {fmt_score(r['clean_score'], task)} → "
                                 f"{fmt_score(r['adv_score'], task)}")})
     return out
@@ -115,7 +93,7 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
     config = json.loads(meta.get("config_json", "{}"))
     tasks = {m: v["task"] for m, v in models.items()}
     tasks.update({m: t for m, t in zip(df["model"], df["task"]) if m not in tasks})
-    ctx: dict[str, Any] = {"generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    ctx: dict[str, Any] = {"generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                            "config_hash": meta.get("config_hash", "?"), "n_runs": len(df),
                            "config_json": json.dumps(config, indent=2), "summaries": [], "curves": [],
                            "headline": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
@@ -135,7 +113,7 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
     ctx["headline"] = _table(
         ["model", "task", "budget", "clean", "worst case at largest eps", "normalised AUC (worst case)",
          "attacks", "cases", "strongest attack"],
-        [[h["model"], tasks.get(h["model"], ""), f"{_norm(h['norm'])}, eps up to {fmt_eps(h['eps'], h['eps_unit'])}",
+        [[h["model"], tasks.get(h["model"], ""), f"{norm_label(h['norm'])}, eps up to {fmt_eps(h['eps'], h['eps_unit'])}",
           fmt_score(h["clean"], tasks.get(h["model"], "")), fmt_score(h["worst"], tasks.get(h["model"], "")),
           fmt_score(h["auc"], tasks.get(h["model"], "")), h["n_attacks"], h["n_cases"], h["strongest"]]
          for _, h in heads.iterrows()])
@@ -145,12 +123,12 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                                                                    score_name(tasks.get(model, "segmentation")))})
     auc = rb.auc_table(df)
     ctx["auc"] = _table(["model", "budget", "curve", "eps range", "normalised AUC"],
-                        [[r["model"], _norm(r["norm"]), r["curve"], f"0 to {fmt_eps(r['eps_max'], r['eps_unit'])}",
+                        [[r["model"], norm_label(r["norm"]), r["curve"], f"0 to {fmt_eps(r['eps_max'], r['eps_unit'])}",
                           fmt_score(r["auc"], tasks.get(r["model"], ""))] for _, r in auc.iterrows()])
     ctx["worst"] = _worst_case_tables(df, tasks)
     pc = rb.per_class_table(df, {m: v["classes"] for m, v in models.items()})
     ctx["per_class"] = _table(["model", "budget", "eps", "class", "clean", "worst case", "cases"],
-                              [[r["model"], _norm(r["norm"]), fmt_eps(r["eps_stated"], r["eps_unit"]), r["class"],
+                              [[r["model"], norm_label(r["norm"]), fmt_eps(r["eps_stated"], r["eps_unit"]), r["class"],
                                 fmt_score(r["clean"], tasks.get(r["model"], "")),
                                 fmt_score(r["worst"], tasks.get(r["model"], "")), r["n_cases"]]
                                for _, r in pc.iterrows()])

@@ -1,4 +1,7 @@
-"""Report figures (matplotlib, Agg backend) returned as base64 PNG strings for ``<img src>``.
+"""Report figures (matplotlib) returned as base64 PNG strings for ``<img src>``.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn on their own Agg canvas
+(:func:`new_figure`): no pyplot state, and the backend of the process is left as it was.
 
 - :func:`curves_figure`: score vs eps per attack and the worst case over attacks, one
   panel per budget group (norm, eps unit) of a model.
@@ -12,15 +15,18 @@ import io
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
 
 AMPLIFY = 10.0
-_CLASS_COLOURS = ListedColormap(plt.get_cmap("tab10").colors[1:])  # skip blue (background looks grey)
+# tab10 without its first colour, blue (background looks grey): an integer picks the colour of that index
+_CLASS_COLOURS = ListedColormap(matplotlib.colormaps["tab10"](np.arange(1, 10)))
 
 
 PLOT_NORMS = {"linf": "L-inf", "l2": "L2", "dct": "frequency (VAFA q_max)"}
@@ -32,11 +38,33 @@ def eps_label(unit: str) -> str:
             "model": "eps (model units)"}.get(unit, f"eps ({unit})")
 
 
-def to_png(fig: plt.Figure) -> str:
-    """Render and close a figure; return its PNG as base64 text."""
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+               squeeze: bool = True) -> tuple[Figure, Any]:
+    """A figure on its own Agg canvas and its axes, as ``plt.subplots`` without pyplot.
+
+    Args:
+        nrows: rows of the grid of axes.
+        ncols: columns of the grid of axes.
+        figsize: width and height in inches.
+        squeeze: as in ``Figure.subplots``: a single ``Axes`` or a 1D array where possible.
+
+    Returns:
+        The figure and its axes (an ``Axes`` or a numpy array of them).
+
+    Example:
+        >>> fig, axes = new_figure(1, 2, figsize=(4, 2))
+        >>> len(axes), to_png(fig)[:8]  # base64 of the PNG signature
+        (2, 'iVBORw0K')
+    """
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def to_png(fig: Figure) -> str:
+    """Render a figure; return its PNG as base64 text."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -47,7 +75,7 @@ def curves_figure(curves: pd.DataFrame, worst: pd.DataFrame, model: str, score_l
     """
     mine = curves[curves["model"] == model]
     groups = sorted({(n, u) for n, u in zip(mine["norm"], mine["eps_unit"])})
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.2 * max(len(groups), 1), 3.6), squeeze=False)
+    fig, axes = new_figure(1, max(len(groups), 1), figsize=(5.2 * max(len(groups), 1), 3.6), squeeze=False)
     for ax, (norm, unit) in zip(axes[0], groups):
         sel = mine[(mine["norm"] == norm) & (mine["eps_unit"] == unit)]
         for pert, c in sel.groupby("perturbation", sort=True):
@@ -66,7 +94,7 @@ def curves_figure(curves: pd.DataFrame, worst: pd.DataFrame, model: str, score_l
     return to_png(fig)
 
 
-def _show(ax: plt.Axes, image: np.ndarray, volume_slice: bool, **kw: Any) -> Any:
+def _show(ax: Axes, image: np.ndarray, volume_slice: bool, **kw: Any) -> AxesImage:
     if volume_slice:  # (x, y) plane of a RAS volume: x to the right, y up
         image = np.swapaxes(image, 0, 1)
         kw["origin"] = "lower"
@@ -75,7 +103,7 @@ def _show(ax: plt.Axes, image: np.ndarray, volume_slice: bool, **kw: Any) -> Any
     return ax.imshow(image, interpolation="nearest", **kw)
 
 
-def _overlay(ax: plt.Axes, labels: np.ndarray, volume_slice: bool) -> None:
+def _overlay(ax: Axes, labels: np.ndarray, volume_slice: bool) -> None:
     masked = np.ma.masked_where(labels <= 0, labels)
     # label k -> colour k-1 of the 9-colour map (the legend uses the same indices)
     _show(ax, masked, volume_slice, cmap=_CLASS_COLOURS, vmin=0.5, vmax=_CLASS_COLOURS.N + 0.5, alpha=0.5)
@@ -90,7 +118,7 @@ def example_figure(example: dict[str, Any]) -> str:
     grey = {"cmap": "gray", "vmin": lo, "vmax": hi}
     img, adv = example["image"], example["adversarial"]
     classes = list(info.get("classes", []))
-    fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
+    fig, axes = new_figure(1, 5, figsize=(15, 3.4))
     delta = (adv - img) * AMPLIFY
     half = (hi - lo) / 2
     panels = [("clean", img), ("adversarial", adv)]
@@ -114,7 +142,7 @@ def example_figure(example: dict[str, Any]) -> str:
             k = int(example[key])
             ax.set_title(f"{title}:\n{classes[k] if k < len(classes) else k}", fontsize=9)
     if seg and classes:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=_CLASS_COLOURS(i)) for i in range(len(classes) - 1)]
+        handles = [Rectangle((0, 0), 1, 1, color=_CLASS_COLOURS(i)) for i in range(len(classes) - 1)]
         fig.legend(handles, classes[1:], loc="lower center", ncol=len(classes) - 1, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return to_png(fig)

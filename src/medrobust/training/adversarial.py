@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from medrobust.attacks.registry import get_attack
 from medrobust.training.recipes import Recipe, StepInfo, is_classification, register_recipe, task_loss
@@ -52,15 +53,18 @@ class PGDAdversarialTraining(_BudgetedRecipe):
         self.adv_weight, self.steps, self.step_size, self.attack = float(adv_weight), int(steps), step_size, attack
         self.passes_per_batch = self.steps + (2 if adv_weight < 1 else 1)
 
+    @override
     def params(self) -> dict[str, Any]:
         return {**super().params(), "adv_weight": self.adv_weight, "steps": self.steps,
                 "step_size": self.step_size, "attack": self.attack}
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The adversarial batch the recipe trains on: ``x_adv`` of the same shape as ``x``."""
         attack = get_attack(self.attack, self.budget(x), steps=self.steps, step_size=self.step_size,
                             loss=_attack_loss(y))
         return attack(model, x, y)
 
+    @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         x_adv = self.adversarial(model, x, y)
@@ -98,9 +102,11 @@ class TRADES(_BudgetedRecipe):
         self.beta, self.steps, self.step_size = float(beta), int(steps), step_size
         self.passes_per_batch = self.steps + 2
 
+    @override
     def params(self) -> dict[str, Any]:
         return {**super().params(), "beta": self.beta, "steps": self.steps, "step_size": self.step_size}
 
+    @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         budget = self.budget(x)
@@ -136,6 +142,7 @@ class FastAdversarialTraining(PGDAdversarialTraining):
         super().__init__(eps, eps_unit, norm, adv_weight=1.0, steps=1, step_size=alpha_factor * float(eps))
         self.alpha_factor = alpha_factor
 
+    @override
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack = get_attack("pgd", self.budget(x), steps=1, step_size=self.step_size, random_start=True,
                             loss=_attack_loss(y))
@@ -144,9 +151,10 @@ class FastAdversarialTraining(PGDAdversarialTraining):
 
 @register_recipe("free_at")
 class FreeAdversarialTraining(_BudgetedRecipe):
-    """Shafahi et al. 2019: replay each minibatch m times; one backward gives the parameter
-    gradient and the input gradient, δ ← Π(δ + step·sign(∇δ)), carried across replays and
-    to the next minibatch of the same shape.
+    """Shafahi et al. 2019: replay each minibatch m times, one backward for weights and input.
+
+    One backward gives the parameter gradient and the input gradient, δ ← Π(δ + step·sign(∇δ)),
+    carried across replays and to the next minibatch of the same shape.
 
     The step defaults to eps (in eps_unit), as in the paper. (The published Free-AT code of
     the seeds computes ``b_eps // 2``, which floors to 0 and trains on clean data.)
@@ -161,9 +169,10 @@ class FreeAdversarialTraining(_BudgetedRecipe):
         self.replays = self.passes_per_batch = int(replays)
         self.step_size = float(eps) if step_size is None else float(step_size)
         self.delta: torch.Tensor | None = None
-        self._x: torch.Tensor | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor, Budget] | None = None  # (x, x_adv, budget) of the batch
         self.last_delta_norm = 0.0
 
+    @override
     def params(self) -> dict[str, Any]:
         return {**super().params(), "replays": self.replays, "step_size": self.step_size}
 
@@ -171,9 +180,11 @@ class FreeAdversarialTraining(_BudgetedRecipe):
         """The carried perturbation, so a resumed run continues with it."""
         return {} if self.delta is None else {"delta": self.delta}
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.delta = state.get("delta")
 
+    @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         if self.delta is None or self.delta.shape != x.shape:
@@ -181,20 +192,24 @@ class FreeAdversarialTraining(_BudgetedRecipe):
         self.delta = self.delta.to(x)  # a resumed delta comes back on the CPU
         budget = self.budget(x)
         x_adv = budget.project(x, x + self.delta).requires_grad_(True)
-        self._x, self._x_adv, self._budget = x, x_adv, budget
+        self._pending = (x, x_adv, budget)
         loss = task_loss(model(x_adv), y)
         self.last_delta_norm = float(budget.norm_of(x_adv.detach() - x).max())
         return loss, {"loss": float(loss.detach()), "delta_norm": self.last_delta_norm}
 
+    @override
     def after_backward(self, step: StepInfo) -> None:
-        grad = self._x_adv.grad
+        if self._pending is None or self._pending[1].grad is None:
+            raise RuntimeError("FreeAdversarialTraining.after_backward: no batch_loss backward to step from")
+        x, x_adv, budget = self._pending
+        grad = x_adv.grad
+        assert grad is not None  # checked above
         if step.scaler is not None:
             grad = grad / step.scaler.get_scale()
-        budget, x = self._budget, self._x
         size = per_sample(budget.to_model(self.step_size), x.shape[0], x)
         if budget.norm == "linf":
-            moved = self._x_adv.detach() + expand_to(size, x) * grad.sign()
+            moved = x_adv.detach() + expand_to(size, x) * grad.sign()
         else:
             norm = grad.reshape(x.shape[0], -1).norm(dim=1).clamp_min(1e-12)
-            moved = self._x_adv.detach() + expand_to(size / norm, x) * grad
+            moved = x_adv.detach() + expand_to(size / norm, x) * grad
         self.delta = (budget.project(x, moved) - x).detach()

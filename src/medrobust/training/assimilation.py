@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from medrobust.models.assimilation import DomainAssimilation
 from medrobust.training.glcm import GLCMLoss, to_grayscale
@@ -43,9 +44,11 @@ class DomainAssimilationRecipe(Recipe):
         self.glcm = GLCMLoss(levels=levels, distance=distance, patch_size=patch_size, bandwidth=bandwidth,
                              kernel=kernel, homogeneity=homogeneity, reduction=reduction, entries=entries)
 
+    @override
     def params(self) -> dict[str, Any]:
         return dict(self._params)
 
+    @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         if not isinstance(model, DomainAssimilation):

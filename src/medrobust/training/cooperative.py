@@ -17,11 +17,14 @@ same FTN + STN on the standard terms only (the seed's standard configuration).
 """
 from __future__ import annotations
 
+import operator
+from functools import reduce
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from medrobust.models.cooperative import CooperativeNet, unwrap_cooperative
 from medrobust.training.masking import CONVENTIONS, SCHEMES, check_choice, check_fraction, frozen_norm_stats, mask_code
@@ -73,6 +76,7 @@ class CooperativeTraining(Recipe):
         self.soft = bool(soft)
         self.passes_per_batch = 1 if masking == "none" else 3
 
+    @override
     def params(self) -> dict[str, Any]:
         return {"masking": self.masking, "convention": self.convention, "temperature": self.temperature,
                 "noise_sigma": self.noise_sigma, "recon_weight": self.recon_weight, "dropout_p": self.dropout_p,
@@ -92,8 +96,11 @@ class CooperativeTraining(Recipe):
         return net
 
     def draw(self) -> tuple[str, float]:
-        """One scheme and its p for one code: the recipe's scheme (or a uniform draw for "all");
-        p = dropout_p for "random", p ~ U(0, max_fraction) for the targeted ones."""
+        """One scheme and its p for one code.
+
+        The scheme is the recipe's (or a uniform draw for "all"); p = dropout_p for "random",
+        p ~ U(0, max_fraction) for the targeted ones.
+        """
         scheme = self.masking
         if scheme == "all":
             scheme = SCHEMES[int(torch.randint(len(SCHEMES), ()))]
@@ -131,6 +138,7 @@ class CooperativeTraining(Recipe):
                  "shape": _ce(net.refine(logits), y), "given_shape": _ce(net.shape_correct(shape_input), y)}
         return terms, z_i, z_s
 
+    @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         net = self.network(model, y)
@@ -138,12 +146,12 @@ class CooperativeTraining(Recipe):
         noisy = x + self.noise_sigma * torch.randn_like(x)
         onehot = F.one_hot(y[:, 0], net.num_classes).movedim(-1, 1).to(x.dtype)
         terms, z_i, z_s = self._terms(net, noisy, x, y, onehot)
-        loss = sum(terms.values())
+        loss = reduce(operator.add, terms.values())
         logs = {f"std_{k}": float(v.detach()) for k, v in terms.items()}
         if self.masking != "none":
             x_hard, s_hard, mask_logs = self.hard_examples(net, z_i, z_s, x, y)
             hard, _, _ = self._terms(net, x_hard, x, y, F.softmax(s_hard / net.temperature, dim=1))
-            loss = loss + sum(hard.values())
+            loss = loss + reduce(operator.add, hard.values())
             logs.update({f"hard_{k}": float(v.detach()) for k, v in hard.items()})
             logs.update(mask_logs)
         logs["loss"] = float(loss.detach())

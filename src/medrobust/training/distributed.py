@@ -17,11 +17,14 @@ from torch import nn
 
 @dataclass(frozen=True)
 class World:
+    """This process's place among torchrun's processes: its rank and their number."""
+
     rank: int = 0
     size: int = 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, the process that writes files and prints."""
         return self.rank == 0
 
 
@@ -77,5 +80,6 @@ def mean_float(value: float) -> float:
 
 
 def barrier(world: World) -> None:
+    """Wait for every process (a no-op for one process)."""
     if world.size > 1:
         dist.barrier()

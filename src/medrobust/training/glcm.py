@@ -32,10 +32,12 @@ Definitions (tested against scikit-image on images already quantised to L levels
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 FEATURES = ("asm", "contrast", "homogeneity", "correlation", "dissimilarity")
 DEFAULT_ANGLES = (0, 45, 90, 135, 180, 225, 270, 315)
@@ -111,10 +113,14 @@ def glcm(x: torch.Tensor, levels: int = 16, distance: int = 3, angles: Sequence[
 
     Args:
         x: ``(B, 1, H, W)`` grey images, or ``(B, 1, D, H, W)`` volumes (per slice along D).
-        levels: L grey levels. distance: pixel distance d (< patch size).
-        angles: degrees (default the 8 of the slides). patch_size: side of the square tiles
-            (or (h, w)); None = the whole image. value_range: fixed (lo, hi) in x's units,
-            or None for each sample's min/max. bandwidth, kernel: the soft binning.
+        levels: L grey levels.
+        distance: pixel distance d (< patch size).
+        angles: degrees (default the 8 of the slides).
+        patch_size: side of the square tiles (or (h, w)); None = the whole image.
+        value_range: fixed (lo, hi) in x's units, or None for each sample's min/max.
+        bandwidth: width of the soft binning, in grey levels.
+        kernel: shape of the soft binning ("gaussian" or "triangular").
+
     Returns:
         ``(B, A, *grid, L, L)``, grid = (nh, nw) tiles (or (D, nh, nw)); each matrix sums to 1.
     """
@@ -191,7 +197,8 @@ def texture_features(x: torch.Tensor, *, levels: int = 16, distance: int = 3,
 
 
 class GLCMLoss(nn.Module):
-    """Texture distortion between two grey images (seed 004):
+    """Texture distortion between two grey images (seed 004).
+
     ``max_i Σ_j |SOT(x)_ij - SOT(target)_ij|`` over features i and entries j.
 
     Features are scaled to ranges of length 1 (see the module docstring), so no feature
@@ -217,11 +224,12 @@ class GLCMLoss(nn.Module):
         if entries not in ("sum", "mean"):
             raise ValueError(f"entries must be 'sum' or 'mean', got {entries!r}")
         glcm_features(torch.full((1, 2, 2), 0.25), homogeneity)  # fail now on a bad homogeneity
-        self.options = {"levels": levels, "distance": distance, "angles": tuple(angles), "patch_size": patch_size,
+        self.options: dict[str, Any] = {"levels": levels, "distance": distance, "angles": tuple(angles), "patch_size": patch_size,
                         "value_range": value_range, "bandwidth": bandwidth, "kernel": kernel,
                         "homogeneity": homogeneity}
         self.reduction, self.entries = reduction, entries
 
+    @override
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if x.shape != target.shape:
             raise ValueError(f"GLCMLoss: x {tuple(x.shape)} and target {tuple(target.shape)} differ in shape")

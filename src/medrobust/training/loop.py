@@ -19,9 +19,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -80,8 +81,11 @@ class FitResult:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA if present, else CPU. Under torchrun a bare ``cuda`` (or ``auto``) means
-    this process's GPU, ``cuda:LOCAL_RANK``, so the ranks do not share GPU 0."""
+    """The device a name means; ``auto``: CUDA if present, else CPU.
+
+    Under torchrun a bare ``cuda`` (or ``auto``) means this process's GPU, ``cuda:LOCAL_RANK``,
+    so the ranks do not share GPU 0.
+    """
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -91,6 +95,7 @@ def pick_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -138,11 +143,15 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
     Args:
         model: any nn.Module from images to logits (built by ``build_model`` so it can be saved).
         recipe: decides the batch loss (see :mod:`medrobust.training.recipes`).
-        train_set, val_set: datasets of dicts {"image", "label", ...} (``make_dataset``).
-        config: loop settings. out_dir: output folder (created).
+        train_set: dataset of dicts {"image", "label", ...} (``make_dataset``).
+        val_set: the validation dataset, same form; picks the best checkpoint.
+        config: loop settings.
+        out_dir: output folder (created).
         classes: class names (K entries), written into the checkpoint.
         intensity: the dataset's IntensityMap (when one map fits all cases), for the checkpoint.
         extra: more JSON-able facts for the checkpoint (e.g. the normalisation's name).
+        progress: show a progress bar.
+
     Returns:
         FitResult with the best validation metric (mean foreground Dice for segmentation,
         balanced accuracy for classification) and the epoch it was reached.
@@ -156,7 +165,7 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)
     scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
-    sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed)
     loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
                         num_workers=config.num_workers)
     start_epoch, best, best_epoch, history = 0, -math.inf, -1, []

@@ -20,8 +20,8 @@ removes information.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -48,8 +48,9 @@ def check_choice(value: str, allowed: tuple[str, ...], name: str) -> str:
 
 @contextmanager
 def frozen_norm_stats(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` as it is (batch statistics in train mode) but keep every norm layer's
-    running statistics, for passes that are not training steps.
+    """Run ``module`` as it is but keep every norm layer's running statistics.
+
+    Batch statistics are used in train mode, for passes that are not training steps.
 
     The layers update throw-away copies of their buffers, which are swapped back on exit;
     the originals are never written (an in-place restore would bump their autograd version
@@ -141,8 +142,12 @@ def mask_code(code: torch.Tensor, scheme: str, p: float, *, convention: str = "l
         p: dropout probability, or the fraction of channels/positions to mask, in [0, 1].
         convention: ranking of the targeted schemes, "published" or "loss_increasing".
         soft: selected entries times U[0, 0.5) (True) or 0 (False).
+        decode: maps a code to logits, for the targeted schemes.
+        loss: the task loss of the logits, for the targeted schemes.
+
     Returns:
         (masked code, detached, shape of ``code``; mask broadcastable to it).
+
     Raises:
         ValueError: unknown scheme or convention, p outside [0, 1], no decode/loss for a
             targeted scheme.

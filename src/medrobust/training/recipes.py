@@ -6,8 +6,9 @@ frequency, cooperative, ...) gets model selection, resume and DDP for free.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,9 +78,11 @@ class Recipe:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """The recipe's resumable state (none by default), saved with the checkpoint."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (nothing by default)."""
         return None
 
 

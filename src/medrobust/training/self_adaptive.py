@@ -1,5 +1,7 @@
-"""Self-adaptive adversarial training (seed 001): PGD-AT whose attack iterations follow a
-Lipschitz proxy, the mean absolute input gradient (MAG) of the training loss per epoch.
+"""Self-adaptive adversarial training (seed 001).
+
+PGD-AT whose attack iterations follow a Lipschitz proxy, the mean absolute input gradient
+(MAG) of the training loss per epoch.
 
 The published code reads gradients after AMP scaling, so its signal moves with the loss
 scale; here MAG is measured on the **unscaled** input gradient.
@@ -11,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from medrobust.training.adversarial import PGDAdversarialTraining
 from medrobust.training.distributed import mean_float
@@ -68,12 +71,14 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
         self._mag_sum, self._mag_count = 0.0, 0
         self._x_adv: torch.Tensor | None = None
 
+    @override
     def params(self) -> dict[str, Any]:
         out = super().params()
         out.pop("steps")
         return {**out, "check_every": self.schedule.check_every, "gamma": self.schedule.gamma,
                 "max_iters": self.schedule.max_iters}
 
+    @override
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.steps = self.schedule.iters
         self.passes_per_batch = self.steps + (2 if self.adv_weight < 1 else 1)
@@ -81,6 +86,7 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
         self._x_adv = x_adv
         return x_adv
 
+    @override
     def after_backward(self, step: StepInfo) -> None:
         grad = self._x_adv.grad if self._x_adv is not None else None
         if grad is None:
@@ -91,6 +97,7 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
         self._mag_sum += float(grad.abs().mean()) / max(self.adv_weight, 1e-12)
         self._mag_count += 1
 
+    @override
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> dict[str, float]:
         mag = mean_float(self._mag_sum / max(self._mag_count, 1))  # one schedule for every DDP rank
         used = self.schedule.iters
@@ -99,9 +106,11 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
         return {"mag": mag, "threshold": self.schedule.threshold if self.schedule.threshold is not None else float("nan"),
                 "attack_iters": float(used), "next_attack_iters": float(self.schedule.iters)}
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"schedule": asdict(self.schedule)}
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "schedule" in state:
             self.schedule = IterationSchedule(**state["schedule"])

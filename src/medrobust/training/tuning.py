@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from medrobust.training.recipes import RECIPES
 
@@ -127,6 +128,7 @@ def trial_folder(out: Path, trial: Any) -> Path:
 
 
 def completed_trials(study: Any) -> list[Any]:
+    """The finished trials of an Optuna study (not pruned, failed or running)."""
     from optuna.trial import TrialState
 
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from medrobust.attacks.dct import dct_nd
 from medrobust.attacks.frequency import VAFA
@@ -48,6 +49,7 @@ class VAFT(Recipe):
         self.clean_term, self.freq_term = bool(clean_term), bool(freq_term)
         self.passes_per_batch = self.steps + (2 if clean_term or freq_term else 1)
 
+    @override
     def params(self) -> dict[str, Any]:
         return {"q_max": self.q_max, "steps": self.steps, "block_size": list(self.block_size),
                 "ssim_weight": self.ssim_weight, "freq_weight": self.freq_weight,
@@ -60,6 +62,7 @@ class VAFT(Recipe):
         lo = float(x.min())
         return lo, max(float(x.max()), lo + 1e-6)
 
+    @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
         attack = VAFA(q_max=self.q_max, steps=self.steps, block_size=self.block_size, ssim_weight=self.ssim_weight,

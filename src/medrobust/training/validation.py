@@ -8,7 +8,8 @@ fixed :class:`RobustEvaluation`, and picks by the ``clean``, ``robust`` or ``mea
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -26,7 +27,8 @@ CRITERIA: tuple[str, ...] = ("clean", "robust", "mean")
 
 class RobustEvaluation(BaseModel):
     """The fixed attack of robust validation: L-inf ``eps`` in ``eps_unit`` of each case's
-    intensity map (see :func:`medrobust.units.budget_for_case`), ``steps`` iterations."""
+    intensity map (see :func:`medrobust.units.budget_for_case`), ``steps`` iterations.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

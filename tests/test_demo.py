@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medrobust.cli.demo import demo_grid
 from medrobust.data.phantoms import build_phantom_segmentation
+from medrobust.demo import demo_grid
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.grid import run_grid
