@@ -23,11 +23,11 @@ from rich.progress import track
 from medrobust.attacks.registry import attack_names
 from medrobust.cli import app
 from medrobust.cli.attack import attack_spec
-from medrobust.cli.checkpoints import open_model_and_data
 from medrobust.cli.options import refuse_existing
 from medrobust.data.io import atomic_path, write_nifti, write_png
 from medrobust.evaluation.core import attack_for
 from medrobust.evaluation.explain import GradCAMExplainer, explain_pair
+from medrobust.evaluation.loading import load_model
 from medrobust.models.inference import infer
 from medrobust.units import IntensityMap
 
@@ -94,7 +94,7 @@ def explain(
         raise ValueError(f"--top: must be in (0, 1], got {top}")
     spec = attack_spec(attack_name, eps, eps_unit, norm, steps, loss, step_size, restarts, 20.0, None, 1.0)
     refuse_existing(out, "--out", force)
-    opened = open_model_and_data(checkpoint, data, split, max_cases=max_cases)
+    opened = load_model(checkpoint, data, split, max_cases=max_cases)
     if opened.split.task != "classification":
         raise ValueError(f"--checkpoint: {checkpoint} with {data} is a {opened.split.task} task; "
                          "explain needs a classifier (labels per case)")

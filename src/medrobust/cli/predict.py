@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.progress import track
 
 from medrobust.cli import app
-from medrobust.cli.checkpoints import open_model_and_data
 from medrobust.data.io import atomic_path, write_nifti
+from medrobust.evaluation.loading import load_model
 from medrobust.models.inference import infer
 
 console = Console()
@@ -29,7 +29,7 @@ def predict(
     overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap for volumes larger than the ROI."),
 ) -> None:
     """Predict every case of a split with a checkpoint."""
-    opened = open_model_and_data(checkpoint, data, split, max_cases=max_cases)
+    opened = load_model(checkpoint, data, split, max_cases=max_cases)
     ds, roi = opened.split.dataset, opened.info.roi_size
     out.mkdir(parents=True, exist_ok=True)
     rows = []
