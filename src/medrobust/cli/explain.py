@@ -105,7 +105,7 @@ def explain(
     explainer(first)  # a bad --target-layer fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in track(range(len(ds)), description=f"Grad-CAM, {attack_name} eps={eps} {eps_unit}", console=console):  # type: ignore[arg-type]
+    for i in track(range(len(ds)), description=f"Grad-CAM, {attack_name} eps={eps} {eps_unit}", console=console):
         torch.manual_seed(seed + i)
         item = ds[i]
         x, y = item["image"].unsqueeze(0), torch.as_tensor(item["label"]).reshape(1)

@@ -33,7 +33,7 @@ def predict(
     ds, roi = opened.split.dataset, opened.info.roi_size
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in track(range(len(ds)), description="predicting", console=console):  # type: ignore[arg-type]
+    for i in track(range(len(ds)), description="predicting", console=console):
         item = ds[i]
         logits = infer(opened.model, item["image"].unsqueeze(0), roi, overlap)
         if opened.split.task == "segmentation":
@@ -51,4 +51,4 @@ def predict(
         writer.writerows(rows)
         with atomic_path(out / "predictions.csv") as tmp:
             tmp.write_text(buf.getvalue())
-    console.print(f"{len(ds)} predictions written to {out}")  # type: ignore[arg-type]
+    console.print(f"{len(ds)} predictions written to {out}")

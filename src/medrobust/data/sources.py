@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from torch.utils.data import Dataset
-
 from medrobust.data.datalists import load_class_folders, load_classification_csv, load_decathlon
 from medrobust.data.io import DataError
-from medrobust.data.transforms import make_dataset
+from medrobust.data.transforms import MedicalDataset, make_dataset
 
 Task = Literal["segmentation", "classification"]
 _DECATHLON_SPLITS = {"train": "training", "training": "training", "val": "validation",
@@ -39,7 +37,7 @@ class Split:
         normalization: the intensity normalisation applied ("zscore", "ct:-175,250", ...).
     """
 
-    dataset: Dataset
+    dataset: MedicalDataset
     classes: list[str]
     task: Task
     spatial_dims: int

@@ -36,6 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from medrobust.units import Unit
 
@@ -333,7 +334,7 @@ class GridConfig(_Strict):
     # Dice (segmentation) and accuracy (classification) are always computed; hd95, ssim and
     # psnr only when listed.
     metrics: list[Literal["dice", "hd95", "accuracy", "ssim", "psnr"]] = Field(
-        default_factory=lambda: ["dice", "accuracy", "ssim", "psnr"])
+        default_factory=lambda: ["dice", "accuracy", "ssim", "psnr"])  # type: ignore[arg-type]
     seed: int = 0
     out: Path = Field(default=Path("results"), validate_default=True)
     save_adversarial: bool = False
@@ -353,7 +354,7 @@ class GridConfig(_Strict):
     @field_validator("models", "perturbations")
     @classmethod
     def _unique_names(cls, v: list[Any]) -> list[Any]:
-        names = [getattr(e, "label", getattr(e, "name", None)) for e in v]
+        names: list[str] = [e.label if hasattr(e, "label") else e.name for e in v]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"names must be unique; repeated: {', '.join(dup)} (set `name:` to tell them apart)")
@@ -410,7 +411,7 @@ def _owner(loc: tuple[Any, ...]) -> type[BaseModel]:
     return model
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: ErrorDetails) -> str:
     kind, msg, loc = err["type"], err["msg"], tuple(err["loc"])
     if kind == "extra_forbidden":
         return f"{_loc(loc)}: unknown key; allowed keys here: {_allowed_keys(_owner(loc))}"

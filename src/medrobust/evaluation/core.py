@@ -305,7 +305,7 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
     done = perturb(spec, level, case, seed)
     logits = infer(case.model, done.x)
     adv = score(logits, case.y, lm.classes, case.spacing, settings.wants("hd95"))
-    norms = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(case.x, done.x, case.imap).items()}
+    norms: dict[str, Any] = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(case.x, done.x, case.imap).items()}
     with torch.no_grad():
         ssim = float(case.ssim_ref(done.x)[0]) if case.ssim_ref is not None else None
     if isinstance(spec, CorruptionSpec):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -181,8 +181,9 @@ def ensemble_table(runs: pd.DataFrame) -> pd.DataFrame:
     for key, g in d.groupby(keys, sort=True):
         preds = member[g.index]
         accs = {n: float(sum(p[n] == lab for p, lab in zip(preds, g["label"])) / len(g)) for n in preds.iloc[0]}
-        rows.append({**dict(zip(keys, key)), "n_cases": g["case_id"].nunique(), **g[list(SCORINGS)].mean().to_dict(),
-                     "members": accs})
+        base = dict(zip(keys, cast(tuple[Any, ...], key)))
+        scores = {s: float(g[s].mean()) for s in SCORINGS}
+        rows.append({**base, "n_cases": g["case_id"].nunique(), **scores, "members": accs})
     return pd.DataFrame(rows)[cols]
 
 

@@ -314,7 +314,8 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], info: dict[str, Any]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays, **{f"info_{k}": np.asarray(v) for k, v in info.items()})
+            payload: dict[str, Any] = {**arrays, **{f"info_{k}": np.asarray(v) for k, v in info.items()}}
+            np.savez_compressed(f, **payload)
     return path
 
 

@@ -162,7 +162,7 @@ class GradCAMExplainer:
             shown = ", ".join(n for n in list(names)[-8:] if n)
             raise ValueError(f"target_layer: {layer!r} is not a module of {type(net).__name__} (last modules: {shown})")
         hooks = _PerSampleScore(net, layer, register_forward=True, register_backward=True)
-        cam = GradCAM(nn_module=hooks, target_layers=layer, postprocessing=_unit_range)
+        cam = GradCAM(nn_module=hooks, target_layers=layer, postprocessing=_unit_range)  # type: ignore[arg-type]  # MONAI takes its ModelWithHooks too
         out = cam(x, class_idx=class_idx)
         self._cam, self.layer = cam, layer
         return out

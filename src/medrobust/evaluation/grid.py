@@ -121,7 +121,9 @@ def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
     x = first["image"].unsqueeze(0)
     imap = IntensityMap.from_dict(first["meta"]["intensity"])
     for i, p in enumerate(cfg.perturbations):
-        for eps in p.eps if isinstance(p, AttackSpec) else []:  # corruptions: checked by the config
+        if not isinstance(p, AttackSpec):
+            continue  # corruptions: checked by the config
+        for eps in p.eps:
             try:
                 attack_for(p, eps, x, imap)
             except (ValueError, TypeError) as err:

@@ -22,10 +22,11 @@ never enter the worst case over attacks.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 GROUP = ["model", "norm", "eps_unit"]
 BLACK_BOX = {"square"}
@@ -147,7 +148,9 @@ def worst_case_per_case(df: pd.DataFrame) -> pd.DataFrame:
         idx = g.groupby("case_id")["adv_score"].idxmin()
         worst = g.loc[idx, ["case_id", "adv_score", "clean_score", "perturbation"]]
         worst = worst.rename(columns={"adv_score": "score", "perturbation": "worst_attack"})
-        worst = worst.assign(**dict(zip(GROUP + ["eps_stated"], keys)), n_attacks=g["perturbation"].nunique())
+        model, norm, unit, eps = keys
+        worst = worst.assign(model=str(model), norm=str(norm), eps_unit=str(unit), eps_stated=float(cast(float, eps)),
+                             n_attacks=g["perturbation"].nunique())
         rows.append(worst)
     cols = GROUP + ["eps_stated", "case_id", "score", "clean_score", "worst_attack", "n_attacks"]
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
@@ -186,7 +189,7 @@ def worst_case_curve(df: pd.DataFrame) -> pd.DataFrame:
     atk = attacks_only(df)
     rows = []
     for (model, norm, unit), g in per_case.groupby(GROUP, sort=True):
-        keys = {"model": model, "norm": norm, "eps_unit": unit}
+        keys = {"model": str(model), "norm": str(norm), "eps_unit": str(unit)}
         curve = g.groupby("eps_stated").agg(score=("score", "mean"), n_cases=("case_id", "nunique"),
                                             n_attacks=("n_attacks", "max")).reset_index().assign(**keys)
         sel = atk[(atk["model"] == model) & (atk["norm"] == norm) & (atk["eps_unit"] == unit)]
@@ -197,7 +200,7 @@ def worst_case_curve(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
 
 
-def normalised_auc(eps: np.ndarray | list[float], score: np.ndarray | list[float]) -> float:
+def normalised_auc(eps: ArrayLike, score: ArrayLike) -> float:
     """Normalised area under a robustness curve: ``1/(eps_max - eps_min) * trapezoid(score, eps)``.
 
     The points may come in any order (they are sorted by eps). In the units of the score:
@@ -309,11 +312,12 @@ def per_class_table(df: pd.DataFrame, classes: dict[str, list[str]] | None = Non
         g = _common_cases(g)
         base = dict(zip(GROUP + ["eps_stated"], keys))
         if (g["task"] == "classification").all():
-            names = (classes or {}).get(keys[0], [])
+            names = (classes or {}).get(str(keys[0]), [])
             worst = g.groupby("case_id").agg(label=("label", "first"), clean=("clean_score", "first"),
                                              worst=("adv_score", "min"))
             for label, c in worst.groupby("label"):
-                name = names[int(label)] if int(label) < len(names) else str(int(label))
+                k = int(cast(float, label))
+                name = names[k] if k < len(names) else str(k)
                 rows.append({**base, "class": name, "clean": c["clean"].mean(), "worst": c["worst"].mean(),
                              "n_cases": len(c)})
             continue
@@ -402,7 +406,7 @@ def masking_checks(df: pd.DataFrame) -> list[dict[str, Any]]:
         c = curves[(curves["model"] == model) & (curves["perturbation"] == pert)].sort_values("eps_stated")
         rise = c["score"].diff()
         if (rise > TOLERANCE).any():
-            e = c["eps_stated"][rise.idxmax()]
+            e = c["eps_stated"].iloc[int(np.nanargmax(rise.to_numpy()))]
             reasons.append(f"score rises with eps (by {rise.max():.3f} at eps {e:g})")
         if name not in BLACK_BOX | NOISE:
             norm, unit = g["norm"].iloc[0], g["eps_unit"].iloc[0]
@@ -549,7 +553,7 @@ def corruption_curves(df: pd.DataFrame) -> pd.DataFrame:
         clean = pd.DataFrame([{"eps_stated": 0.0, "score": g.drop_duplicates("case_id")["clean_score"].mean(),
                                "n_cases": g["case_id"].nunique()}])
         curve = pd.concat([clean, curve], ignore_index=True).rename(columns={"eps_stated": "severity"})
-        rows.append(curve.assign(model=model, perturbation=pert, corruption=g["attack"].iloc[0]))
+        rows.append(curve.assign(model=str(model), perturbation=str(pert), corruption=g["attack"].iloc[0]))
     cols = ["model", "perturbation", "corruption", "severity", "score", "n_cases"]
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
 
@@ -624,6 +628,6 @@ def corruption_summary(df: pd.DataFrame) -> pd.DataFrame:
         cases = corruptions_only(df)
         cases = cases[cases["model"] == model].drop_duplicates("case_id")
         rows.append({"model": model, "clean": float(cases["clean_score"].mean()), "mean": float(c["score"].mean()),
-                     "mce": float(e["ce"].mean()), "worst": str(e.loc[e["ce"].idxmax(), "perturbation"])
+                     "mce": float(e["ce"].mean()), "worst": str(e["perturbation"].iloc[int(np.nanargmax(e["ce"].to_numpy()))])
                      if e["ce"].notna().any() else "", "n_corruptions": len(e), "n_cases": len(cases)})
     return pd.DataFrame(rows, columns=["model", "clean", "mean", "mce", "worst", "n_corruptions", "n_cases"])

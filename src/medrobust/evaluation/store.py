@@ -272,7 +272,7 @@ class ResultStore:
             ...     store.ensemble_done_keys("ens")
             {('pgd', 4.0, 'c1')}
         """
-        records = [tuple({**keys, **r}.get(c) for c in ENSEMBLE_COLUMNS) for r in rows.to_dict("records")]
+        records = [tuple(r.get(c, keys.get(c)) for c in ENSEMBLE_COLUMNS) for r in rows.to_dict("records")]
         with self._transaction():
             self.con.executemany(f"INSERT OR IGNORE INTO ensemble_runs ({', '.join(ENSEMBLE_COLUMNS)}) "
                                  f"VALUES ({', '.join('?' * len(ENSEMBLE_COLUMNS))})", records)
