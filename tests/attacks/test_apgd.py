@@ -9,6 +9,7 @@ from torch import nn
 
 from medrobust.attacks import APGD, PGD, get_attack
 from medrobust.attacks.apgd import apgd_checkpoints
+from medrobust.attacks.outcome import sample_metric
 from medrobust.units import Budget
 from tests.attacks.test_gradient import BUDGET, trained_segmenter
 
@@ -69,10 +70,12 @@ def test_step_size_is_kept_while_the_loss_keeps_rising() -> None:
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_at_least_as_strong_as_pgd_with_the_same_steps(loss: str) -> None:
     model, x, y = trained_segmenter()
-    pgd = PGD(BUDGET, steps=20, loss=loss, seed=0).run(model, x, y)
-    apgd = APGD(BUDGET, steps=20, loss=loss, seed=0).run(model, x, y)
+    pgd = PGD(BUDGET, steps=20, loss=loss, seed=0, keep="loss").run(model, x, y)
+    apgd = APGD(BUDGET, steps=20, loss=loss, seed=0, keep="loss").run(model, x, y)
     assert apgd.best_loss.mean() >= pgd.best_loss.mean()
     torch.testing.assert_close(apgd.best_loss, apgd.loss_history.max(0).values)
+    by_metric = APGD(BUDGET, steps=20, loss=loss, seed=0).run(model, x, y)  # same iterates, kept by Dice
+    assert (by_metric.metric <= sample_metric(model(apgd.x_adv), y) + 1e-6).all()
 
 
 def test_apgd_l2_and_named_variants() -> None:

@@ -58,7 +58,7 @@ def test_square_3d_segmentation_raises_the_loss_monotonically() -> None:
     model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 3, 1))
     x = torch.rand(2, 1, 8, 8, 8)
     y = torch.randint(0, 3, (2, 1, 8, 8, 8))
-    result = Square(BUDGET, n_queries=30, loss="ce", seed=1).run(NoGrad(model), x, y)
+    result = Square(BUDGET, n_queries=30, loss="ce", seed=1, keep="loss").run(NoGrad(model), x, y)
     h = result.loss_history
     assert h.shape == (31, 2)
     assert (h[1:] >= h[:-1]).all() and (h[-1] > h[0]).all()
@@ -76,3 +76,40 @@ def test_square_is_reproducible_and_linf_only() -> None:
         Square(Budget.l2(1.0), n_queries=10)
     with pytest.raises(ValueError, match="n_queries"):
         Square(BUDGET, steps=10)
+
+
+def reference_accepts(loss_new: torch.Tensor, loss_min: torch.Tensor, margin_new: torch.Tensor) -> torch.Tensor:
+    """The reference's rule (square.py, attack_single_run, Linf), transcribed: its loss is -CE
+    (minimised) and a candidate is kept if the loss improved or the sample is misclassified."""
+    idx_improved = (loss_new < loss_min).float()
+    idx_miscl = (margin_new <= 0.0).float()
+    return torch.max(idx_improved, idx_miscl).bool()
+
+
+def test_square_accepts_as_the_reference_for_ce() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits_cur, logits_new = torch.randn(500, 3, generator=g), torch.randn(500, 3, generator=g)
+    y = logits_cur.argmax(1)  # not yet fooled: the reference only queries those
+    ce_cur, ce_new = (nn.functional.cross_entropy(z, y, reduction="none") for z in (logits_cur, logits_new))
+    other = logits_new.clone()
+    other[torch.arange(500), y] = -torch.inf
+    margin_new = logits_new[torch.arange(500), y] - other.amax(1)
+    expected = reference_accepts(-ce_new, -ce_cur, margin_new)
+    attack = Square(BUDGET, loss="ce")
+    ours = attack._accept(ce_new, -(logits_new.argmax(1) == y).float(), ce_cur, -torch.ones(500))
+    assert torch.equal(ours, expected)
+    assert (expected & (ce_new <= ce_cur)).any(), "the case the old rule got wrong must occur"
+
+
+def test_square_counts_queries_until_the_sample_is_fooled() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    stopped = Square(BUDGET.with_eps(0.3), n_queries=100, seed=0, early_stop=True).run(model, x, y)
+    going = Square(BUDGET.with_eps(0.3), n_queries=100, seed=0).run(model, x, y)
+    fooled = going.metric == 0
+    assert fooled.any() and (~fooled).any()
+    assert (going.extra["queries"][~fooled] == 101).all() and (going.extra["queries"][fooled] < 101).all()
+    torch.testing.assert_close(stopped.extra["queries"], going.extra["queries"])  # same path until fooled

@@ -9,9 +9,11 @@ step; ``project(x, state)`` returns to the feasible set (ball ∩ range ∩ mask
 The loop runs ``steps`` times {perturb, forward, loss, gradient w.r.t. the variable only,
 track, update, project}, evaluates the last iterate once more (unless ``return_best=False``:
 then it is returned unevaluated, as torchattacks does), and keeps per sample the
-iterate with the highest loss (lowest when targeted) over all restarts. Tracking uses the
-loss of the forward that also gives the gradient (the loss of the iterate *before* the
-step): no extra forward, no host sync. ``gain`` = loss, or -loss when targeted.
+iterate that hurts the metric most over all restarts (``keep="metric"``; the highest loss
+among equals) or the one with the highest loss (``keep="loss"``), see
+:mod:`medrobust.attacks.outcome`. Tracking uses the forward that also gives the gradient
+(the iterate *before* the step): no extra forward, no host sync. ``gain`` = loss, or -loss
+when targeted.
 """
 from __future__ import annotations
 
@@ -22,16 +24,18 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
+from medrobust.attacks.outcome import KEEP_RULES, IterateTracker, KeepRule, sample_metric
 from medrobust.losses import STEP_DEPENDENT, get_loss
-from medrobust.metrics import dice_per_class
 from medrobust.units import Budget, Scalar, expand_to, per_sample
 
 __all__ = ["Attack", "AttackResult", "AttackState", "frozen", "sample_metric", "check_inputs"]
+
+Verdict = tuple[torch.Tensor, "torch.Tensor | None"]  # (harm (B,), fails (B,) or None), see Attack._verdict
 
 
 @dataclass
@@ -46,11 +50,14 @@ class AttackResult:
             rows are comparable; Square records its best loss after each query. With
             ``return_best=False`` the last row is NaN: the returned last iterate is not
             evaluated (as in torchattacks), which saves one forward pass.
-        best_loss: ``(B,)`` loss of the returned iterate (the max of the history per
-            sample, or the min for targeted attacks); NaN with ``return_best=False``.
+        best_loss: ``(B,)`` loss of the returned iterate (with ``keep="loss"`` the max of
+            the history per sample, the min for targeted attacks); NaN with
+            ``return_best=False``.
         seconds: wall time of the attack.
         extra: per-sample extras, each ``(B,)`` (Square: ``queries``; noise: ``linf_model``
             and ``l2_model``; VAFA: ``ssim``, ``psnr``, norms and table statistics).
+        metric: ``(B,)`` :func:`~medrobust.attacks.outcome.sample_metric` of the returned
+            iterate (against the target when targeted), or None where it was not evaluated.
 
     Shape:
         - x_adv: ``(B, C, *spatial)``, as ``x``.
@@ -69,8 +76,8 @@ class AttackResult:
         >>> result = PGD(budget, steps=10, restarts=2, seed=0).run(model, x, y)
         >>> result.x_adv.shape, result.loss_history.shape, result.best_loss.shape
         (torch.Size([2, 1, 8, 8]), torch.Size([22, 2]), torch.Size([2]))
-        >>> bool((result.best_loss == result.loss_history.amax(0)).all())
-        True
+        >>> bool((result.best_loss <= result.loss_history.amax(0)).all()), result.metric.shape
+        (True, torch.Size([2]))
     """
 
     x_adv: torch.Tensor
@@ -78,6 +85,7 @@ class AttackResult:
     best_loss: torch.Tensor
     seconds: float
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    metric: torch.Tensor | None = None
 
 
 @dataclass
@@ -237,32 +245,13 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) ->
     return (mask != 0).to(device=x.device, dtype=x.dtype)
 
 
-def sample_metric(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample quality of the hard prediction; lower is a stronger attack.
+class WholeVolume(Protocol):
+    """A model that gives the whole-volume input gradient window by window (``SlidingWindow``)."""
 
-    Classification: 1 if correct, else 0. Segmentation: the mean Dice over the foreground
-    classes 1..K-1 (:func:`medrobust.metrics.dice_per_class`: a class absent from both
-    prediction and label scores 1).
-
-    Args:
-        logits: ``(B, K)`` or ``(B, K, *spatial)``.
-        y: labels ``(B,)`` or ``(B, 1, *spatial)`` (integer class indices).
-
-    Returns:
-        ``(B,)`` in the dtype of ``logits``.
-
-    Example:
-        >>> import torch
-        >>> sample_metric(torch.tensor([[2.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1]))
-        tensor([1., 0.])
-        >>> y = torch.zeros(1, 1, 4, 4, dtype=torch.long); y[..., :2] = 1
-        >>> logits = torch.cat([-y, y], 1).float()      # predicts y exactly
-        >>> sample_metric(logits, y)
-        tensor([1.])
-    """
-    if y.ndim == 1:
-        return (logits.argmax(1) == y).to(logits.dtype)
-    return dice_per_class(logits, y, logits.shape[1]).mean(1).to(logits.dtype)
+    def loss_and_input_grad(self, x: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
+                            keep_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """(logits or None, loss (B,), d loss.sum() / d x)."""
+        ...
 
 
 def _is_sliding_window(model: nn.Module) -> bool:
@@ -292,21 +281,26 @@ class Attack:
             "dice_ce", "segpgd", "cospgd", "dlr", "margin") or a callable of that signature,
             ``loss(logits, y, *, step, total_steps) -> (B,)``, maximised.
         targeted: ``y`` is the target and the loss is minimised (default False).
-        restarts: independent runs (default 1); the best iterate over all of them is returned.
+        restarts: independent runs (default 1); the worst iterate over all of them (by
+            ``keep``) is returned.
         random_start: start uniformly in the ball (``None``: the attack's default; True for
             PGD and APGD, False for the others).
         early_stop: stop updating a sample once it fails. Classification: ``True`` (fails =
             misclassified, or target reached). Segmentation: a Dice threshold in [0, 1]
             (fails = Dice <= threshold; targeted: Dice to the target >= 1 - threshold).
             The returned iterate of a failed sample is its first failing one.
-        return_best: return the best iterate (default; costs one forward pass more than
+        return_best: return the kept iterate (default; costs one forward pass more than
             the steps, to evaluate the last iterate) or the last one, unevaluated (as
             torchattacks).
+        keep: which iterate is kept per sample (:mod:`medrobust.attacks.outcome`):
+            ``"metric"`` (default) the one that hurts the metric most (a misclassified
+            iterate, the lowest foreground Dice; the highest loss among equals), or
+            ``"loss"`` the highest loss (lowest when targeted).
         seed: seeds the random start (a generator on x's device); ``None`` uses torch's RNG.
 
     Raises:
         ValueError: a budget that is not a Budget, steps or restarts < 1, a bad early_stop
-            or step_size, an unknown loss name.
+            or step_size, an unknown loss name or keep rule.
 
     Attributes:
         name: the attack's short name (class attribute; "pgd", "apgd", ...).
@@ -348,7 +342,7 @@ class Attack:
     def __init__(self, budget: Budget, *, steps: int = 10, step_size: Scalar | None = None,
                  loss: str | Callable[..., torch.Tensor] = "ce", targeted: bool = False, restarts: int = 1,
                  random_start: bool | None = None, early_stop: bool | float = False, return_best: bool = True,
-                 seed: int | None = None) -> None:
+                 keep: KeepRule = "metric", seed: int | None = None) -> None:
         if not isinstance(budget, Budget):
             raise ValueError(f"budget must be a medrobust.units.Budget, got {type(budget).__name__}")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -357,6 +351,8 @@ class Attack:
             raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
         if not isinstance(early_stop, bool) and not (isinstance(early_stop, (int, float)) and 0 <= early_stop <= 1):
             raise ValueError(f"early_stop must be a bool or a Dice threshold in [0, 1], got {early_stop!r}")
+        if keep not in KEEP_RULES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, got {keep!r}")
         if step_size is not None:
             budget.to_model(step_size)  # validates: finite and >= 0
         self.budget, self.steps, self.step_size = budget, steps, step_size
@@ -365,7 +361,7 @@ class Attack:
         self.step_dependent = isinstance(loss, str) and loss in STEP_DEPENDENT
         self.targeted, self.restarts, self.early_stop = bool(targeted), restarts, early_stop
         self.random_start = self.default_random_start if random_start is None else bool(random_start)
-        self.return_best, self.seed = bool(return_best), seed
+        self.return_best, self.keep, self.seed = bool(return_best), keep, seed
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.budget.describe()}, steps={self.steps}, loss={self.loss_name!r}, "
@@ -475,13 +471,15 @@ class Attack:
         if not self.random_start:
             state.var = x.clone()
             return
-        kw = {"generator": state.generator, "device": x.device, "dtype": x.dtype}
+        gen = state.generator
         if state.budget.norm == "linf":
-            delta = (2 * torch.rand(x.shape, **kw) - 1) * state.eps_x
+            delta = (2 * torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) - 1) * state.eps_x
         else:  # direction uniform on the sphere (inside the mask), radius uniform in [0, eps]
-            d = torch.randn(x.shape, **kw) * (state.mask if state.mask is not None else 1)
+            d = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            d = d * (state.mask if state.mask is not None else 1)
             n = d.reshape(d.shape[0], -1).norm(dim=1).clamp_min(1e-12)
-            delta = d * expand_to(torch.rand(x.shape[0], **kw) * state.eps / n, x)
+            radius = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype)
+            delta = d * expand_to(radius * state.eps / n, x)
         state.var = state.budget.project(x, x + delta, state.mask)
 
     def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
@@ -599,19 +597,27 @@ class Attack:
         """Tracking score (gain form): the loss in its final-step form."""
         return self._gain(logits, y, self.steps) if self.step_dependent else gain
 
+    def _verdict(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(harm (B,), fails (B,) or None when early stopping is off), on the logits' device.
+
+        harm is the sample metric, negated unless targeted (higher = worse for the model).
+        """
+        metric = sample_metric(logits, y)
+        harm = metric if self.targeted else -metric
+        if self.early_stop is False:
+            return harm, None
+        if y.ndim == 1:
+            return harm, metric == 1 if self.targeted else metric == 0
+        thr = float(self.early_stop)
+        return harm, metric >= 1 - thr if self.targeted else metric <= thr
+
     def _fails(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """(B,) True where the sample already fails; None when early stopping is off."""
-        if self.early_stop is False:
-            return None
-        metric = sample_metric(logits, y)
-        if y.ndim == 1:
-            return metric == 1 if self.targeted else metric == 0
-        thr = float(self.early_stop)
-        return metric >= 1 - thr if self.targeted else metric <= thr
+        return self._verdict(logits, y)[1]
 
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
-                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(x_adv, tracking score (B,), d gain / d var, fails (B,) or None), detached.
+                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Verdict]:
+        """(x_adv, tracking score (B,), d gain / d var, (harm, fails)), detached.
 
         Through SlidingWindow the score and the verdict are read inside the loss, so the
         volume's logits are freed before the window-by-window backward.
@@ -626,66 +632,55 @@ class Attack:
                     gain = self._gain(z, y, t)
                     with torch.no_grad():
                         seen["score"] = self._score(z.detach(), gain.detach(), y)
-                        seen["fails"] = self._fails(z.detach(), y)
+                        seen["verdict"] = self._verdict(z.detach(), y)
                     return gain
 
-                _, _, gx = model.loss_and_input_grad(x_adv.detach(), loss_of, keep_logits=False)
+                _, _, gx = cast(WholeVolume, model).loss_and_input_grad(x_adv.detach(), loss_of, keep_logits=False)
                 grad = gx if x_adv is var else torch.autograd.grad(x_adv, var, gx)[0]
-                return x_adv.detach(), seen["score"], grad, seen["fails"]
+                return x_adv.detach(), seen["score"], grad, seen["verdict"]
             logits = model(x_adv)
             gain = self._gain(logits, y, t)
-            grad = torch.autograd.grad(gain.sum(), var, allow_unused=True)[0] if gain.requires_grad else None
-        if grad is None:  # the loss does not depend on the input (a detaching model)
-            grad = torch.zeros_like(var)
+            found = torch.autograd.grad(gain.sum(), var, allow_unused=True)[0] if gain.requires_grad else None
+        # None: the loss does not depend on the input (a detaching model)
+        grad = torch.zeros_like(var) if found is None else found
         with torch.no_grad():
             logits = logits.detach()
-            return x_adv.detach(), self._score(logits, gain.detach(), y), grad, self._fails(logits, y)
+            return x_adv.detach(), self._score(logits, gain.detach(), y), grad, self._verdict(logits, y)
 
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: AttackState) -> AttackResult:
         B, T = x.shape[0], self.steps
         sign = -1.0 if self.targeted else 1.0
         windowed = _is_sliding_window(model)
         history: list[torch.Tensor] = []
-        best_x, best_gain = x, x.new_full((B,), -math.inf)
+        kept = IterateTracker.start(x, self.keep, early_stop=self.early_stop is not False)
         last_x = x
-        done = torch.zeros(B, dtype=torch.bool, device=x.device) if self.early_stop is not False else None
-
-        def track(x_adv: torch.Tensor, score: torch.Tensor, fails: torch.Tensor | None) -> None:
-            nonlocal best_x, best_gain
-            history.append(score)
-            better = score > best_gain
-            if done is not None and fails is not None:
-                newly = fails & ~done
-                better = (better & ~done) | newly
-                done.logical_or_(newly)
-            if not self.return_best:  # the last iterate is returned: no best to keep
-                return
-            best_gain = torch.where(better, score, best_gain)
-            best_x = torch.where(expand_to(better, x), x_adv, best_x)
-
         for restart in range(self.restarts):
             state = dataclasses.replace(base, aux={})
             self.init_state(x, state)
             for t in range(1, T + 1):
-                x_adv, score, grad, fails = self._gain_and_grad(model, x, y, state, t, windowed)
-                track(x_adv, score, fails)
+                x_adv, score, grad, (harm, fails) = self._gain_and_grad(model, x, y, state, t, windowed)
+                history.append(score)
+                kept.offer(x_adv, score, harm, fails)
                 with torch.no_grad():
                     before = state.var.detach()
                     self.update(x, state, grad, score, t)
                     self.project(x, state)
-                    if done is not None:
-                        state.var = torch.where(expand_to(done, before), before, state.var)
+                    if kept.done is not None:
+                        state.var = torch.where(expand_to(kept.done, before), before, state.var)
             with torch.no_grad():
                 last_x = self.finalize(x, state)
                 if not self.return_best and restart == self.restarts - 1:
                     history.append(x.new_full((B,), math.nan))  # returned as it is, never evaluated
                     break
                 logits = model(last_x)
-                track(last_x, self._gain(logits, y, T), self._fails(logits, y))
+                score = self._gain(logits, y, T)
+                history.append(score)
+                kept.offer(last_x, score, *self._verdict(logits, y))
                 del logits
-            if done is not None and bool(done.all()):
+            if kept.done is not None and bool(kept.done.all()):
                 break
         rows = torch.stack(history) * sign
         if not self.return_best:
             return AttackResult(last_x.detach(), rows, rows[-1], 0.0)
-        return AttackResult(best_x.detach(), rows, best_gain * sign, 0.0)
+        metric = kept.harm if self.targeted else -kept.harm
+        return AttackResult(kept.x.detach(), rows, kept.gain * sign, 0.0, metric=metric)

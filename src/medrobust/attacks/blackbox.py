@@ -3,13 +3,17 @@
 Start: vertical stripes x ± eps (one random sign per channel and column). Each query
 re-draws one random square (2D) or cube (3D) window of side s per sample, sets it to
 x ± eps with one random sign per channel, projects onto the Budget (ball ∩ range ∩ mask)
-and keeps it if the loss improved. The window covers a fraction p of the voxels,
+and keeps it if the loss improved or, with ``keep="metric"`` (the default), if the outcome
+got worse: a candidate that misclassifies is kept even when its loss is lower, as the
+reference does for CE (Dice for segmentation). The window covers a fraction p of the voxels,
 ``s = round((p · n_voxels)^(1/d))``, with p halved on the paper's schedule
 (:func:`p_schedule`). Used mainly to detect gradient masking (attacks/checks.py).
 
-Differences from the reference code: all samples of the batch are queried in one forward
-(a sample that stops early stops changing but is still evaluated), and a window that
-would change nothing is not re-drawn.
+``extra["queries"]`` counts, per sample, the queries until it was fooled (misclassified,
+or past the early-stop threshold), or all of them. Differences from the reference code: all
+samples of the batch are queried in one forward (a fooled sample stops changing, with
+``early_stop``, but is still evaluated), and a window that would change nothing is not
+re-drawn.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks.base import Attack, AttackResult, AttackState
+from medrobust.attacks.outcome import IterateTracker
 from medrobust.units import Budget, expand_to
 
 __all__ = ["Square", "p_schedule"]
@@ -51,13 +56,13 @@ def p_schedule(p_init: float, query: int, n_queries: int) -> float:
 def _window(shape: tuple[int, ...], side: list[int], batch: int, gen: torch.Generator | None,
             device: torch.device) -> torch.Tensor:
     """Boolean (B, 1, *shape): one random box of the given sides per sample."""
-    box = None
+    box = torch.ones((batch, *([1] * len(shape))), dtype=torch.bool, device=device)
     for axis, (n, s) in enumerate(zip(shape, side)):
         start = torch.randint(0, n - s + 1, (batch, 1), generator=gen, device=device)
         coord = torch.arange(n, device=device)[None]
         inside = (coord >= start) & (coord < start + s)                      # (B, n)
         inside = inside.reshape(batch, *([1] * axis), n, *([1] * (len(shape) - axis - 1)))
-        box = inside if box is None else box & inside
+        box = box & inside
     return box.unsqueeze(1)
 
 
@@ -78,7 +83,8 @@ class Square(Attack):
 
     Shape:
         - x: ``(B, C, *spatial)``, model units; y: ``(B,)`` or ``(B, 1, *spatial)`` int labels.
-        - output: ``(B, C, *spatial)``; ``run(...).extra["queries"]``: ``(B,)`` queries used.
+        - output: ``(B, C, *spatial)``; ``run(...).extra["queries"]``: ``(B,)`` queries
+          until the sample was fooled (all of them if it never was).
 
     Example:
         >>> import torch
@@ -120,26 +126,41 @@ class Square(Attack):
         s = int(round((p * n) ** (1.0 / len(shape))))
         return [min(max(s, 1), max(size - 1, 1)) for size in shape]
 
+    def _reached(self, harm: torch.Tensor, fails: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        """(B,) True where the sample is fooled: it fails (early stopping) or, for a classifier, is misclassified."""
+        if fails is not None:
+            return fails
+        if y.ndim == 1:
+            return harm == (1.0 if self.targeted else 0.0)
+        return torch.zeros_like(harm, dtype=torch.bool)
+
+    def _accept(self, gain: torch.Tensor, harm: torch.Tensor, cur_gain: torch.Tensor,
+                cur_harm: torch.Tensor) -> torch.Tensor:
+        """(B,) candidates kept: a higher loss, or (``keep="metric"``) a worse outcome (the reference for CE)."""
+        if self.keep == "loss":
+            return gain > cur_gain
+        return (harm > cur_harm) | ((harm == cur_harm) & (gain > cur_gain))
+
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: AttackState) -> AttackResult:
         B, C, shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
         sign = -1.0 if self.targeted else 1.0
         eps = expand_to(base.eps, x)
         gen, dev = base.generator, x.device
         history = x.new_empty((self.restarts * (self.steps + 1), B))
-        best_x, best_gain = x.clone(), x.new_full((B,), -torch.inf)
+        kept = IterateTracker.start(x, self.keep, early_stop=self.early_stop is not False)
         queries = torch.zeros(B, device=dev)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        reached = torch.zeros(B, dtype=torch.bool, device=dev)
         row = 0
         with torch.no_grad():
             for _ in range(self.restarts):
-                done_before = done.clone()
                 stripes = torch.randint(0, 2, (B, C, *([1] * (len(shape) - 1)), shape[-1]), generator=gen, device=dev)
                 cur = base.budget.project(x, x + eps * (2 * stripes.to(x.dtype) - 1), base.mask)
                 logits = model(cur)
                 cur_gain = self._gain(logits, y, self.steps)
-                queries += ~done
-                if self.early_stop is not False:
-                    done |= self._fails(logits, y)
+                cur_harm, fails = self._verdict(logits, y)
+                queries += ~reached
+                reached |= self._reached(cur_harm, fails, y)
+                kept.offer(cur, cur_gain, cur_harm, fails)
                 history[row], row = cur_gain * sign, row + 1
                 for i in range(self.steps):
                     win = _window(shape, self._side(p_schedule(self.p_init, i, self.steps), shape), B, gen, dev)
@@ -147,18 +168,19 @@ class Square(Attack):
                     cand = base.budget.project(x, torch.where(win, x + eps * signs, cur), base.mask)
                     logits = model(cand)
                     gain = self._gain(logits, y, self.steps)
-                    better = (gain > cur_gain) & ~done
-                    queries += ~done
-                    cur = torch.where(expand_to(better, x), cand, cur)
-                    cur_gain = torch.where(better, gain, cur_gain)
-                    if self.early_stop is not False:
-                        done |= better & self._fails(logits, y)
+                    harm, fails = self._verdict(logits, y)
+                    frozen = kept.done if kept.done is not None else torch.zeros_like(reached)
+                    accept = self._accept(gain, harm, cur_gain, cur_harm) & ~frozen
+                    queries += ~reached
+                    reached |= accept & self._reached(harm, fails, y)
+                    cur = torch.where(expand_to(accept, x), cand, cur)
+                    cur_gain, cur_harm = torch.where(accept, gain, cur_gain), torch.where(accept, harm, cur_harm)
+                    kept.offer(cur, cur_gain, cur_harm, None if fails is None else fails & accept)
                     history[row], row = cur_gain * sign, row + 1
-                improved = (cur_gain > best_gain) & ~done_before
-                best_x = torch.where(expand_to(improved, x), cur, best_x)
-                best_gain = torch.where(improved, cur_gain, best_gain)
-                if self.early_stop is not False and bool(done.all()):
+                if kept.done is not None and bool(kept.done.all()):
                     break
+        extra = {"queries": queries}
         if not self.return_best:
-            best_x, best_gain = cur, cur_gain
-        return AttackResult(best_x, history[:row], best_gain * sign, 0.0, extra={"queries": queries})
+            return AttackResult(cur, history[:row], cur_gain * sign, 0.0, extra=extra)
+        metric = kept.harm if self.targeted else -kept.harm
+        return AttackResult(kept.x, history[:row], kept.gain * sign, 0.0, extra=extra, metric=metric)

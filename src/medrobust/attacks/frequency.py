@@ -416,7 +416,7 @@ class VAFA(Attack):
             gain = Attack._gain(self, z, y, t)
             with torch.no_grad():  # the final-step form, comparable across steps
                 seen["gain"] = Attack._gain(self, z.detach(), y, self.steps) if self.step_dependent else gain.detach()
-                seen["fails"] = self._fails(z.detach(), y)
+                seen["verdict"] = self._verdict(z.detach(), y)
             return gain
 
         with torch.enable_grad():
@@ -433,7 +433,7 @@ class VAFA(Attack):
                 grad = torch.autograd.grad(total, q, allow_unused=True)[0] if total.requires_grad else None
         if grad is None:
             grad = torch.zeros_like(q)
-        return x_adv.detach(), seen["gain"] - penalty.detach(), grad, seen["fails"]
+        return x_adv.detach(), seen["gain"] - penalty.detach(), grad, seen["verdict"]
 
     # -- entry point ----------------------------------------------------------------------
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
