@@ -11,12 +11,20 @@ from medrobust.attacks.apgd import APGD
 from medrobust.attacks.base import Attack, AttackResult, AttackState
 from medrobust.attacks.blackbox import Square
 from medrobust.attacks.checks import MaskingReport, gradient_masking_check
+from medrobust.attacks.ensemble import AttackEnsemble
 from medrobust.attacks.frequency import VAFA  # registers vafa2d and vafa3d
 from medrobust.attacks.gradient import BIM, FGSM, MIFGSM, PGD
 from medrobust.attacks.noise import GaussianNoise
-from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_norms, get_attack, register_attack
+from medrobust.attacks.registry import (
+    attack_budget_kind,
+    attack_names,
+    attack_norms,
+    attack_task,
+    get_attack,
+    register_attack,
+)
 
 __all__ = ["Attack", "AttackResult", "AttackState", "FGSM", "BIM", "PGD", "MIFGSM", "APGD", "Square",
-           "GaussianNoise", "VAFA", "attack_budget_kind", "attack_names", "attack_norms", "get_attack",
-           "register_attack", "MaskingReport", "gradient_masking_check"]
+           "GaussianNoise", "VAFA", "AttackEnsemble", "attack_budget_kind", "attack_names", "attack_norms",
+           "attack_task", "get_attack", "register_attack", "MaskingReport", "gradient_masking_check"]
 

@@ -24,15 +24,17 @@ from medrobust.attacks.noise import GaussianNoise
 from medrobust.registry import Registry
 from medrobust.units import NORMS, Budget
 
-__all__ = ["FREQUENCY_NORM", "attack_budget_kind", "attack_names", "attack_norms", "get_attack",
+__all__ = ["FREQUENCY_NORM", "attack_budget_kind", "attack_names", "attack_norms", "attack_task", "get_attack",
            "register_attack"]
+
+Task = Literal["classification", "segmentation"]
 
 Factory = Callable[..., Attack]
 FREQUENCY_NORM = "dct"  # the budget of frequency attacks: eps is q_max in 1/255 of the valid range
 _ATTACKS: Registry[Factory] = Registry("attack")
 
 
-def register_attack(name: str, *, norms: Sequence[str] = NORMS,
+def register_attack(name: str, *, norms: Sequence[str] = NORMS, task: Task | None = None,
                     replace: bool = False) -> Callable[[Factory], Factory]:
     """Decorator adding ``factory(budget, **options) -> Attack`` under ``name``.
 
@@ -40,6 +42,8 @@ def register_attack(name: str, *, norms: Sequence[str] = NORMS,
         name: the attack's name (case-insensitive; stored lower-case).
         norms: the budget norms it accepts: a subset of ``("linf", "l2")`` for a voxel
             attack, or ``("dct",)`` for a frequency attack (its factory gets ``q_max=``).
+        task: ``"classification"`` or ``"segmentation"`` when the attack is for one task
+            only (the ``autoattack`` and ``seg-ensemble`` presets); None: both.
         replace: allow replacing another factory registered under ``name``.
 
     Returns:
@@ -72,7 +76,30 @@ def register_attack(name: str, *, norms: Sequence[str] = NORMS,
     voxel = bool(norms) and set(norms) <= set(NORMS)
     if not (voxel or norms == (FREQUENCY_NORM,)):
         raise ValueError(f"norms: give a subset of {NORMS} or ({FREQUENCY_NORM!r},), got {norms!r}")
-    return _ATTACKS.register(name.lower(), replace=replace, norms=norms)
+    if task not in (None, "classification", "segmentation"):
+        raise ValueError(f"task: 'classification', 'segmentation' or None, got {task!r}")
+    return _ATTACKS.register(name.lower(), replace=replace, norms=norms, task=task)
+
+
+def attack_task(name: str) -> Task | None:
+    """The one task attack ``name`` is for, or None when it attacks both.
+
+    Args:
+        name: a registered attack name (case-insensitive).
+
+    Returns:
+        ``"classification"``, ``"segmentation"`` or None.
+
+    Raises:
+        ValueError: unknown name.
+
+    Example:
+        >>> from medrobust.attacks.registry import attack_task
+        >>> attack_task("pgd") is None
+        True
+    """
+    task: Task | None = _ATTACKS.info(name.lower()).get("task")
+    return task
 
 
 def attack_names() -> tuple[str, ...]:
