@@ -28,7 +28,7 @@ from monai.losses import DiceLoss
 from medrobust.registry import Registry
 
 __all__ = ["LOSS_NAMES", "STEP_DEPENDENT", "LossFn", "get_loss", "check_labels", "ce", "dice",
-           "dice_ce", "segpgd", "cospgd", "dlr", "margin"]
+           "dice_ce", "segpgd", "cospgd", "dlr", "margin", "segpgd_targeted", "cospgd_targeted"]
 
 
 class LossFn(Protocol):
@@ -361,6 +361,84 @@ def cospgd(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps:
     return _reduce(cos * _ce_map(logits, y), _keep(logits, ignore_mask))
 
 
+def segpgd_targeted(logits: torch.Tensor, target: torch.Tensor, *, step: int = 1, total_steps: int = 1,
+                    ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Targeted SegPGD: cross-entropy to the target, weighted by whether a voxel reached it: ``(B,)``.
+
+    The targeted mirror of :func:`segpgd`: weight ``λ_t`` on voxels already at the target
+    and ``1 - λ_t`` on the others, ``λ_t = (t - 1) / (2T)``, so the first steps push the
+    voxels that have not reached the target yet. A targeted attack *minimises* it.
+    (Negating the untargeted weights instead gives the voxels not at the target no
+    gradient at t = 1.)
+
+    Args:
+        logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
+        target: int target classes ``(B,)`` or ``(B, 1, *spatial)``.
+        step: the attack iteration t (1-based). total_steps: T.
+        ignore_mask: optional, nonzero where a voxel is left out.
+
+    Returns:
+        Weighted cross-entropy to the target per sample, float ``(B,)``.
+
+    Raises:
+        ValueError: as :func:`segpgd`.
+
+    Shape:
+        - logits: ``(B, K, *spatial)``; target: ``(B, 1, *spatial)``; output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[[3.0, -3.0]], [[-3.0, 3.0]]]])   # voxel 0 -> class 0, voxel 1 -> class 1
+        >>> target = torch.tensor([[[[1, 1]]]])                        # voxel 1 is already at the target
+        >>> ce = torch.nn.functional.cross_entropy(logits, target[:, 0], reduction="none")
+        >>> bool(torch.isclose(segpgd_targeted(logits, target, step=1, total_steps=4), ce[..., 0].mean() / 2))
+        True
+    """
+    check_labels(logits, target)
+    if total_steps < 1 or not 1 <= step <= total_steps:
+        raise ValueError(f"segpgd needs 1 <= step <= total_steps, got step={step}, total_steps={total_steps}")
+    lam = (step - 1) / (2 * total_steps)
+    reached = (logits.detach().argmax(1) == _target(target)).to(logits.dtype)
+    weight = lam * reached + (1 - lam) * (1 - reached)
+    return _reduce(weight * _ce_map(logits, target), _keep(logits, ignore_mask))
+
+
+def cospgd_targeted(logits: torch.Tensor, target: torch.Tensor, *, step: int = 1, total_steps: int = 1,
+                    ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Targeted CosPGD: cross-entropy to the target weighted by ``1 - cos``: ``(B,)``.
+
+    As the published CosPGD code's targeted branch: voxels whose softmax is still far from
+    the target's one-hot weigh the most. A targeted attack *minimises* it.
+
+    Args:
+        logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
+        target: int target classes ``(B,)`` or ``(B, 1, *spatial)``.
+        step: unused (common signature). total_steps: unused.
+        ignore_mask: optional, nonzero where a voxel is left out.
+
+    Returns:
+        Weighted cross-entropy to the target per sample, float ``(B,)``.
+
+    Raises:
+        ValueError: ``target`` or ``ignore_mask`` does not fit ``logits``.
+
+    Shape:
+        - logits: ``(B, K, *spatial)``; target: ``(B, 1, *spatial)``; output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[[9.0, -9.0]], [[-9.0, 9.0]]]])
+        >>> target = torch.tensor([[[[1, 1]]]])
+        >>> round(float(cospgd_targeted(logits, target)), 2)        # voxel 1 at the target adds ~0
+        9.0
+    """
+    check_labels(logits, target)
+    with torch.no_grad():
+        onehot = F.one_hot(_target(target).long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+        cos = F.cosine_similarity(logits.softmax(1), onehot, dim=1)
+    return _reduce((1 - cos) * _ce_map(logits, target), _keep(logits, ignore_mask))
+
+
 def _true_and_other(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logit of the label class and the largest other logit, each (B,) or (B, *spatial)."""
     idx = _target(y).long().unsqueeze(1)
@@ -458,13 +536,19 @@ _LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss", {
 })
 LOSS_NAMES: tuple[str, ...] = _LOSSES.names()  # a closed set: nothing registers losses later
 STEP_DEPENDENT: frozenset[str] = frozenset({"segpgd"})
+# Losses whose targeted form is not the untargeted one minimised (their voxel weights depend
+# on whether a voxel is at the label: for a target, "at the target" plays that part).
+_TARGETED: dict[str, Callable[..., torch.Tensor]] = {"segpgd": segpgd_targeted, "cospgd": cospgd_targeted}
 
 
-def get_loss(name: str) -> LossFn:
+def get_loss(name: str, *, targeted: bool = False) -> LossFn:
     """The per-sample loss called ``name`` (one of ``LOSS_NAMES``).
 
     Args:
         name: a loss name, e.g. "ce", "dice", "dice_ce", "segpgd", "cospgd", "dlr", "margin".
+        targeted: the form a targeted attack minimises (``y`` = the target): SegPGD and
+            CosPGD have their own (:func:`segpgd_targeted`, :func:`cospgd_targeted`); the
+            other losses are the same function.
 
     Returns:
         The loss function, with the :class:`LossFn` signature.
@@ -483,4 +567,5 @@ def get_loss(name: str) -> LossFn:
             ...
         ValueError: unknown loss 'l1'; allowed: ...
     """
-    return _LOSSES[name]  # ValueError listing the allowed names
+    loss = _LOSSES[name]  # ValueError listing the allowed names
+    return _TARGETED.get(name, loss) if targeted else loss

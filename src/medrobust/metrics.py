@@ -9,7 +9,8 @@ Per-sample results are float tensors ``(B,)`` / ``(B, K')`` on CPU; batch scores
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric, compute_dice, compute_hausdorff_distance, compute_roc_auc
@@ -286,8 +287,8 @@ def auroc(scores: torch.Tensor, y: torch.Tensor, from_logits: bool = True) -> fl
     return float(per_class.nanmean())
 
 
-def _per_sample(metric: type, x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor,
-                **options: object) -> torch.Tensor:
+def _per_sample(metric: Callable[..., Any], x: torch.Tensor, x_adv: torch.Tensor,
+                data_range: float | torch.Tensor) -> torch.Tensor:
     """Run a MONAI image metric per sample when data_range is per-sample, ``(B,)``."""
     if x.shape != x_adv.shape:
         raise ValueError(f"x {tuple(x.shape)} and x_adv {tuple(x_adv.shape)} differ in shape")
@@ -296,8 +297,8 @@ def _per_sample(metric: type, x: torch.Tensor, x_adv: torch.Tensor, data_range: 
     if rng.numel() not in (1, x.shape[0]) or (rng <= 0).any():
         raise ValueError(f"data_range must be > 0, a float or one per sample, got {data_range}")
     if rng.numel() == 1:
-        return metric(float(rng), reduction="none", **options)(x_adv, x).reshape(x.shape[0])
-    return torch.cat([metric(float(r), reduction="none", **options)(x_adv[i:i + 1], x[i:i + 1]).reshape(1)
+        return metric(float(rng), reduction="none")(x_adv, x).reshape(x.shape[0])
+    return torch.cat([metric(float(r), reduction="none")(x_adv[i:i + 1], x[i:i + 1]).reshape(1)
                       for i, r in enumerate(rng)])
 
 
@@ -340,8 +341,8 @@ def ssim(x: torch.Tensor, x_adv: torch.Tensor, data_range: float | torch.Tensor)
     if win < 3:
         raise ValueError(f"ssim needs every spatial axis >= 3 voxels, got shape {tuple(x.shape)}")
 
-    def metric(rng: float, **kw: object) -> SSIMMetric:
-        return SSIMMetric(spatial_dims=x.ndim - 2, data_range=rng, win_size=win, **kw)
+    def metric(rng: float, reduction: str) -> SSIMMetric:
+        return SSIMMetric(spatial_dims=x.ndim - 2, data_range=rng, win_size=win, reduction=reduction)
 
     return _per_sample(metric, x, x_adv, data_range).float()
 

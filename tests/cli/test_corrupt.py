@@ -114,3 +114,14 @@ def test_a_truncated_volume_leaves_no_output(source: Path, tmp_path: Path, capsy
     assert run(broken / "dataset.json", out) == 2
     assert victim.name in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".tmp-corrupt-*"))
+
+
+def test_acdc_c_preset_writes_one_draw_per_case_and_corruption(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "acdc-c"
+    assert main(["corrupt", "--data", str(source), "--split", "test", "--preset", "acdc-c", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = {f"case{c}__{n}_acdc-c" for c in (0, 1) for n in ("motion", "spike", "ghosting", "bias_field")}
+    assert set(manifest["cases"]) == expected and manifest["preset"] == "acdc-c"
+    spike = manifest["cases"]["case0__spike_acdc-c"]
+    assert spike["severity"] is None and 1 <= spike["params"]["drawn"]["intensity"] <= 3
+    assert main(["corrupt", "--data", str(source), "--preset", "acdc", "--out", str(tmp_path / "bad")]) == 2

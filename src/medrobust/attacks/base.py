@@ -29,7 +29,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import nn
 
-from medrobust.attacks.outcome import KEEP_RULES, IterateTracker, KeepRule, sample_metric
+from medrobust.attacks.outcome import KEEP_RULES, IterateTracker, KeepRule, sample_metric, target_metric
 from medrobust.losses import STEP_DEPENDENT, get_loss
 from medrobust.units import Budget, Scalar, expand_to, per_sample
 
@@ -57,7 +57,8 @@ class AttackResult:
         extra: per-sample extras, each ``(B,)`` (Square: ``queries``; noise: ``linf_model``
             and ``l2_model``; VAFA: ``ssim``, ``psnr``, norms and table statistics).
         metric: ``(B,)`` :func:`~medrobust.attacks.outcome.sample_metric` of the returned
-            iterate (against the target when targeted), or None where it was not evaluated.
+            iterate (:func:`~medrobust.attacks.outcome.target_metric` when targeted), or
+            None where it was not evaluated.
 
     Shape:
         - x_adv: ``(B, C, *spatial)``, as ``x``.
@@ -287,7 +288,8 @@ class Attack:
             PGD and APGD, False for the others).
         early_stop: stop updating a sample once it fails. Classification: ``True`` (fails =
             misclassified, or target reached). Segmentation: a Dice threshold in [0, 1]
-            (fails = Dice <= threshold; targeted: Dice to the target >= 1 - threshold).
+            (fails = Dice <= threshold; targeted: the fraction of voxels at their target
+            >= 1 - threshold).
             The returned iterate of a failed sample is its first failing one.
         return_best: return the kept iterate (default; costs one forward pass more than
             the steps, to evaluate the last iterate) or the last one, unevaluated (as
@@ -357,7 +359,7 @@ class Attack:
             budget.to_model(step_size)  # validates: finite and >= 0
         self.budget, self.steps, self.step_size = budget, steps, step_size
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
-        self.loss_fn = get_loss(loss) if isinstance(loss, str) else loss
+        self.loss_fn = get_loss(loss, targeted=bool(targeted)) if isinstance(loss, str) else loss
         self.step_dependent = isinstance(loss, str) and loss in STEP_DEPENDENT
         self.targeted, self.restarts, self.early_stop = bool(targeted), restarts, early_stop
         self.random_start = self.default_random_start if random_start is None else bool(random_start)
@@ -600,9 +602,10 @@ class Attack:
     def _verdict(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(harm (B,), fails (B,) or None when early stopping is off), on the logits' device.
 
-        harm is the sample metric, negated unless targeted (higher = worse for the model).
+        harm is the sample metric negated, or the target metric when targeted (higher = worse
+        for the model).
         """
-        metric = sample_metric(logits, y)
+        metric = target_metric(logits, y) if self.targeted else sample_metric(logits, y)
         harm = metric if self.targeted else -metric
         if self.early_stop is False:
             return harm, None

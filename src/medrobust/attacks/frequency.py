@@ -25,36 +25,114 @@ and ``q_max = 20`` means what it does in the paper, whatever the model units are
   ``q_mean``, ``q_smallest``, ``q_largest`` and ``q_frac_at_max``, all ``(B,)``.
 - 2D: 2D images ``(B, C, H, W)`` with a 2D block; on volumes a 2D ``block_size`` is
   VAFA-2D, blocks per slice along ``slice_axis`` (default the last spatial axis, the
-  slice axis of MONAI's ``(B, C, H, W, D)``).
+  slice axis of MONAI's ``(B, C, H, W, D)``). VAFA-2D has no SSIM term by default (the
+  published VAFA-2D has none).
 
 Like the published code, q starts at q_max (measured: from q = 1 the attack returns its
-start; ``VAFA.published`` also restores the tanh rounding and q_min = 5). Unlike it: no
-per-slice min-max rescale (no NaN on a constant slice), the search's forward uses
-hard rounding, SSIM is the global SSIM (11-voxel Gaussian window) and any volume size
-is padded to a multiple of the block.
+start). By default, unlike it: no per-slice min-max rescale (no NaN on a constant slice),
+the search's forward uses hard rounding, SSIM is the global SSIM (11-voxel Gaussian
+window), the loss is the foreground Dice loss and any volume size is padded to a
+multiple of the block.
+
+``VAFA.published()`` (``preset="published"`` in the registry, the grid and ``medrobust
+attack --preset published``) is the reference code (asif-hanif/vafa,
+``attacks/vafa/vafa.py``) step for step: the DCT of ``255 x - 128`` (``level_shift``),
+AdvDrop's tanh rounding *in the forward pass* with its alpha schedule (``soft_forward``),
+each slice min-max rescaled to the valid range before the model (``rescale_slices``),
+the block-wise SSIM with a 3-voxel window (``ssim="block"``; VAFA-3D only), the training
+DiceCE with background (:func:`dice_ce_with_background`), q_min 5, steps of 1, 20 steps
+(VAFA-2D: 10, the reference class's default, which its scripts do not override). The
+q updates equal the reference's (``tests/attacks/test_vafa.py`` transcribes it); what
+differs: the returned image is the best iterate (``return_best=False``: the last table's
+hard-rounded image; the reference returns its last forward's image), a constant slice
+stays finite, sizes need not be multiples of the block, and there is no early exit once
+every voxel is wrong.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
 from torch import nn
 
 from medrobust import metrics
-from medrobust.attacks.base import Attack, AttackResult, AttackState
-from medrobust.attacks.dct import PAD_MODES, block_dct, block_idct
+from medrobust.attacks.base import Attack, AttackResult, AttackState, Verdict, WholeVolume
+from medrobust.attacks.dct import PAD_MODES, PadMode, block_dct, block_idct
 from medrobust.attacks.registry import FREQUENCY_NORM, register_attack
 from medrobust.attacks.ssim import SSIMReference
+from medrobust.losses import ce
 from medrobust.units import Budget, IntensityMap
 
-__all__ = ["VAFA", "ROUNDINGS", "surrogate_round"]
+__all__ = ["VAFA", "PRESETS", "ROUNDINGS", "SSIM_MODES", "dice_ce_with_background", "surrogate_round"]
 
 ROUNDINGS: tuple[str, ...] = ("ste", "cubic", "tanh")
+SSIM_MODES: tuple[str, ...] = ("global", "block")
+PRESETS: tuple[str, ...] = ("published",)
+PUBLISHED_LEVEL_SHIFT = 128.0  # the reference's DCT input is 255 x - 128 (JPEG's level shift)
+PUBLISHED_SSIM_WINDOW = 3
+_SLICE_FLOOR = 1e-6  # a slice narrower than this fraction of the valid range counts as constant
+
+# The reference's attack loss: MONAI DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True,
+# smooth_nr=0.0, smooth_dr=1e-6), background included; the Dice part per sample here.
+_DICE_WITH_BACKGROUND = DiceLoss(include_background=True, squared_pred=True, smooth_nr=0.0, smooth_dr=1e-6,
+                                 reduction="none")
 
 
-def surrogate_round(u: torch.Tensor, rounding: str, t: int = 1, steps: int = 1) -> torch.Tensor:
+def dice_ce_with_background(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
+                            ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The published VAFA/VAFT loss per sample: squared soft Dice over *all* classes + CE.
+
+    The mean over the batch of this is MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True,
+    squared_pred=True, smooth_nr=0.0, smooth_dr=1e-6)``, the reference's training loss,
+    which its attack maximises.
+
+    Args:
+        logits: raw scores ``(B, K, *spatial)``.
+        y: int class labels ``(B, 1, *spatial)``.
+        step: unused, for the common loss signature.
+        total_steps: unused, for the common loss signature.
+        ignore_mask: optional, nonzero where a voxel is left out.
+
+    Returns:
+        ``(B,)``, higher when the model does worse.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits``.
+
+    Example:
+        >>> import torch
+        >>> from monai.losses import DiceCELoss
+        >>> _ = torch.manual_seed(0)
+        >>> logits, y = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 1, 4, 4))
+        >>> ref = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0.0, smooth_dr=1e-6)
+        >>> bool(torch.isclose(dice_ce_with_background(logits, y).mean(), ref(logits, y)))
+        True
+    """
+    cross = ce(logits, y, ignore_mask=ignore_mask)  # checks y and the mask
+    probs = logits.softmax(1)
+    onehot = F.one_hot(y[:, 0].long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
+    if ignore_mask is not None:
+        keep = (ignore_mask == 0).to(probs.dtype)
+        probs, onehot = probs * keep, onehot * keep
+    return _DICE_WITH_BACKGROUND(probs, onehot).reshape(logits.shape[0], -1).mean(1) + cross
+
+
+def _tanh_sharpness(t: int, steps: int) -> tuple[float, float]:
+    """(k, s) of AdvDrop's tanh rounding at step t: alpha = 0.1 + (t - 1) (1e-20 - 0.1) / steps,
+    accumulated in float32 step by step as the published code does (exact to its last bit),
+    ``k = log(2 / alpha - 1)``, ``s = 1 / (1 - alpha)``.
+    """
+    alpha, interval = torch.tensor(0.1), torch.tensor((1e-20 - 0.1) / steps)
+    for _ in range(t - 1):
+        alpha = alpha + interval
+    return float(torch.log(2 / alpha - 1)), float(1 / (1 - alpha))
+
+
+def surrogate_round(u: torch.Tensor, rounding: str, t: int = 1, steps: int = 1, soft: bool = False) -> torch.Tensor:
     """``torch.round(u)`` in value, with the derivative of a differentiable surrogate.
 
     With autograd off (or ``u`` not requiring grad) it is plain ``torch.round``.
@@ -63,11 +141,15 @@ def surrogate_round(u: torch.Tensor, rounding: str, t: int = 1, steps: int = 1) 
         u: values to round, any shape.
         rounding: the surrogate whose derivative is used: "ste" (1), "cubic" (of
             ``round(u) + (u - round(u))³``) or "tanh" (AdvDrop's annealed tanh).
-        t: the current step, 1..steps (anneals "tanh").
+        t: the current step, 1..steps (anneals "tanh": alpha = 0.1 (1 - (t - 1) / steps)
+            in float32, as the published code).
         steps: the number of steps.
+        soft: return the surrogate's own value (the published code's forward) instead
+            of ``torch.round(u)``, while autograd records.
 
     Returns:
-        ``torch.round(u)``, same shape as ``u``, differentiable through the surrogate.
+        ``torch.round(u)`` (or the surrogate, ``soft``), same shape as ``u``,
+        differentiable through the surrogate.
 
     Example:
         >>> import torch
@@ -81,15 +163,31 @@ def surrogate_round(u: torch.Tensor, rounding: str, t: int = 1, steps: int = 1) 
     if not (torch.is_grad_enabled() and u.requires_grad):
         return hard
     if rounding == "ste":
-        soft = u
+        value = u
     elif rounding == "cubic":
-        soft = hard.detach() + (u - hard.detach()) ** 3
+        value = hard.detach() + (u - hard.detach()) ** 3
     else:  # AdvDrop's phi: tanh((u - floor(u) - 1/2) k) s, alpha from 0.1 towards 0
-        alpha = 0.1 * (1.0 - (t - 1) / steps)
-        k, s = math.log(2.0 / alpha - 1.0), 1.0 / (1.0 - alpha)
+        k, s = _tanh_sharpness(t, steps)
         floor = torch.floor(u).detach()
-        soft = (torch.tanh((u - floor - 0.5) * k) * s + 1) / 2 + floor
-    return hard + (soft - soft.detach())
+        value = (torch.tanh((u - floor - 0.5) * k) * s + 1) / 2 + floor
+    return value if soft else hard + (value - value.detach())
+
+
+def _number(value: Any, name: str) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_published_options(ssim: str, soft_forward: bool, rounding: str, level_shift: float) -> None:
+    """ValueError naming the first of the reference-code options that is out of its range."""
+    if ssim not in SSIM_MODES:
+        raise ValueError(f"ssim must be one of {', '.join(SSIM_MODES)}, got {ssim!r}")
+    if soft_forward and rounding == "ste":
+        raise ValueError("soft_forward needs rounding 'cubic' or 'tanh' ('ste' would not quantise at all)")
+    if not 0 <= _number(level_shift, "level_shift") <= 255:
+        raise ValueError(f"level_shift must lie in [0, 255] (1/255 of the valid range), got {level_shift}")
 
 
 def _positive_ints(block_size: Sequence[int]) -> tuple[int, ...]:
@@ -117,9 +215,20 @@ class VAFA(Attack):
         steps: signed-gradient steps on q (default 20).
         block_size: 3 sizes (3D blocks) or 2 (2D blocks; per slice on volumes); default
             (32, 32, 32).
-        ssim_weight: λ >= 0 of the SSIM term (default 1; 0 switches it off).
+        ssim_weight: λ >= 0 of the SSIM term; None (default): 1 with 3D blocks, 0 (no SSIM
+            term, as the published VAFA-2D) with 2D blocks.
+        ssim: "global" (default: one SSIM over the image, 11-voxel Gaussian window) or
+            "block" (the published block-wise SSIM: per block, 3-voxel window, clamped at 0).
         step_size: q units per step; None: ``2 (q_max - q_min) / steps``.
         rounding: "ste" (default), "cubic" or "tanh" (surrogate derivative; forward is hard).
+        soft_forward: the search's forward uses the surrogate's value, not hard rounding
+            (the published code; needs "cubic" or "tanh"); the returned last image is hard.
+        level_shift: subtracted before the DCT and added back after it, in 1/255 of the
+            valid range (default 0; the published code's 128 moves the DC coefficient's
+            rounding grid).
+        rescale_slices: min-max rescale every slice (the axes but ``slice_axis``) of the
+            quantised image to the valid range before the model (the published code; a
+            constant slice becomes ``lo`` instead of NaN).
         q_init: start value of q in [q_min, q_max]; None (default) starts at q_max. Measured
             on a trained 3D UNet: from q = 1 every coefficient/Q is >> 1, the rounding error
             (the only gradient signal w.r.t. q) is noise and the search never leaves its
@@ -161,27 +270,25 @@ class VAFA(Attack):
     uses_step_size = False
 
     def __init__(self, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
-                 ssim_weight: float = 1.0, step_size: float | None = None, rounding: str = "ste",
+                 ssim_weight: float | None = None, step_size: float | None = None, rounding: str = "ste",
                  q_init: float | None = None, q_min: float = 1.0, valid_range: tuple[float, float] = (0.0, 1.0),
                  loss: str | Callable[..., torch.Tensor] = "dice", intensity: IntensityMap | None = None,
-                 slice_axis: int = -1, pad: str = "replicate", targeted: bool = False,
-                 early_stop: bool | float = False, return_best: bool = True) -> None:
-        def number(value: Any, name: str) -> float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            return float(value)
-
-        q_max, q_min = number(q_max, "q_max"), number(q_min, "q_min")
-        q_init = q_max if q_init is None else number(q_init, "q_init")
+                 slice_axis: int = -1, pad: PadMode = "replicate", targeted: bool = False,
+                 early_stop: bool | float = False, return_best: bool = True, ssim: str = "global",
+                 soft_forward: bool = False, level_shift: float = 0.0, rescale_slices: bool = False) -> None:
+        block = _positive_ints(block_size)
+        ssim_weight = (1.0 if len(block) == 3 else 0.0) if ssim_weight is None else ssim_weight
+        q_max, q_min = _number(q_max, "q_max"), _number(q_min, "q_min")
+        q_init = q_max if q_init is None else _number(q_init, "q_init")
         if q_max < 1:
             raise ValueError(f"q_max must be >= 1 (q = 1 is 8-bit precision), got {q_max}")
         if not 1 <= q_min <= q_max:
             raise ValueError(f"q_min must satisfy 1 <= q_min <= q_max = {q_max}, got {q_min}")
         if not q_min <= q_init <= q_max:
             raise ValueError(f"q_init must lie in [q_min, q_max] = [{q_min}, {q_max}], got {q_init}")
-        if number(ssim_weight, "ssim_weight") < 0:
+        if _number(ssim_weight, "ssim_weight") < 0:
             raise ValueError(f"ssim_weight must be >= 0, got {ssim_weight}")
-        if step_size is not None and number(step_size, "step_size") < 0:
+        if step_size is not None and _number(step_size, "step_size") < 0:
             raise ValueError(f"step_size must be >= 0 (q units), got {step_size}")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
@@ -189,8 +296,9 @@ class VAFA(Attack):
             raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
         if isinstance(slice_axis, bool) or not isinstance(slice_axis, int) or not -3 <= slice_axis <= 2:
             raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}")
+        _check_published_options(ssim, soft_forward, rounding, level_shift)
         try:
-            lo, hi = (number(v, "valid_range") for v in valid_range)
+            lo, hi = (_number(v, "valid_range") for v in valid_range)
         except (TypeError, ValueError):
             raise ValueError(f"valid_range must be two finite numbers (lo, hi), got {valid_range!r}") from None
         if not lo < hi:
@@ -198,39 +306,85 @@ class VAFA(Attack):
         budget = Budget.linf(hi - lo, unit="model", valid_range=(lo, hi), intensity=intensity)
         super().__init__(budget, steps=steps, loss=loss, targeted=targeted, early_stop=early_stop,
                          return_best=return_best)
-        self.block_size = _positive_ints(block_size)
+        self.block_size = block
         self.q_max, self.q_min, self.q_init = q_max, q_min, q_init
-        self.ssim_weight = float(ssim_weight)
+        self.ssim_weight, self.ssim = float(ssim_weight), ssim
         self.q_step = float(step_size) if step_size is not None else 2 * (q_max - q_min) / steps
         self.rounding, self.pad, self.slice_axis = rounding, pad, slice_axis
+        self.soft_forward, self.level_shift, self.rescale_slices = bool(soft_forward), float(level_shift), bool(
+            rescale_slices)
         self.valid_range, self.intensity = (lo, hi), intensity
         self._final: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def published(cls, q_max: float = 20.0, steps: int = 20, block_size: Sequence[int] = (32, 32, 32),
+    def published(cls, q_max: float = 20.0, steps: int | None = None, block_size: Sequence[int] = (32, 32, 32),
                   **options: Any) -> VAFA:
-        """The published code's settings: tanh rounding, q_min = 5 (or q_max if lower), q
-        starting at q_max, steps of 1, SSIM weight 1.
+        """The reference code's attack (asif-hanif/vafa), step for step (see the module docstring).
+
+        Level shift 128, tanh rounding in the forward pass (alpha 0.1 towards 0), every slice
+        min-max rescaled, q from q_max in steps of 1 down to q_min = 5 (or q_max if lower),
+        the training DiceCE with background, and with 3D blocks the block-wise SSIM
+        (3-voxel window, weight 1); 2D blocks: no SSIM term.
 
         Args:
-            q_max, steps, block_size: as :class:`VAFA`.
+            q_max: as :class:`VAFA` (default 20, the README's).
+            steps: None: the reference class's default, 20 with 3D blocks, 10 with 2D blocks.
+            block_size: as :class:`VAFA` (default 32³, the README's).
             **options: any other :class:`VAFA` option; overrides the published setting.
 
         Returns:
             A configured VAFA.
 
         Example:
-            >>> VAFA.published(q_max=10, steps=2, block_size=(4, 4, 4))
-            VAFA(q_max=10.0, q_min=5.0, q_init=10.0, steps=2, block_size=(4, 4, 4), ssim_weight=1.0, step_size=1.0, rounding='tanh', valid_range=(0.0, 1.0), loss='dice')
+            >>> VAFA.published(q_max=10, steps=2, block_size=(4, 4, 4))  # doctest: +NORMALIZE_WHITESPACE
+            VAFA(q_max=10.0, q_min=5.0, q_init=10.0, steps=2, block_size=(4, 4, 4), ssim_weight=1.0, ssim='block',
+                 step_size=1.0, rounding='tanh', soft_forward=True, level_shift=128.0, rescale_slices=True,
+                 valid_range=(0.0, 1.0), loss='dice_ce_with_background')
+            >>> VAFA.published(block_size=(32, 32)).steps, VAFA.published(block_size=(32, 32)).ssim_weight
+            (10, 0.0)
         """
-        settings = {"rounding": "tanh", "q_min": min(5.0, float(q_max)), "q_init": float(q_max),
-                    "step_size": 1.0, "ssim_weight": 1.0, **options}
-        return cls(q_max=q_max, steps=steps, block_size=block_size, **settings)
+        three_d = len(_positive_ints(block_size)) == 3
+        settings = {"rounding": "tanh", "soft_forward": True, "q_min": min(5.0, float(q_max)),
+                    "q_init": float(q_max), "step_size": 1.0, "ssim": "block", "ssim_weight": 1.0 if three_d else 0.0,
+                    "level_shift": PUBLISHED_LEVEL_SHIFT, "rescale_slices": True, "loss": dice_ce_with_background,
+                    **options}
+        return cls(q_max=q_max, steps=(20 if three_d else 10) if steps is None else steps, block_size=block_size,
+                   **settings)
+
+    @classmethod
+    def from_preset(cls, preset: str | None, **options: Any) -> VAFA:
+        """``VAFA(**options)``, or the preset's attack with ``options`` on top.
+
+        Args:
+            preset: None, or one of :data:`PRESETS` ("published": :meth:`published`).
+            **options: :class:`VAFA` options.
+
+        Returns:
+            A configured VAFA.
+
+        Raises:
+            ValueError: an unknown preset (the message lists them) or a bad option.
+
+        Example:
+            >>> VAFA.from_preset("published", block_size=(8, 8, 8)).rounding
+            'tanh'
+            >>> VAFA.from_preset("paper")
+            Traceback (most recent call last):
+            ...
+            ValueError: preset must be one of published, got 'paper'
+        """
+        if preset is None:
+            return cls(**options)
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        return cls.published(**options)
 
     def __repr__(self) -> str:
         return (f"VAFA(q_max={self.q_max}, q_min={self.q_min}, q_init={self.q_init}, steps={self.steps}, "
-                f"block_size={self.block_size}, ssim_weight={self.ssim_weight}, step_size={self.q_step}, "
-                f"rounding={self.rounding!r}, valid_range={self.valid_range}, loss={self.loss_name!r})")
+                f"block_size={self.block_size}, ssim_weight={self.ssim_weight}, ssim={self.ssim!r}, "
+                f"step_size={self.q_step}, rounding={self.rounding!r}, soft_forward={self.soft_forward}, "
+                f"level_shift={self.level_shift}, rescale_slices={self.rescale_slices}, "
+                f"valid_range={self.valid_range}, loss={self.loss_name!r})")
 
     def blocks_for(self, x: torch.Tensor) -> tuple[int, ...]:
         """The block per spatial axis of ``x`` (1 on VAFA-2D's slice axis).
@@ -280,12 +434,21 @@ class VAFA(Attack):
         """
         lo, hi = state.budget.range_for(x)
         block = self.blocks_for(x)
-        coeffs = block_dct(x - lo, block, pad=self.pad)
+        shift = lo + self.level_shift / 255 * (hi - lo)
+        coeffs = block_dct(x - shift, block, pad=self.pad)
         width = (hi - lo).reshape(-1)
-        state.aux.update(block=block, coeffs=coeffs, lo=lo, hi=hi, t=1,
+        state.aux.update(block=block, coeffs=coeffs, lo=lo, hi=hi, shift=shift, t=1,
                          unit=(width / 255).reshape(-1, *([1] * (coeffs.ndim - 1))),
-                         ssim=SSIMReference(x, width) if self.ssim_weight > 0 else None)
+                         ssim=self._ssim_reference(x, width, block))
         state.var = torch.full_like(coeffs, self.q_init)
+
+    def _ssim_reference(self, x: torch.Tensor, width: torch.Tensor, block: tuple[int, ...]) -> SSIMReference | None:
+        """The SSIM term's reference (global or block-wise), None without the term."""
+        if self.ssim_weight == 0:
+            return None
+        if self.ssim == "block":
+            return SSIMReference(x, width, win_size=PUBLISHED_SSIM_WINDOW, block=block)
+        return SSIMReference(x, width)
 
     def perturb(self, x: torch.Tensor, state: AttackState) -> torch.Tensor:
         """The quantised image ``lo + IDCT(round(DCT(x - lo) / Q) · Q)``, clipped and masked.
@@ -310,10 +473,22 @@ class VAFA(Attack):
         """
         a = state.aux
         step = state.var * a["unit"]  # Q in model units, >= q_min/255 of the range: no 0/0
-        r = surrogate_round(a["coeffs"] / step, self.rounding, a["t"], self.steps)
-        x_adv = block_idct(r * step, a["block"], x.shape) + a["lo"]
+        r = surrogate_round(a["coeffs"] / step, self.rounding, a["t"], self.steps, soft=self.soft_forward)
+        x_adv = block_idct(r * step, a["block"], x.shape) + a["shift"]
+        if self.rescale_slices:
+            x_adv = self._rescale_slices(x_adv, a["lo"], a["hi"])
         x_adv = torch.minimum(torch.maximum(x_adv, a["lo"]), a["hi"])
         return x_adv if state.mask is None else x + state.mask * (x_adv - x)
+
+    def _rescale_slices(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Each slice of ``v`` (all spatial axes but ``slice_axis``; 2D: the image) min-max
+        mapped onto ``[lo, hi]``, as the published code's "normalize each (H, W) slice".
+        """
+        spatial = v.ndim - 2
+        axis = self.slice_axis % spatial if spatial == 3 else None
+        dims = tuple(2 + a for a in range(spatial) if a != axis)
+        low, high = v.amin(dims, keepdim=True), v.amax(dims, keepdim=True)
+        return lo + (hi - lo) * (v - low) / (high - low).clamp_min(_SLICE_FLOOR * (hi - lo))
 
     def update(self, x: torch.Tensor, state: AttackState, grad: torch.Tensor, gain: torch.Tensor, t: int) -> None:
         """Signed-gradient step on q: ``q + step_size · sign(grad)``.
@@ -403,8 +578,8 @@ class VAFA(Attack):
         return gain  # _gain_and_grad already returns the final-step objective
 
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
-                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(x_adv, objective (B,), d objective / d q, fails or None); the objective includes
+                       windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Verdict]:
+        """(x_adv, objective (B,), d objective / d q, (harm, fails)); the objective includes
         ``-ssim_weight (1 - SSIM)``, which the shared loop's logits-only gain lacks.
         """
         q = state.var.detach().requires_grad_(True)
@@ -419,11 +594,12 @@ class VAFA(Attack):
                 seen["verdict"] = self._verdict(z.detach(), y)
             return gain
 
+        grad: torch.Tensor | None
         with torch.enable_grad():
             x_adv = self.perturb(x, state)
             penalty = self._penalty(x_adv, state)
             if windowed:
-                _, _, gx = model.loss_and_input_grad(x_adv.detach(), loss_of, keep_logits=False)
+                _, _, gx = cast(WholeVolume, model).loss_and_input_grad(x_adv.detach(), loss_of, keep_logits=False)
                 outs, ups = [x_adv], [gx]
                 if penalty.requires_grad:
                     outs, ups = outs + [penalty.sum()], ups + [-torch.ones_like(penalty.sum())]
@@ -501,7 +677,7 @@ class VAFA(Attack):
 def _factory(dims: int, default_block: tuple[int, ...]) -> Callable[..., VAFA]:
     def make(budget: Budget, **options: Any) -> VAFA:
         """VAFA from a Budget: its valid range and IntensityMap are used, its eps is not
-        (q_max is the frequency budget).
+        (q_max is the frequency budget); ``preset="published"`` is :meth:`VAFA.published`.
         """
         block = tuple(options.pop("block_size", default_block))
         if len(block) != dims:
@@ -514,7 +690,7 @@ def _factory(dims: int, default_block: tuple[int, ...]) -> Callable[..., VAFA]:
                 raise ValueError("valid_range: VAFA needs one finite valid range; give the budget one or pass valid_range")
             options["valid_range"] = (float(lo), float(hi))
         options.setdefault("intensity", budget.intensity)
-        return VAFA(block_size=block, **options)
+        return VAFA.from_preset(options.pop("preset", None), block_size=block, **options)
     return make
 
 

@@ -7,9 +7,9 @@ highest loss would return the correctly classified point. The rule (design.md se
 
 - ``keep="metric"`` (default): lexicographic per sample, first the outcome
   (:func:`sample_metric`: correct/incorrect for classifiers, foreground Dice for
-  segmentation; lower is worse for the model, higher when ``targeted``, where the metric is
-  taken against the target), then, among iterates with the same outcome, the highest
-  loss. For a classifier this keeps a misclassified iterate whenever one was seen (the
+  segmentation; lower is worse for the model; for a targeted attack
+  :func:`target_metric`, the fraction of voxels predicted as their target, higher is
+  worse), then, among iterates with the same outcome, the highest loss. For a classifier this keeps a misclassified iterate whenever one was seen (the
   highest-loss one among them), like AutoAttack's ``x_best_adv``.
 - ``keep="loss"``: the highest loss (lowest when targeted), as before.
 
@@ -27,7 +27,7 @@ import torch
 
 from medrobust.units import expand_to
 
-__all__ = ["KEEP_RULES", "IterateTracker", "KeepRule", "foreground_dice", "sample_metric"]
+__all__ = ["KEEP_RULES", "IterateTracker", "KeepRule", "foreground_dice", "sample_metric", "target_metric"]
 
 KeepRule = Literal["metric", "loss"]
 KEEP_RULES: tuple[str, ...] = ("metric", "loss")
@@ -96,6 +96,31 @@ def sample_metric(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if y.ndim == 1:
         return (logits.argmax(1) == y).to(logits.dtype)
     return foreground_dice(logits.argmax(1, keepdim=True), y, logits.shape[1]).to(logits.dtype)
+
+
+def target_metric(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample success of a targeted attack: the fraction of voxels predicted as their target.
+
+    Classification: 1 if the prediction is the target, else 0. Segmentation: the voxel
+    accuracy against the target map (a map that moves one organ to the background rises
+    with every voxel moved; a Dice against the target map would stay flat until the organ
+    is gone). Computed on ``logits``' device.
+
+    Args:
+        logits: ``(B, K)`` or ``(B, K, *spatial)``.
+        target: target classes ``(B,)`` or ``(B, 1, *spatial)``.
+
+    Returns:
+        ``(B,)`` in [0, 1], the dtype of ``logits``.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[[[2.0, 2.0, 0.0]], [[0.0, 0.0, 2.0]]]])     # predicts 0, 0, 1
+        >>> target_metric(logits, torch.tensor([[[[0, 1, 1]]]]))
+        tensor([0.6667])
+    """
+    hit = logits.argmax(1) == (target if target.ndim == 1 else target[:, 0])
+    return hit.reshape(hit.shape[0], -1).to(logits.dtype).mean(1)
 
 
 @dataclass

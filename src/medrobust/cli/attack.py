@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import track
 
+from medrobust.attacks.frequency import PRESETS
 from medrobust.attacks.registry import attack_budget_kind, attack_names
 from medrobust.cli import app
-from medrobust.cli.options import parse_size, refuse_existing
+from medrobust.cli.options import budget_error, check_overlap, parse_size, refuse_existing
 from medrobust.evaluation.config import AttackSpec
 from medrobust.evaluation.core import attack_for, evaluate_run, prepare_case
 from medrobust.evaluation.examples import save_adversarial
@@ -22,27 +23,32 @@ from medrobust.evaluation.store import ResultStore
 from medrobust.evaluation.types import RunSettings
 from medrobust.units import IntensityMap
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 _FLAGS = {"attack": "--attack", "eps": "--eps", "eps_unit": "--eps-unit", "norm": "--norm", "options": "--steps etc."}
 
 
-def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int, loss: str | None,
+def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | None, loss: str | None,
                 step_size: float | None, restarts: int, q_max: float, block_size: str | None,
-                ssim_weight: float) -> AttackSpec:
+                ssim_weight: float | None, preset: str | None = None) -> AttackSpec:
     """The grid entry equivalent to the command line's flat flags (a frequency attack's
     budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit`` and ``--norm``).
+
+    ``steps`` None is 20, except under a ``preset``, which then sets it (as it sets the SSIM
+    weight when ``ssim_weight`` is None).
     """
     if attack.lower() not in attack_names():
         raise ValueError(f"--attack: unknown attack {attack!r}; allowed: {', '.join(attack_names())}")
+    frequency = attack_budget_kind(attack) == "dct"
+    if preset is not None and (not frequency or preset not in PRESETS):
+        raise ValueError(f"--preset: the frequency attacks take {', '.join(PRESETS)}; got {preset!r} for {attack!r}")
     options: dict[str, Any]
-    if attack_budget_kind(attack) == "dct":
-        options = {"steps": steps, "ssim_weight": ssim_weight}
-        size = parse_size(block_size, "--block-size")
-        if size is not None:
-            options["block_size"] = size
+    if frequency:
+        given = {"preset": preset, "steps": 20 if steps is None and preset is None else steps,
+                 "ssim_weight": ssim_weight, "block_size": parse_size(block_size, "--block-size")}
+        options = {k: v for k, v in given.items() if v is not None}
         fields: dict[str, Any] = {"eps": [q_max], "eps_unit": "1/255", "norm": "dct"}
     else:
-        options = {"steps": steps, "restarts": restarts}
+        options = {"steps": 20 if steps is None else steps, "restarts": restarts}
         if loss:
             options["loss"] = loss
         if step_size is not None:
@@ -66,14 +72,17 @@ def attack(
     eps: float = typer.Option(4.0, "--eps", help="Budget radius in --eps-unit (voxel attacks; std for gaussian)."),
     eps_unit: str = typer.Option("1/255", "--eps-unit", help="model, raw, HU (CT windows) or 1/255 of the valid range."),
     norm: str = typer.Option("linf", "--norm", help="linf or l2."),
-    steps: int = typer.Option(20, "--steps", help="Attack iterations (>= 1)."),
+    steps: int | None = typer.Option(None, "--steps", help="Attack iterations (>= 1); default 20, or the --preset's."),
     loss: str | None = typer.Option(None, "--loss", help="ce, dice, dice_ce, segpgd, cospgd, dlr (default per attack)."),
     step_size: float | None = typer.Option(None, "--step-size", help="In --eps-unit; default 2.5*eps/steps."),
     restarts: int = typer.Option(1, "--restarts", min=1, help="Random restarts; the strongest is kept per case."),
     q_max: float = typer.Option(20.0, "--q-max", help="VAFA: largest quantisation step, in (valid range)/255."),
     block_size: str | None = typer.Option(None, "--block-size", help="VAFA: DCT block, e.g. 32,32,32 or 32,32."),
-    ssim_weight: float = typer.Option(1.0, "--ssim-weight", help="VAFA: weight of the SSIM term (>= 0)."),
-    overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap for whole volumes."),
+    ssim_weight: float | None = typer.Option(None, "--ssim-weight", help="VAFA: weight of the SSIM term (>= 0); "
+                                             "default 1 for vafa3d, 0 for vafa2d (as published), or the --preset's."),
+    preset: str | None = typer.Option(None, "--preset", help=f"VAFA: {', '.join(PRESETS)} (the reference code's "
+                                      "attack, asif-hanif/vafa); other flags given override it."),
+    overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap in [0, 1) for whole volumes."),
     max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts."),
     out: Path = typer.Option(..., "--out", help="Folder for adversarial NIfTIs (raw units, source affine) + manifest.json."),
@@ -81,13 +90,17 @@ def attack(
 ) -> None:
     """Attack every case of a split; write adversarial images, manifest.json and results.sqlite."""
     spec = attack_spec(attack_name, eps, eps_unit, norm, steps, loss, step_size, restarts, q_max, block_size,
-                       ssim_weight)
+                       ssim_weight, preset)
+    check_overlap(overlap, "--overlap")
     refuse_existing(out, "--out", force)
     lm = load_model(checkpoint, data, split, max_cases=max_cases)
     ds = lm.split.dataset
     # Built once on the first case so a bad eps, unit or option fails before anything is written.
     first = ds[0]
-    attack_for(spec, spec.eps[0], first["image"].unsqueeze(0), IntensityMap.from_dict(first["meta"]["intensity"]))
+    try:
+        attack_for(spec, spec.eps[0], first["image"].unsqueeze(0), IntensityMap.from_dict(first["meta"]["intensity"]))
+    except (ValueError, TypeError) as err:
+        raise budget_error(err) from None
     config = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "seed": seed, "overlap": overlap,
               **spec.model_dump(mode="json")}
     config_json = json.dumps(config, sort_keys=True)

@@ -4,12 +4,16 @@ Output (``--out``)::
 
     dataset.json      the source's labels/modality; "test" lists one entry per
                       case x corruption x severity, id ``<case>__<corruption>_s<severity>``
+                      (``--preset``: ``<case>__<corruption>_<preset>``, one draw per case)
     imagesTs/         corrupted images, float32 NIfTI, source affine and header, raw units
-    labelsTs/         the source labels, copied once per case and shared by its entries
+    labelsTs/         the source labels (checked as every command checks them), copied once
+                      per case and shared by its entries
     manifest.json     source, seed, table values and every drawn parameter per entry
 
-Everything is checked before anything is written, and the folder is assembled in a hidden
-staging folder beside ``--out``, so a failure leaves no partial output.
+File names are the ids made safe and unique (:mod:`medrobust.data.safe_names`); the
+datalist and the manifest map each id to its files. Everything is checked before anything
+is written, and the folder is assembled in a hidden staging folder beside ``--out``, so a
+failure leaves no partial output.
 """
 from __future__ import annotations
 
@@ -30,10 +34,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from medrobust.cli import app
 from medrobust.cli.options import parse_floats, refuse_existing
 from medrobust.corruptions import CORRUPTION_NAMES, SEVERITY_TABLE, check_name, check_severity, corrupt
-from medrobust.data.datalists import load_decathlon
+from medrobust.corruptions.presets import PRESETS, corrupt_preset
+from medrobust.data.datalists import load_decathlon, load_decathlon_labels
 from medrobust.data.io import DataError, is_nifti, read_nifti, write_json_atomic, write_nifti
+from medrobust.data.safe_names import UniqueNames
+from medrobust.data.transforms import make_dataset
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 def parse_corruptions(text: str) -> list[str]:
@@ -61,11 +68,8 @@ def _check_inputs(data: Path, split: str, max_cases: int | None) -> tuple[dict[s
     """The datalist and its items, every file opened (headers only) before any output."""
     if not (data.is_file() and data.suffix.lower() == ".json"):
         raise ValueError(f"--data: {data} is not a Decathlon dataset.json (corrupt writes NIfTI volumes)")
-    items = load_decathlon(data, split)[:max_cases]
+    items = load_decathlon(data, split)[:max_cases]  # case ids unique (see unique_ids)
     doc = json.loads(data.read_text(encoding="utf-8"))
-    ids = [str(it["id"]) for it in items]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"--data: {data} split {split!r} repeats case ids; corrupted ids must be unique")
     for it in items:
         images = [it["image"]] if isinstance(it["image"], str) else list(it["image"])
         for path in images + ([it["label"]] if it["label"] else []):
@@ -75,7 +79,29 @@ def _check_inputs(data: Path, split: str, max_cases: int | None) -> tuple[dict[s
                 nib.load(path)
             except Exception as err:  # nibabel raises several types for unreadable headers
                 raise DataError(f"{path}: cannot read the NIfTI header ({err})") from err
+    # Labels are published as they are: check them as every other command does (one channel,
+    # the image's grid, integer values among the declared classes) before anything is written.
+    classes = load_decathlon_labels(data) if "labels" in doc else None
+    cases = make_dataset(items, normalization="none", num_classes=len(classes) if classes else None, cache=False)
+    for i in range(len(cases)):
+        cases[i]  # reading a case checks its image and label
     return doc, items
+
+
+def parse_preset(text: str | None) -> str | None:
+    """The corruption preset named by --preset (None: none); ValueError naming --preset."""
+    if text is not None and text not in PRESETS:
+        raise ValueError(f"--preset: unknown corruption preset {text!r}; allowed: {', '.join(PRESETS)}")
+    return text
+
+
+def _corrupt_one(image: torch.Tensor, name: str, severity: int | None, preset: str | None,
+                 **where: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``corrupt`` at ``severity``, or the preset's draw of ``name`` (``severity`` None)."""
+    if preset is not None:
+        return corrupt_preset(image, preset, name, **where)
+    assert severity is not None
+    return corrupt(image, name, severity, **where)
 
 
 def _read_case(item: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], list[str]]:
@@ -89,14 +115,16 @@ def _read_case(item: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], list
     return torch.from_numpy(np.concatenate(arrays)), meta or {}, paths
 
 
-def _write_entry(stage: Path, out_id: str, image: torch.Tensor, meta: dict[str, Any], paths: list[str]) -> list[str]:
-    """Write one corrupted case (one file per source file); returns the relative image paths."""
+def _write_entry(stage: Path, stem: str, image: torch.Tensor, meta: dict[str, Any], paths: list[str]) -> list[str]:
+    """Write one corrupted case (one file per source file) named after the safe ``stem``;
+    returns the relative image paths.
+    """
     arrays = image.numpy().astype(np.float32)
     if len(paths) == 1:  # one file, 3D (C = 1) or 4D
-        names = [f"imagesTs/{out_id}.nii.gz"]
+        names = [f"imagesTs/{stem}.nii.gz"]
         chunks = [arrays[0] if arrays.shape[0] == 1 else arrays]
     else:  # one file per channel, as in the source
-        names = [f"imagesTs/{out_id}_{k:04d}.nii.gz" for k in range(len(paths))]
+        names = [f"imagesTs/{stem}_{k:04d}.nii.gz" for k in range(len(paths))]
         chunks = list(arrays)
     for name, chunk in zip(names, chunks):
         write_nifti(stage / name, chunk, meta["affine"], header=meta.get("header"), dtype=np.float32)
@@ -126,11 +154,17 @@ def corrupt_command(
     through_plane: int | None = typer.Option(None, "--through-plane", min=0, max=2,
                                                 help="Slice axis 0-2 (default: the largest spacing)."),
     max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
+    preset: str | None = typer.Option(None, "--preset", help=f"One of {', '.join(PRESETS)}: a published test set's "
+                                      "TorchIO transforms (acdc-c: seed 003's motion, spike, ghosting, bias field), "
+                                      "one draw per case and corruption, instead of --corruptions and --severities."),
     out: Path = typer.Option(..., "--out", help="New Decathlon folder for the corrupted split."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
 ) -> None:
     """Corrupt every case of a split at each corruption and severity; write a Decathlon folder + manifest."""
-    names, levels = parse_corruptions(corruptions), parse_severities(severities)
+    preset = parse_preset(preset)
+    names, levels = parse_corruptions(corruptions), list[int | None](parse_severities(severities))
+    if preset is not None:
+        names, levels = list(PRESETS[preset]), [None]
     value_range = None
     if window is not None:
         lo_hi = parse_floats(window, "--window")
@@ -141,6 +175,7 @@ def corrupt_command(
     doc, items = _check_inputs(data, split, max_cases)
     stage = out.parent / f".tmp-corrupt-{uuid.uuid4().hex[:12]}"
     entries, manifest_cases = [], {}
+    image_names, label_names = UniqueNames(), UniqueNames()  # file names from case ids: safe and unique
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console) as bar:
@@ -149,16 +184,17 @@ def corrupt_command(
                 image, meta, paths = _read_case(item)
                 label = None
                 if item["label"]:
-                    label = f"./labelsTs/{item['id']}{'.nii.gz' if item['label'].endswith('.gz') else '.nii'}"
+                    suffix = ".nii.gz" if item["label"].endswith(".gz") else ".nii"
+                    label = f"./labelsTs/{label_names.name(str(item['id']), suffix)}"
                     (stage / "labelsTs").mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(item["label"], stage / label)
                 for name in names:
                     for s in levels:
-                        out_id = f"{item['id']}__{name}_s{s}"
-                        corrupted, params = corrupt(image, name, s, seed=seed, affine=meta["affine"],
-                                                    case_id=str(item["id"]), value_range=value_range,
-                                                    through_plane=through_plane)
-                        rel = _write_entry(stage, out_id, corrupted, meta, paths)
+                        out_id = f"{item['id']}__{name}_{preset or f's{s}'}"
+                        corrupted, params = _corrupt_one(image, name, s, preset, seed=seed, affine=meta["affine"],
+                                                         case_id=str(item["id"]), value_range=value_range,
+                                                         through_plane=through_plane)
+                        rel = _write_entry(stage, image_names.name(out_id), corrupted, meta, paths)
                         entries.append({"id": out_id, "image": rel[0] if len(rel) == 1 else rel,
                                         **({"label": label} if label else {})})
                         manifest_cases[out_id] = {"source_id": item["id"], "source_image": item["image"],
@@ -168,13 +204,15 @@ def corrupt_command(
         kept = {k: v for k, v in doc.items() if k not in ("training", "validation", "test", "numTraining", "numTest")}
         write_json_atomic(stage / "dataset.json", {
             **kept, "name": f"{doc.get('name', data.parent.name)} (corrupted)",
-            "description": f"{split} split of {data} corrupted by medrobust ({', '.join(names)}; severities "
-                           f"{', '.join(map(str, levels))}; seed {seed}); see manifest.json",
+            "description": f"{split} split of {data} corrupted by medrobust ({', '.join(names)}; "
+                           f"{f'preset {preset}' if preset else 'severities ' + ', '.join(map(str, levels))}; "
+                           f"seed {seed}); see manifest.json",
             "training": [], "validation": [], "test": entries, "numTraining": 0, "numTest": len(entries)})
         write_json_atomic(stage / "manifest.json", {
             "source": str(data.resolve()), "split": split, "seed": seed, "corruptions": names, "severities": levels,
             "reference_range": f"--window {window}" if window else "each case's min..max per channel",
-            "through_plane": through_plane, "severity_table": {n: SEVERITY_TABLE[n] for n in names},
+            "through_plane": through_plane, "preset": preset,
+            "severity_table": PRESETS[preset] if preset else {n: SEVERITY_TABLE[n] for n in names},
             "images": "float32 NIfTI in the source's raw units, source affine and header", "cases": manifest_cases})
         _publish(stage, out)
     except BaseException:

@@ -13,7 +13,7 @@ from medrobust.cli.evaluate import print_summary
 from medrobust.demo import clean_dice, demo_model, run_demo_grid
 from medrobust.report.html import write_report
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 def print_clean_dice(checkpoint: Path) -> None:

@@ -16,7 +16,7 @@ from medrobust.cli import app
 from medrobust.cli.options import refuse_existing
 from medrobust.models.ensemble import build_ensemble
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 @app.command()

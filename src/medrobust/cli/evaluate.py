@@ -9,12 +9,14 @@ from rich.console import Console
 from rich.table import Table
 
 from medrobust.cli import app
+from medrobust.cli.options import check_device, check_out_folder
+from medrobust.evaluation.config import load_config
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.robustness import auc_table, worst_case_curve
 from medrobust.evaluation.store import ResultStore
 from medrobust.report.html import write_report
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 def print_summary(results: Path) -> None:
@@ -43,7 +45,10 @@ def evaluate(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Run (or resume) a robustness grid into OUT/results.sqlite, results.csv and report.html."""
-    out = run_grid(grid, progress=progress)
+    cfg = load_config(grid)
+    check_out_folder(cfg.out, f"{grid}: out")
+    check_device(cfg.device, f"{grid}: device")
+    out = run_grid(cfg, progress=progress)
     print_summary(out)
     if report:
         console.print(f"report: {write_report(out)}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,16 @@ from rich.progress import track
 from medrobust.attacks.registry import attack_names
 from medrobust.cli import app
 from medrobust.cli.attack import attack_spec
-from medrobust.cli.options import refuse_existing
+from medrobust.cli.options import budget_error, refuse_existing
 from medrobust.data.io import atomic_path, write_nifti, write_png
+from medrobust.data.safe_names import UniqueNames
 from medrobust.evaluation.core import attack_for
 from medrobust.evaluation.explain import GradCAMExplainer, explain_pair
 from medrobust.evaluation.loading import load_model
 from medrobust.models.inference import infer
 from medrobust.units import IntensityMap
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 ALPHA = 0.4  # weight of the map's colour in a PNG overlay
 
 
@@ -46,14 +46,11 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, low: float, high: float) -> 
     return 255.0 * ((1 - ALPHA) * rgb + ALPHA * heat)
 
 
-def _slug(case_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "__", case_id).strip("_") or "case"
-
-
-def _write_maps(out: Path, item: dict[str, Any], images: dict[str, torch.Tensor], maps: dict[str, torch.Tensor],
-                low: float, high: float) -> list[str]:
-    """PNG overlays (2D) or NIfTI maps on the case's grid (3D), one per key of ``maps``; file names."""
-    slug = _slug(str(item["id"]))
+def _write_maps(out: Path, slug: str, item: dict[str, Any], images: dict[str, torch.Tensor],
+                maps: dict[str, torch.Tensor], low: float, high: float) -> list[str]:
+    """PNG overlays (2D) or NIfTI maps on the case's grid (3D), one per key of ``maps``, named
+    ``<slug>_<kind>...``; returns the file names.
+    """
     if images["clean"].ndim == 4:
         paths = [out / f"{slug}_{kind}.png" for kind in maps]
         for path, kind in zip(paths, maps):
@@ -101,10 +98,13 @@ def explain(
     ds, model, classes = opened.split.dataset, opened.model, opened.info.classes
     explainer = GradCAMExplainer(model, target_layer)
     first = ds[0]["image"].unsqueeze(0)
-    attack_for(spec, eps, first, IntensityMap.from_dict(ds[0]["meta"]["intensity"]))
+    try:
+        attack_for(spec, eps, first, IntensityMap.from_dict(ds[0]["meta"]["intensity"]))
+    except (ValueError, TypeError) as err:
+        raise budget_error(err) from None
     explainer(first)  # a bad --target-layer fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, names = [], UniqueNames()  # file names from case ids: safe, unique; iou.csv maps id -> files
     for i in track(range(len(ds)), description=f"Grad-CAM, {attack_name} eps={eps} {eps_unit}", console=console):
         torch.manual_seed(seed + i)
         item = ds[i]
@@ -114,7 +114,8 @@ def explain(
         clean, adv, iou = explain_pair(explainer, x, x_adv, top)
         preds = infer(model, torch.cat([x, x_adv])).argmax(1)
         lo, hi = (float(v.reshape(-1)[0]) for v in budget.range_for(x))
-        files = _write_maps(out, item, {"clean": x, "adv": x_adv}, {"clean": clean, "adv": adv}, lo, hi)
+        files = _write_maps(out, names.name(str(item["id"])), item, {"clean": x, "adv": x_adv},
+                            {"clean": clean, "adv": adv}, lo, hi)
         rows.append({"id": item["id"], "label": classes[int(y)], "pred_clean": classes[int(preds[0])],
                      "pred_adv": classes[int(preds[1])], f"iou_top{top:g}": f"{float(iou[0]):.4f}",
                      "clean_map": files[0], "adv_map": files[1]})

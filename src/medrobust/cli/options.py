@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def parse_size(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -41,7 +44,162 @@ def parse_json_object(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
+def check_out_folder(out: Path, what: str) -> None:
+    """Refuse an output folder path that is an existing file (or lies under one).
+
+    Args:
+        out: the output folder a command will write into.
+        what: the option or key named in the error (``--out``).
+
+    Raises:
+        ValueError: naming ``what`` and the file.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> file = Path(tempfile.mkdtemp()) / "notes.txt"
+        >>> _ = file.write_text("x")
+        >>> check_out_folder(file.parent / "new", "--out")
+        >>> check_out_folder(file, "--out")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --out: .../notes.txt is a file; give a folder path
+    """
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"{what}: {path} is a file; give a folder path")
+            return
+
+
 def refuse_existing(out: Path, what: str, force: bool) -> None:
-    """Refuse to mix new results into a non-empty output folder unless ``force``."""
+    """Refuse a file, or a non-empty output folder unless ``force`` (new results never mix with old ones).
+
+    Args:
+        out: the output folder.
+        what: the option named in the error (``--out``).
+        force: allow a non-empty folder.
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    check_out_folder(out, what)
     if out.exists() and any(out.iterdir()) and not force:
         raise ValueError(f"{what} {out} exists and is not empty; choose another folder or pass --force")
+
+
+def check_overlap(overlap: float, what: str) -> None:
+    """Refuse a sliding-window overlap outside [0, 1).
+
+    Args:
+        overlap: the fraction of a window shared with its neighbour.
+        what: the option named in the error (``--overlap``).
+
+    Raises:
+        ValueError: naming ``what``.
+
+    Example:
+        >>> check_overlap(0.5, "--overlap")
+        >>> check_overlap(1.5, "--overlap")
+        Traceback (most recent call last):
+        ...
+        ValueError: --overlap: must be in [0, 1) (the fraction of a window its neighbour shares), got 1.5
+    """
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"{what}: must be in [0, 1) (the fraction of a window its neighbour shares), got {overlap:g}")
+
+
+def check_device(name: str, what: str) -> None:
+    """Refuse a torch device this machine does not have (``auto`` is always fine).
+
+    Args:
+        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ...
+        what: the option or key named in the error (``--device``).
+
+    Raises:
+        ValueError: an unknown device name, or CUDA/MPS that is not available here.
+
+    Example:
+        >>> check_device("cpu", "--device")
+        >>> check_device("gpu", "--device")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --device: 'gpu' is not a device; allowed: auto, cpu, cuda, cuda:N, mps
+    """
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{what}: {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what}: {name!r} asked for, but this machine has no usable CUDA device; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{what}: {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what}: {name!r} asked for, but MPS is not available on this machine; use cpu or auto")
+
+
+def _value(args: list[str], option: str) -> str | None:
+    """The value given to ``option`` in ``args`` (``--opt V`` or ``--opt=V``), the last one winning."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == option and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(option + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def check_shared_options(args: list[str]) -> None:
+    """Check the options several commands share, before any command runs.
+
+    ``--device`` must exist on this machine; ``--amp fp16`` needs a CUDA device.
+
+    Args:
+        args: the command line after ``medrobust``.
+
+    Raises:
+        ValueError: naming the option.
+
+    Example:
+        >>> check_shared_options(["train", "--device", "cpu", "--amp", "bf16"])
+        >>> check_shared_options(["train", "--device", "cpu", "--amp", "fp16"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --amp: fp16 needs a CUDA device, and --device is cpu; use --amp bf16 or none on the CPU
+    """
+    device = _value(args, "--device")
+    if device is not None:
+        check_device(device, "--device")
+    if _value(args, "--amp") == "fp16":
+        name = device or "auto"
+        resolved = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+        if torch.device(resolved).type != "cuda":
+            raise ValueError(f"--amp: fp16 needs a CUDA device, and --device is {name}"
+                             f"{' (no CUDA here)' if name == 'auto' else ''}; use --amp bf16 or none on the CPU")
+
+
+_BUDGET_FLAGS = (("step_size", "--step-size"), ("steps", "--steps"), ("loss", "--loss"), ("restarts", "--restarts"),
+                 ("unit", "--eps-unit"), ("norm", "--norm"), ("eps", "--eps"))
+
+
+def budget_error(err: Exception) -> ValueError:
+    """A library error about an attack's budget or options, told in the command line's flags.
+
+    Args:
+        err: the error raised while building the attack (its text uses parameter names).
+
+    Returns:
+        A ValueError whose text starts with the flag it is about.
+
+    Example:
+        >>> budget_error(ValueError("step_size must be >= 0, got -1.0"))
+        ValueError('--step-size: step_size must be >= 0, got -1.0')
+        >>> str(budget_error(ValueError("eps in 'HU' but the IntensityMap's raw unit is 'raw'; use unit='raw'")))
+        "--eps-unit: eps in 'HU' but the IntensityMap's raw unit is 'raw'; use --eps-unit raw"
+    """
+    text = re.sub(r"\bunit='([^']+)'", r"--eps-unit \1", str(err))
+    flag = next((f for word, f in _BUDGET_FLAGS if re.search(rf"\b{word}\b", text)), "--attack")
+    return ValueError(f"{flag}: {text}")
+

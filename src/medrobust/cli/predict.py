@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.progress import track
 
 from medrobust.cli import app
-from medrobust.data.io import atomic_path, write_nifti
+from medrobust.cli.options import check_out_folder, check_overlap
+from medrobust.data.io import atomic_path, write_json_atomic, write_nifti
+from medrobust.data.safe_names import UniqueNames
 from medrobust.evaluation.loading import load_model
 from medrobust.models.inference import infer
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 @app.command()
@@ -24,22 +26,32 @@ def predict(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.json of a trained run."),
     data: Path = typer.Option(..., "--data", help="Decathlon dataset.json, class-folder root, or CSV."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
-    out: Path = typer.Option(..., "--out", help="Folder for <case>_pred.nii.gz label maps or predictions.csv."),
+    out: Path = typer.Option(..., "--out", help="Folder for <case>_pred.nii.gz label maps (+ manifest.json) or "
+                             "predictions.csv."),
     max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
-    overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap for volumes larger than the ROI."),
+    overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap in [0, 1) for volumes larger "
+                                  "than the ROI."),
 ) -> None:
-    """Predict every case of a split with a checkpoint."""
+    """Predict every case of a split with a checkpoint.
+
+    Label maps are named after the case ids made safe and unique (a datalist id cannot
+    lead a file out of ``--out``); ``manifest.json`` maps each case id to its file.
+    """
+    check_overlap(overlap, "--overlap")
+    check_out_folder(out, "--out")
     opened = load_model(checkpoint, data, split, max_cases=max_cases)
     ds, roi = opened.split.dataset, opened.info.roi_size
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, cases, names = [], [], UniqueNames()
     for i in track(range(len(ds)), description="predicting", console=console):
         item = ds[i]
         logits = infer(opened.model, item["image"].unsqueeze(0), roi, overlap)
         if opened.split.task == "segmentation":
             labels = logits.argmax(1)[0].numpy().astype(np.int16)
             affine = np.asarray(item["meta"]["affine"], dtype=np.float64)
-            write_nifti(out / f"{item['id']}_pred.nii.gz", labels, affine, dtype=np.int16)
+            name = names.name(str(item["id"]), "_pred.nii.gz")
+            write_nifti(out / name, labels, affine, dtype=np.int16)
+            cases.append({"id": item["id"], "prediction": name, "source": item["meta"]["source"]})
         else:
             probs = torch.softmax(logits.float(), 1)[0]
             rows.append({"id": item["id"], "prediction": opened.info.classes[int(probs.argmax())],
@@ -51,4 +63,7 @@ def predict(
         writer.writerows(rows)
         with atomic_path(out / "predictions.csv") as tmp:
             tmp.write_text(buf.getvalue())
+    if cases:
+        write_json_atomic(out / "manifest.json", {"checkpoint": str(checkpoint), "data": str(data), "split": split,
+                                                  "cases": cases})
     console.print(f"{len(ds)} predictions written to {out}")

@@ -11,9 +11,21 @@ from medrobust.corruptions.table import check_name, check_severity, corruption_s
 from medrobust.units import IntensityMap
 
 
-def _reference_range(x: torch.Tensor, intensity: IntensityMap | None,
+def reference_range(x: torch.Tensor, intensity: IntensityMap | None,
                      value_range: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(lo, hi) shaped (C, 1, ..., 1) float64, and where they came from."""
+    """The reference range of the strengths: (lo, hi) shaped (C, 1, ..., 1) float64, and its source.
+
+    Args:
+        x: the image ``(C, *spatial)``.
+        intensity: its IntensityMap (the clip window, if any, is the range).
+        value_range: an explicit (low, high), first choice.
+
+    Returns:
+        ``(lo, hi, source)``; without a window, each channel's min..max.
+
+    Raises:
+        ValueError: ``value_range`` not (low, high) with low < high.
+    """
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     if value_range is not None:
         lo_v, hi_v = (float(v) for v in value_range)
@@ -95,7 +107,7 @@ def corrupt(image: torch.Tensor, name: str, severity: int, *, seed: int = 0, aff
     if is_2d and through_plane is not None:
         raise ValueError("through_plane: a 2D image is a single slice; its through-plane axis is implicit")
     x = image.detach().to("cpu", torch.float64)
-    lo, hi, source = _reference_range(x, intensity, value_range)
+    lo, hi, source = reference_range(x, intensity, value_range)
     unit = ((x - lo) / (hi - lo)).float()
     volume = unit.unsqueeze(-1) if is_2d else unit
     geo = geometry(tuple(volume.shape[1:]), affine, through_plane)  # type: ignore[arg-type]

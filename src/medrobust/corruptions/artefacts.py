@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 import torchio as tio
 
+from medrobust.corruptions.table import SEVERITY_TABLE
+
 ISOTROPY_TOLERANCE = 1.1  # spacings within 10% count as isotropic
 
 
@@ -137,7 +139,7 @@ def apply_motion(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np
         >>> geo = geometry((16, 16, 8), np.diag([1.0, 1.0, 3.0, 1.0]), None)
         >>> out, drawn = apply_motion(vol, geo, level("motion", 3), np.random.default_rng(0), 0)
         >>> out.shape, drawn["moved_lines"], drawn["lines"], drawn["rotation_deg"]
-        (torch.Size([1, 16, 16, 8]), 6, 16, 4.0)
+        (torch.Size([1, 16, 16, 8]), 6, 16, 30.0)
         >>> drawn["phase_axis"] in geo.in_plane
         True
     """
@@ -229,10 +231,10 @@ def apply_ghosting(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: 
         >>> vol = torch.rand(1, 16, 16, 16)
         >>> geo = geometry((16, 16, 16), None, None)
         >>> out, drawn = apply_ghosting(vol, geo, level("ghosting", 3), np.random.default_rng(0), 0)
-        >>> out.shape, drawn["phase_axis"] in geo.in_plane, 4 <= drawn["num_ghosts"] <= 8
+        >>> out.shape, drawn["phase_axis"] in geo.in_plane, 4 <= drawn["num_ghosts"] <= 10
         (torch.Size([1, 16, 16, 16]), True, True)
     """
-    phase, ghosts = int(geo.in_plane[rng.integers(2)]), int(rng.integers(4, 9))
+    phase, ghosts = int(geo.in_plane[rng.integers(2)]), int(rng.integers(4, 11))
     out = _run(tio.Ghosting(num_ghosts=ghosts, axis=phase, intensity=lv["intensity"], restore=0.02),
                vol, geo.affine)
     return out, {"phase_axis": phase, "num_ghosts": ghosts, "restore": 0.02}
@@ -269,14 +271,14 @@ def apply_bias_field(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng
         >>> geo = geometry((16, 16, 16), None, None)
         >>> out, drawn = apply_bias_field(vol, geo, level("bias_field", 3), np.random.default_rng(0), 0)
         >>> round(float((out / vol).log().abs().max()), 4)   # max_log_gain at severity 3
-        0.5
+        1.0
         >>> drawn["order"], len(drawn["coefficients"])
         (3, 20)
     """
     order = 3
     coefficients = rng.uniform(-1, 1, (order + 1) * (order + 2) * (order + 3) // 6)
     coefficients[0] = 0.0  # constant term: set below so the field is centred
-    log_field = np.log(tio.BiasField.generate_bias_field(vol, order, coefficients).astype(np.float64))
+    log_field = np.log(tio.BiasField.generate_bias_field(vol, order, coefficients.tolist()).astype(np.float64))
     centre = log_field.mean()
     span = float(np.abs(log_field - centre).max()) or 1.0
     coefficients = coefficients * lv["max_log_gain"] / span
@@ -318,7 +320,7 @@ def apply_blur(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.r
     std = [0.0, 0.0, 0.0]
     for a in geo.in_plane:
         std[a] = lv["sigma_voxels"] * geo.spacing[a]
-    return _run(tio.Blur(std=tuple(std)), vol, geo.affine), {"std_mm": std}
+    return _run(tio.Blur(std=(std[0], std[1], std[2])), vol, geo.affine), {"std_mm": std}
 
 
 def apply_noise(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
@@ -390,6 +392,33 @@ def apply_gamma(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.
     return _run(tio.Gamma(gamma=gamma), vol, geo.affine), {"gamma": gamma}
 
 
+def thick_slices(n: int, factor: float) -> int:
+    """The number of thick slices that replace ``n`` at the severity of ``factor``.
+
+    ``round(n / factor)``, but at least one more than at the next severity, so that each
+    severity keeps fewer slices (changes the image more) than the one below it on any
+    axis of 6 or more slices (thinner axes: as many distinct levels as fit, each below n).
+
+    Args:
+        n: the slices along the axis.
+        factor: the severity's ``factor`` (a value of the ``resolution`` row of the table).
+
+    Returns:
+        The number of thick slices, 1..n - 1 (1 when n is 1).
+
+    Example:
+        >>> [thick_slices(6, f) for f in (1.5, 2.0, 3.0, 4.0, 6.0)]    # round(6/f): 4, 3, 2, 2, 1
+        [5, 4, 3, 2, 1]
+        >>> [thick_slices(16, f) for f in (1.5, 2.0, 3.0, 4.0, 6.0)]
+        [11, 8, 5, 4, 3]
+    """
+    factors = sorted(SEVERITY_TABLE["resolution"]["factor"], reverse=True)
+    count = 0
+    for f in factors[:factors.index(factor) + 1]:  # from the strongest level down to this one
+        count = max(int(round(n / f)), count + 1, 1)
+    return min(count, max(n - 1, 1))
+
+
 def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                      seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Resolution loss: thick slices along the through-plane axis, interpolated back.
@@ -427,7 +456,7 @@ def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng
     axis = geo.through if vol.shape[geo.through + 1] > 1 else int(geo.in_plane[rng.integers(2)])
     n = int(vol.shape[axis + 1])
     size = list(vol.shape[1:])
-    size[axis] = max(1, int(round(n / lv["factor"])))
+    size[axis] = thick_slices(n, lv["factor"])
     # Not tio.Resample: it keeps the first voxel centre fixed, so for non-integer factors the
     # thick slices shift against the anatomy (measured: level 2 hurt less than level 1), and
     # its anti-aliasing needs >= 4 slices. Box averages over the same field of view do not.

@@ -10,13 +10,13 @@ corruption  parameter              severity 1, 2, 3, 4, 5                drawn o
 motion      kspace_fraction        0.2, 0.3, 0.38, 0.43, 0.47 (outer     phase axis, rotation sign,
                                    phase lines acquired after one move,  shift direction (in-plane)
                                    all on one side of the centre)
-            degrees (in-plane)     4 at every level (rotation)
-            translation_mm         4 at every level (in-plane shift)
-spike       intensity              0.1, 0.2, 0.35, 0.5, 0.75             one k-space position (in-plane
+            degrees (in-plane)     30 at every level (rotation)
+            translation_mm         10 at every level (in-plane shift)
+spike       intensity              0.15, 0.3, 0.5, 0.75, 1               one k-space position (in-plane
                                    (spike / k-space maximum)             offset, through-plane k = 0)
-ghosting    intensity              0.15, 0.3, 0.45, 0.6, 0.8             phase axis, 4..8 ghosts
+ghosting    intensity              0.2, 0.4, 0.6, 0.8, 1                 phase axis, 4..10 ghosts
                                    (k-space planes damped by)            (2% of k-space centre restored)
-bias_field  max_log_gain           0.2, 0.35, 0.5, 0.7, 0.9              20 coefficients of an order-3
+bias_field  max_log_gain           0.3, 0.6, 1, 1.5, 2                   20 coefficients of an order-3
                                    (max abs log of the field)            polynomial, field centred on 1
 blur        sigma_voxels           0.5, 0.75, 1, 1.5, 2                  -
                                    (in-plane Gaussian sigma)
@@ -26,13 +26,22 @@ gamma       log_gamma              0.1, 0.2, 0.3, 0.45, 0.6              sign (g
                                    (gamma = exp(+-log_gamma) on u)
 resolution  factor                 1.5, 2, 3, 4, 6                       (2D: which in-plane axis)
                                    (slice thickness multiplied along
-                                   the through-plane axis, then back)
+                                   the through-plane axis, then back;
+                                   each level keeps fewer slices than
+                                   the one below, see thick_slices)
 ==========  =====================  ====================================  =================================
 
 Motion grades the *fraction* of k-space acquired after one fixed movement: the k-space
 regions are nested, so by Parseval the L2 change grows strictly with the level (growing
 the movement instead is not monotone: a shift by an even number of voxels is invisible
 at the Nyquist frequency, measured on 16^3 phantoms).
+
+Calibration against seed 003's ACDC-C (the ``acdc-c`` preset,
+:mod:`medrobust.corruptions.presets`): severity 5 has its movement (30 degrees, 10 mm), its
+weakest spike (intensity 1; its range is 1-3, but its per-slice rescale shrinks the
+spike's effect), its strongest ghosting (1) and its number of ghosts (4-10), and at
+severity 5 each of the four changes the image (RMS, fraction of the range) at least as
+much as the preset does on average (``tests/test_corruption_presets.py``).
 
 The random draws depend on (seed, case, corruption) but not on the severity: the levels
 of one case show the *same* artefact growing (common random numbers), so a higher level
@@ -48,10 +57,10 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 # name -> parameter -> value at severities 1..5 (see the module docstring for units).
 SEVERITY_TABLE: Registry[dict[str, tuple[float, ...]]] = Registry("corruption", {
-    "motion": {"kspace_fraction": (0.2, 0.3, 0.38, 0.43, 0.47), "degrees": (4.0,) * 5, "translation_mm": (4.0,) * 5},
-    "spike": {"intensity": (0.1, 0.2, 0.35, 0.5, 0.75)},
-    "ghosting": {"intensity": (0.15, 0.3, 0.45, 0.6, 0.8)},
-    "bias_field": {"max_log_gain": (0.2, 0.35, 0.5, 0.7, 0.9)},
+    "motion": {"kspace_fraction": (0.2, 0.3, 0.38, 0.43, 0.47), "degrees": (30.0,) * 5, "translation_mm": (10.0,) * 5},
+    "spike": {"intensity": (0.15, 0.3, 0.5, 0.75, 1.0)},
+    "ghosting": {"intensity": (0.2, 0.4, 0.6, 0.8, 1.0)},
+    "bias_field": {"max_log_gain": (0.3, 0.6, 1.0, 1.5, 2.0)},
     "blur": {"sigma_voxels": (0.5, 0.75, 1.0, 1.5, 2.0)},
     "noise": {"std_fraction": (0.02, 0.04, 0.06, 0.09, 0.12)},
     "gamma": {"log_gamma": (0.1, 0.2, 0.3, 0.45, 0.6)},
@@ -113,12 +122,10 @@ def check_severity(severity: object, what: str = "severity") -> int:
             ...
         ValueError: severity: severity must be an integer 1-5, got 6
     """
-    ok = isinstance(severity, int) and not isinstance(severity, bool) and severity in SEVERITIES
-    if not ok and isinstance(severity, float) and severity.is_integer() and int(severity) in SEVERITIES:
-        return int(severity)
-    if not ok:
+    if (isinstance(severity, bool) or not isinstance(severity, (int, float)) or not float(severity).is_integer()
+            or int(severity) not in SEVERITIES):
         raise ValueError(f"{what}: severity must be an integer 1-5, got {severity!r}")
-    return int(severity)  # type: ignore[arg-type]
+    return int(severity)
 
 
 def level(name: str, severity: int) -> dict[str, float]:
@@ -139,7 +146,7 @@ def level(name: str, severity: int) -> dict[str, float]:
         >>> level("noise", 3)
         {'std_fraction': 0.06}
         >>> level("motion", 1)
-        {'kspace_fraction': 0.2, 'degrees': 4.0, 'translation_mm': 4.0}
+        {'kspace_fraction': 0.2, 'degrees': 30.0, 'translation_mm': 10.0}
     """
     s = check_severity(severity)
     return {k: v[s - 1] for k, v in SEVERITY_TABLE[check_name(name)].items()}

@@ -37,6 +37,67 @@ def case_id(path: str | Path) -> str:
     return Path(name).stem
 
 
+def _first_image(item: dict[str, Any]) -> str:
+    image = item["image"]
+    return str(image if isinstance(image, str) else image[0])
+
+
+def _tails(paths: list[str], keep_suffix: bool) -> list[str] | None:
+    """The shortest trailing paths (at least two parts) that tell ``paths`` apart, or None."""
+    parts = [Path(p).parts if keep_suffix else Path(p).with_name(case_id(p)).parts for p in paths]
+    for k in range(2, max(len(x) for x in parts) + 1):
+        tails = ["/".join(x[-k:]) for x in parts]
+        if len(set(tails)) == len(tails):
+            return tails
+    return None
+
+
+def unique_ids(items: list[dict[str, Any]], explicit: Sequence[bool], where: str) -> list[dict[str, Any]]:
+    """Make the case ids of one split unique (results and output files are keyed by them).
+
+    Ids written in the datalist must be unique: a repeated one is an error. Ids taken from
+    file names that repeat (``siteA/case1.nii.gz`` and ``siteB/case1.nii.gz``) become the
+    shortest trailing path that tells the files apart (``siteA/case1``, ``siteB/case1``).
+
+    Args:
+        items: datalist items with ``"image"`` and ``"id"`` (changed in place).
+        explicit: per item, whether its id was written in the datalist.
+        where: the datalist (and split) named in errors.
+
+    Returns:
+        ``items``, every id unique.
+
+    Raises:
+        DataError: a repeated explicit id, or one image file listed twice.
+
+    Example:
+        >>> items = [{"image": "/d/siteA/case1.nii.gz", "id": "case1"},
+        ...          {"image": "/d/siteB/case1.nii.gz", "id": "case1"}]
+        >>> [it["id"] for it in unique_ids(items, [False, False], "dataset.json")]
+        ['siteA/case1', 'siteB/case1']
+        >>> unique_ids([{"image": "/d/a.nii.gz", "id": "p1"}, {"image": "/d/b.nii.gz", "id": "p1"}],
+        ...            [True, True], "dataset.json")
+        Traceback (most recent call last):
+        ...
+        medrobust.data.io.DataError: dataset.json: case id 'p1' is given to 2 entries; ids must be unique
+    """
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(item["id"], []).append(i)
+    for case, members in groups.items():
+        if len(members) == 1:
+            continue
+        if any(explicit[i] for i in members):
+            raise DataError(f"{where}: case id {case!r} is given to {len(members)} entries; ids must be unique")
+        paths = [_first_image(items[i]) for i in members]
+        tails = _tails(paths, keep_suffix=False) or _tails(paths, keep_suffix=True)
+        if tails is None:
+            raise DataError(f"{where}: image {paths[0]} is listed {len(members)} times")
+        for i, tail in zip(members, tails):
+            items[i]["id"] = tail
+    return items
+
+
 def _read_json(json_path: Path) -> dict[str, Any]:
     if not json_path.is_file():
         raise DataError(f"{json_path}: datalist not found")
@@ -108,14 +169,35 @@ def load_decathlon(json_path: str | Path, split: str) -> list[dict[str, Any]]:
             "label": _resolve(base, label, json_path, f"{where}.label") if label is not None else None,
             "id": str(entry.get("id") or case_id(first)),
         })
-    return items
+    return unique_ids(items, [bool(e.get("id")) if isinstance(e, dict) else False for e in entries],
+                      f"{json_path} split {key!r}")
 
 
 def load_decathlon_labels(json_path: str | Path) -> list[str]:
     """Class names from the ``labels`` entry (``{"0": "background", ...}`` or a list).
 
+    Args:
+        json_path: the Decathlon ``dataset.json``.
+
+    Returns:
+        The class names by label value 0..K-1.
+
     Raises:
-        DataError: no ``labels`` entry, or indices that are not 0..K-1.
+        DataError: no ``labels`` entry, a key that is not an index, or indices that are not
+            exactly 0..K-1 (a gap such as {0, 1, 2, 4} would shift the names).
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "dataset.json"
+        >>> _ = path.write_text(json.dumps({"labels": {"1": "liver", "0": "background"}}))
+        >>> load_decathlon_labels(path)
+        ['background', 'liver']
+        >>> _ = path.write_text(json.dumps({"labels": {"0": "bg", "1": "a", "2": "b", "4": "c"}}))
+        >>> load_decathlon_labels(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        medrobust.data.io.DataError: ...dataset.json: 'labels' keys must be consecutive ... missing [3]
     """
     json_path = Path(json_path)
     labels = _read_json(json_path).get("labels")
@@ -123,12 +205,15 @@ def load_decathlon_labels(json_path: str | Path) -> list[str]:
         return [str(v) for v in labels]
     if not isinstance(labels, dict) or not labels:
         raise DataError(f"{json_path}: no 'labels' entry (e.g. {{\"0\": \"background\", \"1\": \"organ\"}})")
-    try:
-        indexed = {int(k): str(v) for k, v in labels.items()}
-    except ValueError as e:
-        raise DataError(f"{json_path}: 'labels' keys must be class indices 0..K-1, got {list(labels)}") from e
-    if sorted(indexed) != list(range(len(indexed))):
-        raise DataError(f"{json_path}: 'labels' keys must be 0..{len(indexed) - 1}, got {sorted(indexed)}")
+    bad = [k for k in labels if not str(k).strip().isdigit()]
+    if bad:
+        raise DataError(f"{json_path}: 'labels' key {bad[0]!r} is not a class index; keys must be 0..K-1, "
+                        f"got {list(labels)}")
+    indexed = {int(k): str(v) for k, v in labels.items()}
+    gaps = sorted(set(range(max(indexed) + 1)) - set(indexed))
+    if gaps or len(indexed) != len(labels):
+        raise DataError(f"{json_path}: 'labels' keys must be consecutive class indices 0..K-1 (one name per "
+                        f"output channel), got {sorted(indexed)}; missing {gaps or 'none (a key repeats)'}")
     return [indexed[k] for k in range(len(indexed))]
 
 
@@ -158,7 +243,7 @@ def load_class_folders(root: str | Path) -> tuple[list[dict[str, Any]], list[str
         if not files:
             raise DataError(f"{root / name}: class folder has no images ({', '.join(IMAGE_2D_SUFFIXES)})")
         items += [{"image": str(p.resolve()), "label": k, "id": f"{name}/{case_id(p)}"} for p in files]
-    return items, classes
+    return unique_ids(items, [False] * len(items), str(root)), classes
 
 
 def load_classification_csv(csv_path: str | Path, split: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
@@ -199,15 +284,17 @@ def load_classification_csv(csv_path: str | Path, split: str | None = None) -> t
         classes = sorted(set(raw))
         labels = [classes.index(v) for v in raw]
     base = csv_path.resolve().parent
-    items = []
+    items, explicit = [], []
     for i, (row, lab) in enumerate(zip(rows, labels)):
         if split is not None and row.get("split", "").strip() != split:
             continue
         image = _resolve(base, row["image"].strip(), csv_path, f"row {i + 2} image")
-        items.append({"image": image, "label": lab, "id": (row.get("id") or "").strip() or case_id(image)})
+        given = (row.get("id") or "").strip()
+        items.append({"image": image, "label": lab, "id": given or case_id(image)})
+        explicit.append(bool(given))
     if not items:
         raise DataError(f"{csv_path}: split {split!r} has no rows")
-    return items, classes
+    return unique_ids(items, explicit, str(csv_path)), classes
 
 
 def save_decathlon(root: str | Path, splits: dict[str, list[dict[str, Any]]], class_names: Sequence[str],

@@ -9,12 +9,16 @@ Split names: ``train``/``training``, ``val``/``validation``, ``test``.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from medrobust.data.datalists import load_class_folders, load_classification_csv, load_decathlon
+from medrobust.data.datalists import (
+    load_class_folders,
+    load_classification_csv,
+    load_decathlon,
+    load_decathlon_labels,
+)
 from medrobust.data.io import DataError
 from medrobust.data.transforms import MedicalDataset, make_dataset
 
@@ -44,16 +48,6 @@ class Split:
     in_channels: int
     source: Path
     normalization: str
-
-
-def _decathlon_classes(json_path: Path) -> list[str]:
-    try:
-        labels: dict[str, Any] = json.loads(json_path.read_text()).get("labels", {})
-    except (OSError, ValueError) as err:
-        raise DataError(f"{json_path}: cannot read the datalist ({err})") from err
-    if not labels:
-        raise DataError(f"{json_path}: no 'labels' mapping (e.g. {{\"0\": \"background\", \"1\": \"liver\"}})")
-    return [str(labels[k]) for k in sorted(labels, key=int)]
 
 
 def _csv_items(csv_path: Path, split: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -93,7 +87,7 @@ def open_split(path: str | Path, split: str, *, normalization: str | None = None
         if split not in _DECATHLON_SPLITS:
             raise DataError(f"unknown split {split!r}; allowed: {', '.join(_DECATHLON_SPLITS)}")
         items = load_decathlon(src, _DECATHLON_SPLITS[split])
-        classes = _decathlon_classes(src)
+        classes = load_decathlon_labels(src)
         task = "segmentation"
     if max_cases is not None:
         items = items[:max_cases]

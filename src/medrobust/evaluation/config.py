@@ -38,6 +38,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from medrobust.evaluation.targets import TARGET_FORMS, Target, parse_target
 from medrobust.units import Unit
 
 METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "accuracy", "ssim", "psnr")
@@ -165,6 +166,9 @@ class AttackSpec(_Strict):
             (``attack_norms``); ``"dct"`` is the frequency budget of the VAFA attacks,
             eps = q_max >= 1 in ``"1/255"``.
         options: keyword options of the attack (steps, loss, ...); never the budget.
+        target: what a targeted attack aims at (:mod:`medrobust.evaluation.targets`):
+            ``least_likely``, ``random``, ``class:K`` or ``{map: {from: to}}``; giving one
+            makes the attack targeted, and ``options: {targeted: true}`` needs one.
 
     Example:
         >>> from medrobust.evaluation.config import AttackSpec
@@ -181,6 +185,31 @@ class AttackSpec(_Strict):
     # threat model of its own, so it never joins the worst case over L-inf attacks.
     norm: Literal["linf", "l2", "dct"] = "linf"
     options: dict[str, Any] = Field(default_factory=dict)
+    target: str | dict[str, Any] | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _target_form(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if v is not None:
+            try:
+                parse_target(v)
+            except ValueError as err:
+                raise ValueError(str(err).removeprefix("target: ")) from None
+        return v
+
+    @model_validator(mode="after")
+    def _targeted_needs_target(self) -> AttackSpec:
+        if self.options.get("targeted") and self.target is None:
+            raise ValueError(f"target: options.targeted is true but no target is given; allowed: {TARGET_FORMS} "
+                             f"(the true label is not a target)")
+        if self.target is not None and self.options.get("targeted") is False:
+            raise ValueError("options.targeted: false contradicts `target:` (a target makes the attack targeted)")
+        return self
+
+    @property
+    def parsed_target(self) -> Target | None:
+        """The parsed :class:`~medrobust.evaluation.targets.Target`, or None (untargeted)."""
+        return None if self.target is None else parse_target(self.target)
 
     @model_validator(mode="after")
     def _budget_norm(self) -> AttackSpec:

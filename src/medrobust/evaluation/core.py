@@ -199,11 +199,12 @@ def attack_for(spec: AttackSpec, eps: float, x: torch.Tensor, imap: IntensityMap
         >>> type(attack).__name__, round(float(budget.eps_for(torch.rand(1, 1, 8, 8))[0]) * 255, 3)
         ('PGD', 4.0)
     """
+    options = {**spec.options, "targeted": True} if spec.target is not None else spec.options
     if attack_budget_kind(spec.attack) == "dct":
         budget = budget_for_case("linf", 0.0, "model", x, imap)
-        return budget, get_attack(spec.attack, budget, **spec.options, q_max=eps)
+        return budget, get_attack(spec.attack, budget, **options, q_max=eps)
     budget = budget_for_case(spec.norm, eps, spec.eps_unit, x, imap)
-    return budget, get_attack(spec.attack, budget, **spec.options)
+    return budget, get_attack(spec.attack, budget, **options)
 
 
 @dataclass
@@ -215,6 +216,8 @@ class Perturbed:
         seconds: time taken by the attack or the corruption.
         budget: the attack's budget (None for a corruption).
         loss_initial / loss_best: the attack loss at the start and of the kept iterate.
+        iterate_rule: which iterate the attack returned: ``"metric"``, ``"loss"`` (see
+            :mod:`medrobust.attacks.outcome`) or ``"last"``; None for a corruption.
         params: a corruption's drawn parameters (JSON-ready); None for an attack.
     """
 
@@ -224,9 +227,11 @@ class Perturbed:
     loss_initial: float | None = None
     loss_best: float | None = None
     params: dict[str, Any] | None = None
+    iterate_rule: str | None = None
 
 
-def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None) -> Perturbed:
+def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None,
+            y: torch.Tensor | None = None) -> Perturbed:
     """Apply one grid entry at one level (eps or severity) to a case.
 
     Args:
@@ -236,6 +241,7 @@ def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: 
         seed: the run's seed (:func:`run_seed`); attacks seed torch with it, corruptions
             draw from (seed, case id, corruption) so every model sees the same image.
         model: the model to attack (default: the case's; ensembles attack a member).
+        y: the labels the attack gets (default: the case's; a targeted entry's targets).
 
     Returns:
         The :class:`Perturbed` image.
@@ -262,11 +268,12 @@ def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: 
         return Perturbed(x_c.unsqueeze(0), time.perf_counter() - t0, params=params)
     torch.manual_seed(seed)
     budget, attack = attack_for(spec, level, case.x, case.imap)
-    result = attack.run(case.model if model is None else model, case.x, case.y)
+    result = attack.run(case.model if model is None else model, case.x, case.y if y is None else y)
     history = result.loss_history
     return Perturbed(result.x_adv, time.perf_counter() - t0, budget,
                      float(history[0, 0]) if history.numel() else None,
-                     float(result.best_loss[0]) if result.best_loss.numel() else None)
+                     float(result.best_loss[0]) if result.best_loss.numel() else None,
+                     iterate_rule=attack.keep if attack.return_best else "last")
 
 
 @dataclass
@@ -302,7 +309,9 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
     t0 = time.perf_counter()
     corruption = isinstance(spec, CorruptionSpec)
     seed = settings.seed if corruption else run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
-    done = perturb(spec, level, case, seed)
+    target = spec.parsed_target if isinstance(spec, AttackSpec) else None
+    y_target = None if target is None else target.labels(case.y, case.clean_logits, lm.classes, seed, case.id)
+    done = perturb(spec, level, case, seed, y=y_target)
     logits = infer(case.model, done.x)
     adv = score(logits, case.y, lm.classes, case.spacing, settings.wants("hd95"))
     norms: dict[str, Any] = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(case.x, done.x, case.imap).items()}
@@ -317,7 +326,9 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
         eps_model = float(done.budget.eps_for(case.x)[0])
         details = {"attack": spec.attack, "norm": spec.norm, "eps_unit": spec.eps_unit,
                    "options_json": json.dumps(spec.options, sort_keys=True), "eps_model": eps_model,
-                   "eps_raw": float(case.imap.model_delta_to_raw(eps_model))}
+                   "eps_raw": float(case.imap.model_delta_to_raw(eps_model)), "iterate_rule": done.iterate_rule}
+        if target is not None and y_target is not None:
+            details.update(target=target.describe(), target_success=target.success(logits, case.y, y_target))
     row = Row(config_hash=settings.config_hash, model=lm.name, perturbation=spec.label,
               kind="corruption" if corruption else "attack", eps_stated=float(level), case_id=case.id, task=lm.task,
               score_name="dice_mean" if case.segmentation else "accuracy",

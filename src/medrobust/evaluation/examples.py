@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medrobust.data.safe_names import UniqueNames, safe_name
 from medrobust.evaluation.types import Row
 
 if TYPE_CHECKING:
@@ -394,8 +395,10 @@ def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
         manifest_fields: extra top-level manifest entries (checkpoint, data, seed, ...).
 
     Returns:
-        The image's path ``folder/<case id>.nii.gz``, or None for a classification case
-        (recorded in the manifest only).
+        The image's path ``folder/<name>.nii.gz``, or None for a classification case
+        (recorded in the manifest only). The name is the case id made safe and unique in
+        the folder (:class:`~medrobust.data.safe_names.UniqueNames`); the manifest maps
+        each id to its file.
 
     Shape:
         - x_adv: ``(1, C, *spatial)``, the shape of ``case.x``
@@ -431,9 +434,12 @@ def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
     from medrobust.data.io import write_json_atomic
 
     source = case.item["meta"]["source"]
-    path = _write_adversarial_nifti(folder / f"{row.case_id}.nii.gz", case, x_adv) if case.segmentation else None
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"cases": []}
+    names = UniqueNames({c["id"]: c["image"] for c in manifest["cases"] if c.get("image")})
+    path = None
+    if case.segmentation:
+        path = _write_adversarial_nifti(folder / names.name(row.case_id, ".nii.gz"), case, x_adv)
     manifest.update({"model": row.model, "attack": row.attack, "options": json.loads(row.options_json or "{}"),
                      "budget": {"norm": row.norm, "eps": row.eps_stated, "unit": row.eps_unit},
                      "images": "raw intensities of the source scan plus the perturbation mapped to raw units, "
@@ -472,7 +478,8 @@ def adversarial_folder(out: Path, row: Row) -> Path:
         row: a store row; its model, perturbation and eps_stated name the folder.
 
     Returns:
-        ``out/adversarial/<model>/<perturbation>/eps<eps>``.
+        ``out/adversarial/<model>/<perturbation>/eps<eps>``, names made safe
+        (:func:`~medrobust.data.safe_names.safe_name`): a model named ``../x`` stays inside.
 
     Example:
         >>> from pathlib import Path
@@ -483,5 +490,8 @@ def adversarial_folder(out: Path, row: Row) -> Path:
         ...           clean_score=0.9, adv_score=0.4)
         >>> adversarial_folder(Path("results"), row).as_posix()
         'results/adversarial/unet/pgd/eps4'
+        >>> row.model = "../ESCAPED_model"
+        >>> adversarial_folder(Path("results"), row).as_posix()
+        'results/adversarial/ESCAPED_model-e9f0a76d/pgd/eps4'
     """
-    return Path(out) / "adversarial" / row.model / row.perturbation / f"eps{row.eps_stated:g}"
+    return Path(out) / "adversarial" / safe_name(row.model) / safe_name(row.perturbation) / f"eps{row.eps_stated:g}"

@@ -34,6 +34,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from medrobust.attacks.registry import attack_names, attack_task
 from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, GridConfigError, load_config
 from medrobust.evaluation.core import PerturbationSpec, attack_for, evaluate_run, prepare_case, valid_range
 from medrobust.evaluation.ensembles import is_ensemble_classifier, run_ensemble_case
@@ -116,6 +117,24 @@ def _load(cfg: GridConfig) -> list[LoadedModel]:
     return loaded
 
 
+def _check_tasks(cfg: GridConfig, lm: LoadedModel) -> None:
+    """Fail on an attack or a target that does not fit the model's task or classes."""
+    for i, p in enumerate(cfg.perturbations):
+        if not isinstance(p, AttackSpec):
+            continue
+        task = attack_task(p.attack)
+        if task is not None and task != lm.task:
+            fits = [n for n in attack_names() if attack_task(n) in (None, lm.task)]
+            raise GridConfigError(f"perturbations[{i}].attack: {p.attack!r} is for {task} models; model "
+                                  f"{lm.name!r} is a {lm.task} model (allowed: {', '.join(fits)})")
+        target = p.parsed_target
+        if target is not None:
+            try:
+                target.check(lm.classes, lm.task)
+            except ValueError as err:
+                raise GridConfigError(f"perturbations[{i}].{err} (model {lm.name!r})") from None
+
+
 def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
     """Build every (attack, eps) once on the first case so bad options fail before any work."""
     x = first["image"].unsqueeze(0)
@@ -153,6 +172,8 @@ def prepare(cfg: GridConfig) -> list[LoadedModel]:
         raise GridConfigError(f"device: {err}; allowed: cpu, cuda, cuda:N, mps") from None
     loaded = _load(cfg)
     _check_attacks(cfg, loaded[0].split.dataset[0])
+    for lm in loaded:
+        _check_tasks(cfg, lm)
     return loaded
 
 

@@ -20,11 +20,13 @@ Tables
 - ``meta``: ``config_hash`` and ``config_json`` of the grid that wrote the store.
 
 A store written by an older medrobust gains the newer nullable columns and tables when it
-is opened (the one migration path).
+is opened (the one migration path). A grid's writer holds ``results.sqlite.lock`` (``flock``)
+while the store is open, so one folder has one writer at a time.
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -47,6 +49,7 @@ RUN_COLUMNS: dict[str, str] = {
     "clean_probs": "TEXT", "adv_probs": "TEXT",
     "linf_model": "REAL", "l2_model": "REAL", "linf_raw": "REAL", "l2_raw": "REAL", "ssim": "REAL", "psnr": "REAL",
     "loss_initial": "REAL", "loss_best": "REAL", "attack_seconds": "REAL", "seconds": "REAL", "created": "TEXT",
+    "iterate_rule": "TEXT", "target": "TEXT", "target_success": "REAL",
 }
 _JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_probs", "adv_probs")
 _SCHEMA = f"""
@@ -142,9 +145,16 @@ class ResultStore:
         config_hash: when given, recorded on a new store and checked on an existing one.
         config_json: the grid config as JSON, recorded beside ``config_hash`` on a new store.
 
+    With ``config_hash`` (a grid's writer) the store is locked for this writer while it is
+    open, and the hash is checked and recorded in one transaction, so a second writer (of
+    this or another grid) stops with a StoreError instead of computing the same rows. When
+    the ``with`` block fails before any row was written, the stamp is removed again, so
+    a corrected grid may use the folder.
+
     Raises:
         StoreError: ``config_hash`` differs from the one the existing store records (it was
-            written by another grid), or the file is not a medrobust store.
+            written by another grid), another writer holds the store, the path is a folder,
+            or the file is not a medrobust store.
 
     Example:
         >>> import tempfile
@@ -167,22 +177,45 @@ class ResultStore:
 
     def __init__(self, path: str | Path, config_hash: str | None = None, config_json: str | None = None) -> None:
         self.path = Path(path)
-        previous = stored_config_hash(self.path)
-        if config_hash is not None and previous is not None and previous != config_hash:
-            raise StoreError(f"results store {self.path} was written by a different grid config "
-                             f"(hash {previous}, this config {config_hash}); choose another `out` folder or delete it")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"results store {self.path} exists and is not a file")
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise StoreError(f"results store {self.path}: {self.path.parent} exists and is not a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A grid's writer holds the store's lock while it is open: a second writer stops at once.
+        self._lock = WriterLock(self.path.with_name(self.path.name + ".lock")) if config_hash is not None else None
+        try:
+            self._connect()
+            if config_hash is not None:
+                with self._transaction():  # check and stamp in one transaction: two grids never both pass
+                    self._stamp(config_hash, config_json)
+        except BaseException:
+            self._release()
+            raise
+
+    def _connect(self) -> None:
+        """Open the SQLite file (WAL) with the current schema."""
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per row.
         self.con = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("PRAGMA synchronous=NORMAL")
-        self.con.executescript(_SCHEMA)
-        self._add_missing_columns()
-        if config_hash is not None and previous is None:
-            with self._transaction():
-                self.con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                                     [("config_hash", config_hash), ("config_json", config_json or "{}"),
-                                      ("created", _now())])
+        try:
+            self.con.execute("PRAGMA journal_mode=WAL")
+            self.con.execute("PRAGMA synchronous=NORMAL")
+            self.con.executescript(_SCHEMA)
+            self._add_missing_columns()
+        except sqlite3.DatabaseError as exc:
+            self.con.close()
+            raise StoreError(f"results store {self.path} is not a medrobust store ({exc})") from None
+
+    def _stamp(self, config_hash: str, config_json: str | None) -> None:
+        """Record ``config_hash`` on a store without one; refuse a store stamped by another grid."""
+        row = self.con.execute("SELECT value FROM meta WHERE key = 'config_hash'").fetchone()
+        if row is None:
+            self.con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                 [("config_hash", config_hash), ("config_json", config_json or "{}"),
+                                  ("created", _now())])
+        elif row[0] != config_hash:
+            raise StoreError(f"results store {self.path} was written by a different grid config "
+                             f"(hash {row[0]}, this config {config_hash}); choose another `out` folder or delete it")
 
     # -- plumbing -------------------------------------------------------------------------
     def _add_missing_columns(self) -> None:
@@ -196,14 +229,36 @@ class ResultStore:
         return _Tx(self.con)
 
     def close(self) -> None:
-        """Close the SQLite connection (the store is unusable afterwards)."""
+        """Close the SQLite connection and release the writer's lock (the store is unusable afterwards)."""
         self.con.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> ResultStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is not None:
+                self._unstamp_if_empty()
+        except sqlite3.Error:  # the store itself failed: the original error is the one to report
+            pass
+        finally:
+            self.close()
+
+    def _unstamp_if_empty(self) -> None:
+        """After a failure before any result row: forget the grid's stamp and models, so a
+        corrected grid may use the folder (nothing of the failed one is kept).
+        """
+        with self._transaction():
+            empty = self.con.execute("SELECT (SELECT COUNT(*) FROM runs) + (SELECT COUNT(*) FROM ensemble_runs)")
+            if empty.fetchone()[0] == 0:
+                self.con.execute("DELETE FROM meta")
+                self.con.execute("DELETE FROM models")
 
     # -- writing --------------------------------------------------------------------------
     def add_run(self, row: Row | Mapping[str, Any]) -> None:
@@ -480,6 +535,64 @@ def load_ensemble_runs(path: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=list(ENSEMBLE_COLUMNS))
     finally:
         con.close()
+
+
+class WriterLock:
+    """An exclusive, non-blocking lock held by one writer of a store (``flock`` on a lock file).
+
+    The lock file is removed on release; the kernel drops the lock of a killed process, so a
+    crash never leaves a folder locked. On systems without ``fcntl`` no lock is taken.
+
+    Args:
+        path: the lock file (created).
+
+    Raises:
+        StoreError: another writer holds the lock.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "results.sqlite.lock"
+        >>> first = WriterLock(path)
+        >>> try:
+        ...     WriterLock(path)
+        ... except StoreError as err:
+        ...     print("another medrobust process" in str(err))
+        True
+        >>> first.release(); WriterLock(path).release(); path.exists()
+        False
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.fd = path, -1
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                store = path.with_name(path.name.removesuffix(".lock"))
+                raise StoreError(f"results store {store} is being written by another medrobust process (lock "
+                                 f"{path}); wait for it to finish, or use another `out` folder") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:  # released and removed between our open and our lock
+                same = False
+            if same:
+                self.fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent)."""
+        if self.fd >= 0:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = -1
 
 
 class _Tx:

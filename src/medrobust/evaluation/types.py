@@ -222,6 +222,9 @@ class Row:
     l2_model: float | None = None
     linf_raw: float | None = None
     l2_raw: float | None = None
+    iterate_rule: str | None = None
+    target: str | None = None
+    target_success: float | None = None
     ssim: float | None = None
     psnr: float | None = None
     loss_initial: float | None = None

@@ -210,8 +210,8 @@ def load_state_into(model: nn.Module, path: str | Path) -> nn.Module:
         ``model`` itself.
 
     Raises:
-        CheckpointError: missing/corrupt file, or missing keys, unexpected keys and
-            differing shapes (the first few of each are listed).
+        CheckpointError: missing/corrupt file, NaN or Inf weights, or missing keys,
+            unexpected keys and differing shapes (the first few of each are listed).
 
     Example:
         >>> import tempfile
@@ -234,6 +234,12 @@ def load_state_into(model: nn.Module, path: str | Path) -> nn.Module:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    broken = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        more = f" ... (+{len(broken) - _SHOWN} more)" if len(broken) > _SHOWN else ""
+        raise CheckpointError(f"{path}: weights hold NaN or Inf values in {len(broken)} tensor(s) "
+                              f"({', '.join(broken[:_SHOWN])}{more}); the checkpoint is unusable "
+                              "(a diverged or damaged training run)")
     net = _unwrap(model)
     problem = _mismatch_message(path, net, state)
     if problem:
@@ -253,7 +259,7 @@ def read_checkpoint_info(json_path: str | Path) -> CheckpointInfo:
 
     Raises:
         CheckpointError: missing file, invalid JSON, another format, a missing or
-            mistyped field, or a bad ``intensity``.
+            mistyped field (named), or a bad ``intensity``.
 
     Example:
         >>> import tempfile
@@ -280,9 +286,7 @@ def read_checkpoint_info(json_path: str | Path) -> CheckpointInfo:
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         found = d.get("format") if isinstance(d, dict) else type(d).__name__
         raise CheckpointError(f"{path}: not a medrobust checkpoint (format {found!r}, expected {FORMAT!r})")
-    for key, kind in (("architecture", str), ("kwargs", dict), ("classes", list)):
-        if not isinstance(d.get(key), kind):
-            raise CheckpointError(f"{path}: field {key!r} missing or not a {kind.__name__}")
+    _check_fields(path, d)
     try:
         intensity = IntensityMap.from_dict(d["intensity"]) if d.get("intensity") else None
     except (ValueError, TypeError, KeyError) as err:
@@ -294,6 +298,36 @@ def read_checkpoint_info(json_path: str | Path) -> CheckpointInfo:
         recipe=str(d.get("recipe", "standard")), medrobust_version=str(d.get("medrobust_version", "")),
         spatial_dims=d.get("spatial_dims"), in_channels=d.get("in_channels"), extra=d.get("extra") or {},
     )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_fields(path: Path, d: dict[str, Any]) -> None:
+    """Every field of ``model.json`` has its type; the first one that does not is named."""
+    expected: list[tuple[str, bool, str]] = [
+        ("architecture", isinstance(d.get("architecture"), str) and bool(d.get("architecture")), "a registry name"),
+        ("kwargs", isinstance(d.get("kwargs"), dict), "an object of network arguments"),
+        ("classes", isinstance(d.get("classes"), list) and all(isinstance(c, (str, int)) for c in d.get("classes") or []),
+         "a list of class names, one per output channel"),
+        ("intensity", d.get("intensity") is None or isinstance(d.get("intensity"), dict), "an object or null"),
+        ("roi_size", d.get("roi_size") is None or (isinstance(d.get("roi_size"), list) and len(d["roi_size"]) in (2, 3)
+                                                    and all(_is_count(r) for r in d["roi_size"])),
+         "a list of 2 or 3 positive integers (e.g. [64, 64, 64]) or null"),
+        ("recipe", isinstance(d.get("recipe", ""), str), "a string"),
+        ("spatial_dims", d.get("spatial_dims") in (None, 2, 3), "2, 3 or null"),
+        ("in_channels", d.get("in_channels") is None or _is_count(d.get("in_channels")), "a positive integer or null"),
+        ("extra", d.get("extra") is None or isinstance(d.get("extra"), dict), "an object or null"),
+    ]
+    for key, ok, what in expected:
+        if not ok:
+            if key not in d:
+                raise CheckpointError(f"{path}: field {key!r} missing; it must be {what}")
+            raise CheckpointError(f"{path}: field {key!r} must be {what}, got {json.dumps(d[key])}")
+    dims, roi = d.get("spatial_dims"), d.get("roi_size")
+    if dims is not None and roi is not None and len(roi) != dims:
+        raise CheckpointError(f"{path}: field 'roi_size' {roi} has {len(roi)} sizes but spatial_dims is {dims}")
 
 
 def load_checkpoint(json_path: str | Path, expected_architecture: str | None = None
@@ -309,7 +343,8 @@ def load_checkpoint(json_path: str | Path, expected_architecture: str | None = N
 
     Raises:
         CheckpointError: missing file, bad JSON, architecture mismatch, unbuildable kwargs,
-            or weights that do not fit (keys and shapes listed).
+            class names that do not match the network's output channels, or weights that
+            do not fit (keys and shapes listed) or are not finite.
 
     Example:
         >>> import tempfile, torch
@@ -335,7 +370,12 @@ def load_checkpoint(json_path: str | Path, expected_architecture: str | None = N
                               f"expected {expected_architecture!r}")
     try:
         model = build_model(info.architecture, **info.kwargs)
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{info.path}: cannot build {info.architecture!r} from its kwargs ({err})") from err
+    except Exception as err:  # a network's constructor raises whatever a bad argument triggers
+        raise CheckpointError(f"{info.path}: cannot build {info.architecture!r} from field 'kwargs' "
+                              f"{json.dumps(info.kwargs)} ({type(err).__name__}: {err})") from err
     load_state_into(model, info.weights_path)
+    channels = model_spec(model)["kwargs"].get("out_channels")
+    if channels is not None and channels != len(info.classes):
+        raise CheckpointError(f"{info.path}: field 'classes' names {len(info.classes)} classes {info.classes} but the "
+                              f"network has {channels} output channels; give one class name per channel")
     return model.eval(), info

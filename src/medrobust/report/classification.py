@@ -140,7 +140,6 @@ def gradcam_figure(cams: dict[str, Any]) -> str:
         if cam.max() > cut:  # a flat map has no top region to outline
             ax.contour(np.swapaxes(cam, 0, 1) if volume else cam, levels=[cut], colors="white", linewidths=1.2)
         ax.set_title(f"Grad-CAM, {title}", fontsize=10)
-    fig.tight_layout()
     return to_png(fig)
 
 

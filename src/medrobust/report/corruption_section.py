@@ -34,7 +34,6 @@ def severity_figure(curves: pd.DataFrame, model: str, score_label: str) -> str:
     ax.set_title(f"{model}: corruptions")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", ncol=2)
-    fig.tight_layout()
     return to_png(fig)
 
 
@@ -82,8 +81,7 @@ def thumbnails_figure(results_dir: Path, entries: list[str], severities: list[in
                 axes[i, j + 1].set_title(f"severity {s}", fontsize=8)
         if i == 0:
             axes[0, 0].set_title("clean", fontsize=8)
-    fig.tight_layout(pad=0.3)
-    return to_png(fig), case
+    return to_png(fig, pad=0.3), case
 
 
 def corruption_context(results_dir: Path, df: pd.DataFrame, tasks: dict[str, str]) -> dict[str, Any] | None:

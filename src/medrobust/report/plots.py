@@ -23,6 +23,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
 AMPLIFY = 10.0
 # tab10 without its first colour, blue (background looks grey): an integer picks the colour of that index
@@ -61,8 +62,28 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
     return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
 
 
-def to_png(fig: Figure) -> str:
-    """Render a figure; return its PNG as base64 text."""
+def to_png(fig: Figure, **layout: Any) -> str:
+    """Lay a figure out (``tight_layout(**layout)``), render it; return its PNG as base64 text.
+
+    Every text is drawn as written: a model, attack or class name holding ``$`` is not
+    read as mathtext (an unbalanced ``$`` would stop the report).
+
+    Args:
+        fig: the figure (from :func:`new_figure`).
+        **layout: arguments of ``Figure.tight_layout`` (``pad``, ``rect``).
+
+    Returns:
+        The PNG, base64-encoded.
+
+    Example:
+        >>> fig, ax = new_figure(figsize=(2, 2))
+        >>> _ = ax.set_title("model $" + chr(92) + "foo{$")
+        >>> to_png(fig, pad=0.3)[:8]
+        'iVBORw0K'
+    """
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    fig.tight_layout(**layout)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -90,7 +111,6 @@ def curves_figure(curves: pd.DataFrame, worst: pd.DataFrame, model: str, score_l
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
     return to_png(fig)
 
 
@@ -144,5 +164,4 @@ def example_figure(example: dict[str, Any]) -> str:
     if seg and classes:
         handles = [Rectangle((0, 0), 1, 1, color=_CLASS_COLOURS(i)) for i in range(len(classes) - 1)]
         fig.legend(handles, classes[1:], loc="lower center", ncol=len(classes) - 1, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return to_png(fig)
+    return to_png(fig, rect=(0, 0.06, 1, 1))
