@@ -39,7 +39,11 @@ def test_tune_writes_a_resumable_study_and_best_parameters(data: Path, tmp_path:
     assert all((out / "trials" / f"trial_{i:04d}" / "model.json").exists() for i in range(2))
 
     assert _tune(data, out, "--trials", "3") == 0  # the rerun adds only the missing trial
-    assert len(list(csv.DictReader((out / "trials.csv").open()))) == 3
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == 3
+    searched = [(r["params_lr"], r["params_adv_weight"], r["params_steps"]) for r in rows]
+    assert searched[2] not in searched[:2]  # the resumed study proposes new parameters, not trial 0's again
+    best = json.loads((out / "best_params.json").read_text())  # the new trial may have become the best
 
     run = tmp_path / "retrained"
     assert main(["train", "--data", str(data), "--out", str(run), "--recipe", "pgd_at", "--epochs", "1",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,7 +12,14 @@ from medrobust.models import CheckpointError, build_model, load_checkpoint, save
 from medrobust.models.cooperative import CooperativeNet, unwrap_cooperative
 from medrobust.models.wrappers import SlidingWindow
 
-TINY = {"channels": [4, 8]}
+TINY: dict[str, Any] = {"channels": [4, 8]}
+
+
+def _net(classes: int = 3, **kw: Any) -> CooperativeNet:
+    """A tiny 2D composite, typed as what the registry builds."""
+    net = build_model("cooperative", spatial_dims=2, in_channels=1, out_channels=classes, **TINY, **kw)
+    assert isinstance(net, CooperativeNet)
+    return net
 
 
 @pytest.mark.parametrize("dims,size", [(2, (20, 24)), (3, (16, 12, 16)), (3, (10, 16, 9))])
@@ -32,9 +40,21 @@ def test_shapes_of_every_part_in_2d_and_3d(dims: int, size: tuple[int, ...]) -> 
     assert net.refine(logits).shape == logits.shape
 
 
+def test_image_decoder_ends_with_the_seeds_sigmoid_unless_switched_off() -> None:
+    torch.manual_seed(0)
+    net, linear = _net().eval(), _net(image_sigmoid=False).eval()
+    linear.load_state_dict(net.state_dict())  # no parameters added: the same weights fit both
+    z = 3 * torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        raw = linear.decode_image(z)
+        torch.testing.assert_close(net.decode_image(z), torch.sigmoid(raw))  # the seed's last_act=nn.Sigmoid()
+        torch.testing.assert_close(raw, net.image_decoder(z))
+    assert float(raw.amin()) < 0 or float(raw.amax()) > 1  # the option matters on these codes
+
+
 def test_forward_is_the_stn_refinement_of_the_ftn_prediction() -> None:
     torch.manual_seed(0)
-    net = build_model("cooperative", spatial_dims=2, in_channels=1, out_channels=3, **TINY).eval()
+    net = _net().eval()
     x = torch.randn(2, 1, 16, 16)
     ftn = net.decode_seg(net.decouple(net.encode(x)))
     expected = net.shape_correct(F.softmax(ftn / 2.0, dim=1))
@@ -43,7 +63,7 @@ def test_forward_is_the_stn_refinement_of_the_ftn_prediction() -> None:
 
 
 def test_gradients_reach_the_input_and_both_networks() -> None:
-    net = build_model("cooperative", spatial_dims=2, in_channels=1, out_channels=2, **TINY).eval()
+    net = _net(classes=2).eval()
     x = torch.randn(1, 1, 16, 16, requires_grad=True)
     net(x).logsumexp(1).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

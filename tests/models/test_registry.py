@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
+from monai.networks.nets import UNETR, DynUNet
 
 from medrobust.models import build_model, model_names, model_spec, register_model, registry
 from medrobust.registry import Registry
@@ -18,6 +20,9 @@ CASES = [  # (name, spatial_dims, image shape, kwargs); classifiers give (B, K)
     ("segresnet", 3, (16, 16, 16), {"init_filters": 4, "blocks_down": (1, 1), "blocks_up": (1,), "norm": GN2}),
     ("unetr", 3, (16, 16, 16), {"img_size": 16, "feature_size": 4, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2}),
     ("unetr", 2, (32, 32), {"img_size": 32, "feature_size": 4, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2}),
+    ("dynunet", 2, (16, 16), {"patch_size": (16, 16), "filters": (4, 8, 16)}),
+    ("dynunet", 3, (16, 16, 16), {"patch_size": (16, 16, 16), "spacing": (1.0, 1.0, 2.5),
+                                  "filters": (4, 8, 8, 16)}),
     ("swinunetr", 2, (64, 64), {"feature_size": 12, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1),
                                 "window_size": 4}),
     ("densenet121", 2, (32, 32), {"init_features": 8, "growth_rate": 4, "block_config": (1, 1, 1, 1)}),
@@ -96,3 +101,63 @@ def test_register_model_adds_a_composite(monkeypatch: pytest.MonkeyPatch) -> Non
                                  "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "factor": 2.0}}
     with pytest.raises(ValueError, match="already registered"):
         register_model("unet")(_build)
+
+
+def test_unetr_embeds_patches_linearly_as_the_paper() -> None:
+    kw = {"img_size": 16, "feature_size": 4, "hidden_size": 16, "mlp_dim": 32, "num_heads": 2}
+
+    def embedding_layers(**extra: Any) -> set[type]:
+        net = build_model("unetr", spatial_dims=3, **kw, **extra)
+        assert isinstance(net, UNETR)
+        return {type(m) for m in net.vit.patch_embedding.modules()}
+
+    kinds = embedding_layers()
+    assert torch.nn.Linear in kinds and torch.nn.Conv3d not in kinds  # proj_type="perceptron"
+    assert torch.nn.Conv3d in embedding_layers(proj_type="conv")  # MONAI's default on request
+
+
+def _seat_get_kernels_strides(sizes: list[float], spacings: list[float]) -> tuple[list, list]:
+    """Transcription of SEAT's settings.get_kernels_strides (MONAI's dynunet tutorial) for one task."""
+    input_size = sizes
+    strides, kernels = [], []
+    while True:
+        spacing_ratio = [sp / min(spacings) for sp in spacings]
+        stride = [2 if ratio <= 2 and size >= 8 else 1 for (ratio, size) in zip(spacing_ratio, sizes)]
+        kernel = [3 if ratio <= 2 else 1 for ratio in spacing_ratio]
+        if all(s == 1 for s in stride):
+            break
+        for idx, (i, j) in enumerate(zip(sizes, stride)):
+            if i % j != 0:
+                raise ValueError(f"Patch size is not supported, please try to modify the size {input_size[idx]}")
+        sizes = [i / j for i, j in zip(sizes, stride)]
+        spacings = [i * j for i, j in zip(spacings, stride)]
+        kernels.append(kernel)
+        strides.append(stride)
+    strides.insert(0, len(spacings) * [1])
+    kernels.append(len(spacings) * [3])
+    return kernels, strides
+
+
+@pytest.mark.parametrize("patch, spacing", [
+    ([128, 128, 128], [1.0, 1.0, 1.0]), ([160, 192, 80], [1.25, 1.25, 1.37]), ([40, 56, 40], [1.0, 1.0, 1.0]),
+    ([320, 256, 20], [0.62, 0.62, 3.6]), ([192, 160, 64], [0.79, 0.79, 1.6]), ([192, 160, 56], [0.78, 0.78, 3.0]),
+])
+def test_dynunet_kernels_and_strides_follow_seats_nnunet_rule(patch: list[int], spacing: list[float]) -> None:
+    expected = _seat_get_kernels_strides(list(patch), list(spacing))
+    assert registry.nnunet_kernels_strides(patch, spacing) == expected
+    net = build_model("dynunet", spatial_dims=3, patch_size=patch, spacing=spacing)
+    assert isinstance(net, DynUNet)
+    assert (net.kernel_size, net.strides) == expected
+    assert net.upsample_kernel_size == expected[1][1:]  # as SEAT: strides[1:]
+    assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
+    assert model_spec(net)["kwargs"]["patch_size"] == patch  # rebuilt from the spec alone
+
+
+def test_dynunet_needs_a_patch_size_or_its_kernels() -> None:
+    with pytest.raises(ValueError, match="patch_size"):
+        build_model("dynunet", spatial_dims=3)
+    with pytest.raises(ValueError, match="not divisible"):
+        registry.nnunet_kernels_strides([18, 16], [1.0, 1.0])  # 9 at the second level
+    net = build_model("dynunet", spatial_dims=2, kernel_size=[3, 3, 3], strides=[1, 2, 2], filters=[4, 8, 16])
+    assert isinstance(net, DynUNet)
+    assert list(net.strides) == [1, 2, 2] and list(net.upsample_kernel_size) == [2, 2]  # given, not derived

@@ -34,6 +34,19 @@ def test_random_dropout_masks_whole_channels_with_probability_p(dims: int) -> No
     assert float(_selected(random_channel_mask(code, 1.0, soft=False)).float().mean()) == 1.0
 
 
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_rescaled_random_dropout_is_the_seeds_dropout2d(p: float) -> None:
+    code = torch.rand(8, 16, 5, 5) + 0.1
+    torch.manual_seed(3)
+    masked, mask = mask_code(code, "random", p, soft=True, rescale=True)  # soft does not apply to it
+    torch.manual_seed(3)
+    reference = torch.nn.functional.dropout2d(code, p=p)  # the seed: F.dropout2d(latent_code, p=threshold)
+    torch.testing.assert_close(masked, reference)
+    kept = mask != 0
+    torch.testing.assert_close(mask[kept], torch.full_like(mask[kept], 1 / (1 - p)))
+    assert bool((~kept).any()) and bool(kept.any())
+
+
 def test_channel_mask_hides_the_top_k_whole_channels() -> None:
     torch.manual_seed(0)
     code = torch.rand(3, 10, 4, 5) + 0.1

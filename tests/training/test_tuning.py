@@ -59,3 +59,19 @@ def test_interrupted_trial_is_retried_in_its_own_folder(tmp_path: Path) -> None:
     retry = reopened.ask()
     assert retry.suggest_float("lr", 1e-4, 1e-2, log=True) == reopened.get_trials()[1].params["lr"]
     assert trial_folder(tmp_path, retry) == tmp_path / "trials" / "trial_0001"
+
+
+def _search(study: optuna.Study, n: int) -> list[dict]:
+    space = search_space("pgd_at", ["lr", "steps"])
+    study.optimize(lambda trial: sum(float(r.suggest(trial, k)) for k, r in space.items()), n_trials=n)
+    return [t.params for t in study.get_trials()]
+
+
+def test_resumed_study_proposes_new_parameters_and_stays_reproducible(tmp_path: Path) -> None:
+    first = _search(open_study(tmp_path / "a", "s", seed=0), 3)
+    resumed = _search(open_study(tmp_path / "a", "s", seed=0), 3)  # a rerun after 3 finished trials
+    assert resumed[:3] == first
+    assert all(new not in first for new in resumed[3:])  # the reopened sampler does not replay trials 0-2
+    _search(open_study(tmp_path / "b", "s", seed=0), 3)
+    again = _search(open_study(tmp_path / "b", "s", seed=0), 3)
+    assert again == resumed  # same seed, same interruptions: the same trials

@@ -8,7 +8,7 @@ import torch
 from medrobust.attacks.dct import dct_nd
 from medrobust.training import build_recipe
 from medrobust.training.recipes import StepInfo
-from medrobust.training.vaft import frequency_consistency
+from medrobust.training.vaft import VAFT, frequency_consistency
 from tests.training.tiny import BlobSegmentation, tiny_unet
 
 
@@ -42,3 +42,24 @@ def test_vaft_loss_terms_and_ablation(clean_term: bool, freq_term: bool, keys: s
 def test_vaft_rejects_a_negative_frequency_weight() -> None:
     with pytest.raises(ValueError, match="freq_weight"):
         build_recipe("vaft", freq_weight=-1.0)
+
+
+def test_vaft_attacks_each_z_scored_case_within_its_own_range_as_evaluation_does() -> None:
+    from medrobust.evaluation.config import AttackSpec
+    from medrobust.evaluation.core import attack_for
+    from medrobust.units import IntensityMap
+
+    torch.manual_seed(0)
+    model, (x, y) = tiny_unet(), _batch()
+    x = torch.stack([x[0] / x[0].abs().amax(), 10 * x[1]])  # z-scored cases of very different ranges
+    recipe = build_recipe("vaft", q_max=20, steps=2, block_size=(8, 8))  # the loop gives z-scored data no map
+    assert isinstance(recipe, VAFT)
+    x_adv = recipe.adversarial(model, x, y)
+
+    spec = AttackSpec(attack="vafa2d", eps=[20], norm="dct", eps_unit="1/255",
+                      options={"steps": 2, "block_size": [8, 8], "ssim_weight": recipe.ssim_weight})
+    for i in range(2):
+        case = x[i:i + 1]
+        _, attack = attack_for(spec, 20, case, IntensityMap.z_score(0.0, 1.0))  # evaluation: one case at a time
+        torch.testing.assert_close(x_adv[i:i + 1], attack(model, case, y[i:i + 1]))
+        assert case.amin() <= x_adv[i].amin() and x_adv[i].amax() <= case.amax()  # never outside the case's range

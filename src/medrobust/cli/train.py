@@ -32,7 +32,7 @@ def _train_config(**values: Any) -> TrainConfig:
 def train(
     data: Path = typer.Option(..., "--data", help="Decathlon dataset.json, class-folder root, or CSV."),
     model: str = typer.Option("unet", "--model", help="Registry name: unet, basicunet, segresnet, unetr, swinunetr, "
-                              "densenet121, resnet18/34/50, efficientnet-b0."),
+                              "dynunet, densenet121, resnet18/34/50, efficientnet-b0."),
     out: Path = typer.Option(..., "--out", help="Run folder: model.json + model.safetensors (best on validation), "
                              "last/ (resume state), history.csv."),
     recipe: str = typer.Option("standard", "--recipe", help=f"Training recipe: {', '.join(sorted(RECIPES))}."),
@@ -51,6 +51,9 @@ def train(
     amp: str = typer.Option("none", "--amp", help="Mixed precision: none, bf16, fp16 (fp16 on GPU only)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/last if present."),
+    init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's weights (model.json or "
+                                     "its folder; fine-tuning a clean model): the same --model and --model-kwargs "
+                                     "are needed, the optimizer starts fresh."),
     params: str | None = typer.Option(None, "--params", help="Recipe parameters as JSON or a .json file "
                                          "(e.g. the best parameters written by `medrobust tune`)."),
     model_kwargs: str | None = typer.Option(None, "--model-kwargs", help="Extra network kwargs as JSON."),
@@ -77,6 +80,6 @@ def train(
     result = train_model(data, model, out, recipe=recipe, recipe_params=recipe_params,
                          model_kwargs=parse_json_object(model_kwargs, "--model-kwargs"), config=config,
                          normalization=normalization, patch_size=parse_size(patch_size, "--patch-size"),
-                         augment=augment)
+                         augment=augment, init=init)
     console.print(f"best validation score {result.best_metric:.4f} at epoch {result.best_epoch}; "
                   f"checkpoint: {result.checkpoint}")

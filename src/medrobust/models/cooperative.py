@@ -107,6 +107,10 @@ class CooperativeNet(nn.Module):
         stn_channels: widths of the STN autoencoder (default: ``channels``).
         norm: "batch" (the seed's) or "instance".
         temperature: T of the STN input softmax(logits / T), > 0.
+        image_sigmoid: end the image decoder with a sigmoid, as the seed's
+            (``last_act=nn.Sigmoid()``; default True). It suits images in [0, 1] (min-max or
+            a CT window, the seed's ACDC data); for z-scored data set it False (a linear last
+            layer), since the reconstruction must reach values outside (0, 1).
 
     Raises:
         ValueError: empty or non-positive widths, an unknown ``norm``, ``temperature`` <= 0
@@ -127,7 +131,7 @@ class CooperativeNet(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int,
                  channels: Sequence[int] = (16, 32), stn_channels: Sequence[int] | None = None,
-                 norm: str = "batch", temperature: float = 2.0) -> None:
+                 norm: str = "batch", temperature: float = 2.0, image_sigmoid: bool = True) -> None:
         super().__init__()
         stn_channels = list(channels if stn_channels is None else stn_channels)
         for name, widths in (("channels", channels), ("stn_channels", stn_channels)):
@@ -141,6 +145,7 @@ class CooperativeNet(nn.Module):
             raise ValueError(f"out_channels must be >= 2 (segmentation classes), got {out_channels}")
         d, latent = spatial_dims, int(channels[-1])
         self.spatial_dims, self.num_classes, self.temperature = d, out_channels, float(temperature)
+        self.image_sigmoid = bool(image_sigmoid)
         self.factor = 2 ** max(len(channels), len(stn_channels))
         self.image_encoder = Encoder(d, in_channels, channels, norm)
         self.decoupler = nn.Sequential(_conv(d, latent, latent, norm), _conv(d, latent, latent, norm))
@@ -191,7 +196,7 @@ class CooperativeNet(nn.Module):
             z_i: image code ``(B, c_L, *S/f)``.
 
         Returns:
-            The reconstruction ``(B, C, *S)``.
+            The reconstruction ``(B, C, *S)``, in (0, 1) with ``image_sigmoid``.
 
         Example:
             >>> import torch
@@ -199,7 +204,8 @@ class CooperativeNet(nn.Module):
             >>> net.decode_image(torch.rand(2, 8, 3, 3)).shape
             torch.Size([2, 1, 12, 12])
         """
-        return self.image_decoder(z_i)
+        out = self.image_decoder(z_i)
+        return torch.sigmoid(out) if self.image_sigmoid else out
 
     def decode_seg(self, z_s: torch.Tensor) -> torch.Tensor:
         """z_s -> FTN segmentation logits (B, K, *S).

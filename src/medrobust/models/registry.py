@@ -13,7 +13,7 @@ classification nets (densenet121, resnet*, efficientnet-b0) map it to ``(B, out_
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from monai.networks import nets
@@ -97,7 +97,8 @@ def build_model(name: str, spatial_dims: int = 3, in_channels: int = 1, out_chan
     kwargs.pop("pretrained", None)
     model = builder(spatial_dims, in_channels, out_channels, **copy.deepcopy(kwargs))
     spec_kwargs = {"spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels}
-    model.medrobust_spec = {"architecture": name, "kwargs": _plain({**spec_kwargs, **kwargs})}
+    spec = {"architecture": name, "kwargs": _plain({**spec_kwargs, **kwargs})}
+    object.__setattr__(model, "medrobust_spec", spec)  # a plain attribute, not a parameter or submodule
     return model
 
 
@@ -132,9 +133,74 @@ def _segresnet(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any
 
 @register_model("unetr")
 def _unetr(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    """UNETR as in Hatamizadeh et al. 2022: a linear patch embedding (MONAI's default is a conv)."""
     if "img_size" not in kw:
         raise ValueError("unetr needs img_size= (the ROI size, each side a multiple of 16)")
+    kw = {"proj_type": "perceptron", **kw}
     return nets.UNETR(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def nnunet_kernels_strides(patch_size: Sequence[int], spacing: Sequence[float]) -> tuple[list[list[int]], list[list[int]]]:
+    """DynUNet kernel sizes and strides by nnU-Net's rule, as SEAT's ``get_kernels_strides``.
+
+    While some axis can be halved: an axis is downsampled (stride 2) when its spacing is at
+    most twice the finest and its size is at least 8, and gets a 3-wide kernel when its
+    spacing is at most twice the finest (else 1); the first level has stride 1, the last
+    level a 3-wide kernel on every axis.
+
+    Args:
+        patch_size: the network's input size per spatial axis.
+        spacing: voxel spacing per spatial axis (mm).
+
+    Returns:
+        (kernel sizes, strides), one entry per level, each a list per spatial axis.
+
+    Raises:
+        ValueError: a patch side that a stride does not divide, or lengths that differ.
+
+    Example:
+        >>> kernels, strides = nnunet_kernels_strides((64, 64, 32), (1.0, 1.0, 2.5))
+        >>> kernels
+        [[3, 3, 1], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+        >>> strides
+        [[1, 1, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    """
+    if len(patch_size) != len(spacing):
+        raise ValueError(f"patch_size {list(patch_size)} and spacing {list(spacing)} need one entry per axis")
+    sizes, spacings = [float(s) for s in patch_size], [float(s) for s in spacing]
+    kernels: list[list[int]] = []
+    strides: list[list[int]] = [[1] * len(sizes)]
+    while True:
+        ratio = [sp / min(spacings) for sp in spacings]
+        stride = [2 if r <= 2 and size >= 8 else 1 for r, size in zip(ratio, sizes)]
+        if all(s == 1 for s in stride):
+            break
+        if any(size % s for size, s in zip(sizes, stride)):
+            raise ValueError(f"patch_size {list(patch_size)}: a side is not divisible by the strides {strides[1:]}")
+        kernels.append([3 if r <= 2 else 1 for r in ratio])
+        strides.append(stride)
+        sizes = [size / s for size, s in zip(sizes, stride)]
+        spacings = [sp * s for sp, s in zip(spacings, stride)]
+    kernels.append([3] * len(sizes))
+    return kernels, strides
+
+
+@register_model("dynunet")
+def _dynunet(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    """MONAI's DynUNet (nnU-Net's network, SEAT's ``dyunet``).
+
+    Kernel sizes and strides are given, or follow from ``patch_size`` (and ``spacing``,
+    default isotropic) by :func:`nnunet_kernels_strides`; ``upsample_kernel_size`` defaults
+    to ``strides[1:]`` and the norm to instance norm, as SEAT builds it.
+    """
+    patch, spacing = kw.pop("patch_size", None), kw.pop("spacing", None)
+    if "kernel_size" not in kw or "strides" not in kw:
+        if patch is None:
+            raise ValueError("dynunet needs patch_size= (to derive kernels and strides as nnU-Net) or "
+                             "kernel_size= and strides=")
+        kw["kernel_size"], kw["strides"] = nnunet_kernels_strides(patch, spacing or [1.0] * spatial_dims)
+    kw = {"upsample_kernel_size": kw["strides"][1:], "norm_name": "instance", **kw}
+    return nets.DynUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kw)
 
 
 @register_model("swinunetr")

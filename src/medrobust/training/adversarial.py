@@ -134,7 +134,9 @@ class TRADES(_BudgetedRecipe):
 class FastAdversarialTraining(PGDAdversarialTraining):
     """Wong et al. 2020: one FGSM step of size α = 1.25·eps from a uniform random start.
 
-    That is the engine's PGD with one step and a random start; trains on x_adv only.
+    That is the engine's PGD with one step and a random start, returning its last iterate
+    (the FGSM step, never the random start, and no forward to compare them); trains on
+    x_adv only: two forwards per batch, one for the step and one for the loss.
     """
 
     def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf",
@@ -145,7 +147,7 @@ class FastAdversarialTraining(PGDAdversarialTraining):
     @override
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         attack = get_attack("pgd", self.budget(x), steps=1, step_size=self.step_size, random_start=True,
-                            loss=_attack_loss(y))
+                            return_best=False, loss=_attack_loss(y))
         return attack(model, x, y)
 
 

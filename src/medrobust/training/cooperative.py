@@ -12,8 +12,12 @@ Hard examples: z_i and z_s are masked (one scheme drawn per batch for each code,
 :mod:`medrobust.training.masking`; targeted masks rank by the gradient of MSE(decode_image(z_i), x)
 and CE(decode_seg(z_s), y)) and decoded, x_hard = decode_image(masked z_i) and
 s_hard = decode_seg(masked z_s), with the decoders frozen (no parameter gradients), norm
-layers' running statistics kept, and the results detached. ``masking="none"`` trains the
-same FTN + STN on the standard terms only (the seed's standard configuration).
+layers' running statistics kept, and the results detached. The hard terms' pass, too, uses
+batch statistics without updating the running ones (the seed's ``disable_track_bn_stats``;
+the seed leaves it off for its image decoder there, here it holds for the whole net), so
+the running statistics that evaluation uses follow the standard inputs only.
+``masking="none"`` trains the same FTN + STN on the standard terms only (the seed's
+standard configuration).
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ class CooperativeTraining(Recipe):
     Args:
         masking: "random" (channel dropout), "channel", "spatial", "all" (one of the three
             drawn per batch for each code) or "none" (standard terms only: the baseline).
+        dropout_rescale: the form of "random": True (default, the seed's ``F.dropout2d``):
+            dropped channels 0, kept ones times 1/(1 - dropout_p), ``soft`` not applied;
+            False: dropped channels times U[0, 0.5) (soft) or 0, kept ones unchanged
+            (masking that only removes information, as the targeted schemes).
         convention: ranking of the targeted masks, "loss_increasing" or "published" (the
             seed's: largest positive gradient, which to first order makes samples easier).
         temperature: T of the STN input softmax(logits / T); must equal the model's.
@@ -62,7 +70,7 @@ class CooperativeTraining(Recipe):
 
     def __init__(self, masking: str = "all", convention: str = "loss_increasing", temperature: float = 2.0,
                  noise_sigma: float = 0.05, recon_weight: float = 0.5, dropout_p: float = 0.5,
-                 max_fraction: float = 0.5, soft: bool = True) -> None:
+                 max_fraction: float = 0.5, soft: bool = True, dropout_rescale: bool = True) -> None:
         self.masking = check_choice(masking, MASKINGS, "masking")
         self.convention = check_choice(convention, CONVENTIONS, "convention")
         if not temperature > 0:
@@ -73,14 +81,14 @@ class CooperativeTraining(Recipe):
         self.temperature, self.noise_sigma, self.recon_weight = float(temperature), float(noise_sigma), float(recon_weight)
         self.dropout_p = check_fraction(dropout_p, "dropout_p")
         self.max_fraction = check_fraction(max_fraction, "max_fraction")
-        self.soft = bool(soft)
+        self.soft, self.dropout_rescale = bool(soft), bool(dropout_rescale)
         self.passes_per_batch = 1 if masking == "none" else 3
 
     @override
     def params(self) -> dict[str, Any]:
         return {"masking": self.masking, "convention": self.convention, "temperature": self.temperature,
                 "noise_sigma": self.noise_sigma, "recon_weight": self.recon_weight, "dropout_p": self.dropout_p,
-                "max_fraction": self.max_fraction, "soft": self.soft}
+                "max_fraction": self.max_fraction, "soft": self.soft, "dropout_rescale": self.dropout_rescale}
 
     def network(self, model: nn.Module, y: torch.Tensor) -> CooperativeNet:
         """The CooperativeNet to train; ValueError for another model, T mismatch or class labels."""
@@ -118,9 +126,10 @@ class CooperativeTraining(Recipe):
         scheme_s, p_s = self.draw()
         with frozen_norm_stats(net):
             z_i_hard, _ = mask_code(z_i, scheme_i, p_i, convention=self.convention, soft=self.soft,
-                                    decode=net.decode_image, loss=lambda r: F.mse_loss(r.float(), x.float()))
+                                    rescale=self.dropout_rescale, decode=net.decode_image,
+                                    loss=lambda r: F.mse_loss(r.float(), x.float()))
             z_s_hard, _ = mask_code(z_s, scheme_s, p_s, convention=self.convention, soft=self.soft,
-                                    decode=net.decode_seg, loss=lambda s: _ce(s, y))
+                                    rescale=self.dropout_rescale, decode=net.decode_seg, loss=lambda s: _ce(s, y))
             with torch.no_grad():
                 x_hard, s_hard = net.decode_image(z_i_hard), net.decode_seg(z_s_hard)
         logs = {f"mask_{scheme_i}_image": 1.0, f"mask_{scheme_s}_shape": 1.0, "mask_p_image": p_i,
@@ -150,7 +159,8 @@ class CooperativeTraining(Recipe):
         logs = {f"std_{k}": float(v.detach()) for k, v in terms.items()}
         if self.masking != "none":
             x_hard, s_hard, mask_logs = self.hard_examples(net, z_i, z_s, x, y)
-            hard, _, _ = self._terms(net, x_hard, x, y, F.softmax(s_hard / net.temperature, dim=1))
+            with frozen_norm_stats(net):  # hard inputs: batch statistics, running ones not updated
+                hard, _, _ = self._terms(net, x_hard, x, y, F.softmax(s_hard / net.temperature, dim=1))
             loss = loss + reduce(operator.add, hard.values())
             logs.update({f"hard_{k}": float(v.detach()) for k, v in hard.items()})
             logs.update(mask_logs)

@@ -14,9 +14,15 @@ selected, and mask the top k = int(N * p) of N channels or positions:
 - ``"loss_increasing"``: score = -g*z, the first-order increase of L when the entry is
   zeroed (soft masks scale that by 1 - a > 0.5, the ranking is the same).
 
-Random dropout zeroes (or softly scales) each channel with probability p and, unlike
-``F.dropout2d`` in the seed, does not rescale the kept channels by 1/(1-p): masking only
-removes information.
+Random dropout selects each channel with probability p. Two forms:
+
+- ``rescale=True``: the seed's ``F.dropout2d(z, p)``: selected channels are zeroed (``soft``
+  does not apply) and the kept ones multiplied by 1/(1-p), so the code's expected value stays.
+- ``rescale=False``: selected channels are multiplied by U[0, 0.5) (soft) or 0 (hard) and the
+  kept ones left as they are: masking only removes information, like the targeted schemes.
+
+:func:`mask_code` and :func:`random_channel_mask` default to ``rescale=False``; the
+cooperative recipe defaults to the seed's form (its ``dropout_rescale=True``).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 SCHEMES = ("random", "channel", "spatial")
@@ -105,10 +112,22 @@ def _scores(code: torch.Tensor, grad: torch.Tensor, convention: str) -> torch.Te
     return grad if convention == "published" else -grad * code.detach()
 
 
-def random_channel_mask(code: torch.Tensor, p: float, soft: bool = True) -> torch.Tensor:
-    """Channel dropout: each channel of each sample selected with probability p. Mask (B, C, 1, ..)."""
+def random_channel_mask(code: torch.Tensor, p: float, soft: bool = True, rescale: bool = False) -> torch.Tensor:
+    """Channel dropout: each channel of each sample selected with probability p.
+
+    Args:
+        code: latent code ``(B, C, *S')``.
+        p: the dropout probability, in [0, 1].
+        soft: without ``rescale``, selected channels times U[0, 0.5) (True) or 0 (False).
+        rescale: the seed's ``F.dropout2d``: selected channels 0, kept ones times 1/(1-p).
+
+    Returns:
+        The mask ``(B, C, 1, ..)`` in ``code``'s dtype.
+    """
     p = check_fraction(p, "p")
     shape = code.shape[:2] + (1,) * (code.ndim - 2)
+    if rescale:  # dropout of a ones tensor of the channel shape draws as F.dropout2d does on the code
+        return F.dropout(torch.ones(shape, device=code.device, dtype=code.dtype), p, training=True)
     return _factors(torch.rand(shape, device=code.device) < p, soft).to(code.dtype)
 
 
@@ -131,7 +150,7 @@ def spatial_mask(code: torch.Tensor, grad: torch.Tensor, p: float, convention: s
 
 
 def mask_code(code: torch.Tensor, scheme: str, p: float, *, convention: str = "loss_increasing",
-              soft: bool = True, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              soft: bool = True, rescale: bool = False, decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
               loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask a latent code with one scheme.
 
@@ -142,6 +161,8 @@ def mask_code(code: torch.Tensor, scheme: str, p: float, *, convention: str = "l
         p: dropout probability, or the fraction of channels/positions to mask, in [0, 1].
         convention: ranking of the targeted schemes, "published" or "loss_increasing".
         soft: selected entries times U[0, 0.5) (True) or 0 (False).
+        rescale: "random" only: the seed's channel dropout (selected 0, kept times 1/(1-p),
+            ``soft`` ignored) instead of the masking form.
         decode: maps a code to logits, for the targeted schemes.
         loss: the task loss of the logits, for the targeted schemes.
 
@@ -156,7 +177,7 @@ def mask_code(code: torch.Tensor, scheme: str, p: float, *, convention: str = "l
     check_choice(convention, CONVENTIONS, "convention")
     p = check_fraction(p, "p")
     if scheme == "random":
-        mask = random_channel_mask(code, p, soft)
+        mask = random_channel_mask(code, p, soft, rescale)
     else:
         if decode is None or loss is None:
             raise ValueError(f"masking scheme {scheme!r} is targeted and needs decode= and loss=")

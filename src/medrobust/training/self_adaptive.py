@@ -4,10 +4,14 @@ PGD-AT whose attack iterations follow a Lipschitz proxy, the mean absolute input
 (MAG) of the training loss per epoch.
 
 The published code reads gradients after AMP scaling, so its signal moves with the loss
-scale; here MAG is measured on the **unscaled** input gradient.
+scale; here MAG is measured on the **unscaled** input gradient. Under fp16 AMP a step whose
+scaled gradient overflowed (the scaler skips it) would add inf to the epoch's MAG and, at
+epoch ``check_every + 1``, make the threshold inf for good (the published code has that
+fault); such steps are left out of MAG and counted in the log column ``mag_skipped``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,9 +29,12 @@ class IterationSchedule:
     """The published rule for the number of attack iterations.
 
     Start at ``iters`` = 1. At epoch ``check_every`` add one. At the next epoch set
-    threshold = γ·MAG. Then every ``check_every`` epochs: if MAG > threshold and
+    threshold = γ·MAG. Then at every later epoch with ``epoch % check_every == 0`` (6, 9,
+    12, ... for check_every 3, as SEAT's ``adjust_adv_iteration``): if MAG > threshold and
     iters < max_iters: threshold = γ·MAG, iters += 1; elif MAG < threshold/γ and
-    iters > 2: threshold = γ·MAG, iters -= 1. Epochs are counted from 1.
+    iters > 2: threshold = γ·MAG, iters -= 1. Epochs are counted from 1. A non-finite MAG
+    (an epoch without one finite step) moves neither the threshold nor the iterations; the
+    threshold is then set at the next epoch with a finite MAG.
     """
 
     check_every: int = 3
@@ -42,24 +49,40 @@ class IterationSchedule:
                              f"got {self.check_every}, {self.gamma}, {self.max_iters}")
 
     def update(self, epoch: int, mag: float) -> int:
-        """Apply the rule after ``epoch`` (1-based) with that epoch's MAG; returns iters."""
+        """Apply the rule after ``epoch`` with that epoch's MAG.
+
+        Args:
+            epoch: the epoch just trained, counted from 1.
+            mag: its mean absolute input gradient.
+
+        Returns:
+            The attack iterations for the next epoch.
+        """
         if epoch == self.check_every:
             self.iters = min(self.iters + 1, self.max_iters)
-        elif epoch == self.check_every + 1:
+        elif math.isfinite(mag):
+            self._adapt(epoch, mag)
+        return self.iters
+
+    def _adapt(self, epoch: int, mag: float) -> None:
+        """The threshold's first setting, then SEAT's check at multiples of ``check_every``."""
+        if epoch <= self.check_every:
+            return
+        if self.threshold is None:  # epoch check_every + 1, or the first later one with a finite MAG
             self.threshold = self.gamma * mag
-        elif self.threshold is not None and (epoch - self.check_every - 1) % self.check_every == 0:
+        elif epoch % self.check_every == 0:
             if mag > self.threshold and self.iters < self.max_iters:
                 self.threshold, self.iters = self.gamma * mag, self.iters + 1
             elif mag < self.threshold / self.gamma and self.iters > 2:
                 self.threshold, self.iters = self.gamma * mag, self.iters - 1
-        return self.iters
 
 
 @register_recipe("self_adaptive")
 class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
     """PGD-AT with ``steps`` chosen per epoch by :class:`IterationSchedule`.
 
-    Logs ``mag``, ``threshold`` and ``attack_iters`` per epoch (history.csv beside the
+    Logs ``mag``, ``mag_skipped`` (steps left out of MAG: non-finite input gradient after
+    unscaling), ``threshold`` and ``attack_iters`` per epoch (history.csv beside the
     checkpoint); the schedule is saved in every checkpoint so resume continues it.
     """
 
@@ -68,7 +91,7 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
                  max_iters: int = 10) -> None:
         super().__init__(eps, eps_unit, norm, adv_weight=adv_weight, steps=1, step_size=step_size)
         self.schedule = IterationSchedule(check_every=check_every, gamma=gamma, max_iters=max_iters)
-        self._mag_sum, self._mag_count = 0.0, 0
+        self._mag_sum, self._mag_count, self._mag_skipped = 0.0, 0, 0
         self._x_adv: torch.Tensor | None = None
 
     @override
@@ -94,17 +117,23 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
         if step.scaler is not None:  # un-scale AMP so the proxy does not move with the loss scale
             grad = grad / step.scaler.get_scale()
         # The training loss weights the adversarial term by adv_weight; MAG is of that term alone.
-        self._mag_sum += float(grad.abs().mean()) / max(self.adv_weight, 1e-12)
+        mag = float(grad.abs().mean()) / max(self.adv_weight, 1e-12)
+        if not math.isfinite(mag):  # an fp16 overflow: the scaler skips this step
+            self._mag_skipped += 1
+            return
+        self._mag_sum += mag
         self._mag_count += 1
 
     @override
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> dict[str, float]:
-        mag = mean_float(self._mag_sum / max(self._mag_count, 1))  # one schedule for every DDP rank
-        used = self.schedule.iters
+        local = self._mag_sum / self._mag_count if self._mag_count else math.nan
+        mag = mean_float(local)  # one schedule for every DDP rank
+        used, skipped = self.schedule.iters, self._mag_skipped
         self.schedule.update(epoch + 1, mag)
-        self._mag_sum, self._mag_count = 0.0, 0
-        return {"mag": mag, "threshold": self.schedule.threshold if self.schedule.threshold is not None else float("nan"),
-                "attack_iters": float(used), "next_attack_iters": float(self.schedule.iters)}
+        self._mag_sum, self._mag_count, self._mag_skipped = 0.0, 0, 0
+        threshold = self.schedule.threshold if self.schedule.threshold is not None else math.nan
+        return {"mag": mag, "mag_skipped": float(skipped), "threshold": threshold, "attack_iters": float(used),
+                "next_attack_iters": float(self.schedule.iters)}
 
     @override
     def state_dict(self) -> dict[str, Any]:

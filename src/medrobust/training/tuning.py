@@ -103,22 +103,38 @@ def study_path(out: Path) -> Path:
 
 
 def open_study(out: Path, name: str, seed: int) -> Any:
-    """Create or reopen the study in ``out/study.sqlite`` (TPE sampler seeded with ``seed``).
+    """Create or reopen the study in ``out/study.sqlite``.
 
     Trials left RUNNING by an interrupted process are marked FAIL and their parameters are
     queued again with ``resumes`` = their number, so the retry reuses the trial's run folder
     and the loop resumes from its ``last/`` state.
+
+    The TPE sampler is seeded with (``seed``, number of finished trials): a sampler seeded
+    with ``seed`` alone would, on every reopen, replay the random start-up draws of the
+    trials already run, so a resumed study would repeat them instead of exploring.
+
+    Args:
+        out: the study folder (created).
+        name: the study's name in the storage.
+        seed: the search's seed (``--seed``).
+
+    Returns:
+        The ``optuna.Study``, its sampler seeded for the trials still to come.
     """
+    import numpy as np
     import optuna  # optional dependency: `pip install medrobust[tune]`
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own progress and table
     out.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{study_path(out)}", direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+                                load_if_exists=True)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(stale.number, state=TrialState.FAIL)
         study.enqueue_trial(stale.params, user_attrs={"resumes": stale.user_attrs.get("resumes", stale.number)})
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+    sampler_seed = int(np.random.SeedSequence([seed, finished]).generate_state(1)[0])
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     return study
 
 

@@ -5,6 +5,10 @@ loss = L(M(X), Y) + L(M(X'), Y) + λ_fr · ‖DCT(M(X)) - DCT(M(X'))‖₁ / ‖
 with X' from a fresh VAFA run per batch (its quantisation table re-initialised each time)
 and the DCT taken over the spatial axes of the whole logit patch, normalised as the
 published code does. ``clean_term=False, freq_term=False`` is the paper's M_VAFA ablation.
+
+VAFA's valid range (the clip of its image and the unit of q, (hi - lo)/255) is the one
+evaluation gives each case: the IntensityMap's clip when it has one, else (z-scored data)
+the case's own min and max, so without a clip every case of a batch is attacked alone.
 """
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ import torch
 from torch import nn
 from typing_extensions import override
 
+from medrobust.attacks.base import Attack
 from medrobust.attacks.dct import dct_nd
-from medrobust.attacks.frequency import VAFA
+from medrobust.attacks.registry import get_attack
 from medrobust.training.recipes import Recipe, StepInfo, register_recipe, task_loss
+from medrobust.units import budget_for_case
 
 
 def frequency_consistency(logits_clean: torch.Tensor, logits_adv: torch.Tensor) -> torch.Tensor:
@@ -55,19 +61,32 @@ class VAFT(Recipe):
                 "ssim_weight": self.ssim_weight, "freq_weight": self.freq_weight,
                 "clean_term": self.clean_term, "freq_term": self.freq_term}
 
-    def _valid_range(self, x: torch.Tensor) -> tuple[float, float]:
-        """The map's clip, else the batch's intensity range (never empty)."""
+    def _attack(self, x: torch.Tensor) -> Attack:
+        """VAFA as evaluation builds it for ``x``: its valid range from :func:`budget_for_case`."""
+        budget = budget_for_case("linf", 0.0, "model", x, self.intensity)
+        return get_attack(f"vafa{len(self.block_size)}d", budget, q_max=self.q_max, steps=self.steps,
+                          block_size=self.block_size, ssim_weight=self.ssim_weight)
+
+    def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The VAFA batch the recipe trains on, each case within its own valid range.
+
+        Args:
+            model: the network being trained.
+            x: images ``(B, C, *spatial)``, model units.
+            y: labels ``(B, 1, *spatial)``.
+
+        Returns:
+            ``x_adv``, shape of ``x``: one VAFA run for the batch when the IntensityMap
+            clips (one range for all), else one run per case with the case's min and max.
+        """
         if self.intensity is not None and self.intensity.clip is not None:
-            return self.intensity.clip
-        lo = float(x.min())
-        return lo, max(float(x.max()), lo + 1e-6)
+            return self._attack(x)(model, x, y)
+        return torch.cat([self._attack(x[i:i + 1])(model, x[i:i + 1], y[i:i + 1]) for i in range(x.shape[0])])
 
     @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-        attack = VAFA(q_max=self.q_max, steps=self.steps, block_size=self.block_size, ssim_weight=self.ssim_weight,
-                      valid_range=self._valid_range(x))
-        x_adv = attack(model, x, y)
+        x_adv = self.adversarial(model, x, y)
         logits_adv = model(x_adv)
         adv = task_loss(logits_adv, y)
         loss, logs = adv, {"adv_loss": float(adv.detach())}
