@@ -374,7 +374,8 @@ def segpgd_targeted(logits: torch.Tensor, target: torch.Tensor, *, step: int = 1
     Args:
         logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
         target: int target classes ``(B,)`` or ``(B, 1, *spatial)``.
-        step: the attack iteration t (1-based). total_steps: T.
+        step: the attack iteration t (1-based).
+        total_steps: the number of iterations T.
         ignore_mask: optional, nonzero where a voxel is left out.
 
     Returns:
@@ -413,7 +414,8 @@ def cospgd_targeted(logits: torch.Tensor, target: torch.Tensor, *, step: int = 1
     Args:
         logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
         target: int target classes ``(B,)`` or ``(B, 1, *spatial)``.
-        step: unused (common signature). total_steps: unused.
+        step: unused (common signature).
+        total_steps: unused.
         ignore_mask: optional, nonzero where a voxel is left out.
 
     Returns:

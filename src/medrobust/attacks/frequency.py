@@ -122,9 +122,11 @@ def dice_ce_with_background(logits: torch.Tensor, y: torch.Tensor, *, step: int 
 
 
 def _tanh_sharpness(t: int, steps: int) -> tuple[float, float]:
-    """(k, s) of AdvDrop's tanh rounding at step t: alpha = 0.1 + (t - 1) (1e-20 - 0.1) / steps,
-    accumulated in float32 step by step as the published code does (exact to its last bit),
-    ``k = log(2 / alpha - 1)``, ``s = 1 / (1 - alpha)``.
+    """(k, s) of AdvDrop's tanh rounding at step t.
+
+    alpha = 0.1 + (t - 1) (1e-20 - 0.1) / steps, accumulated in float32 step by step as the
+    published code does (exact to its last bit); ``k = log(2 / alpha - 1)``,
+    ``s = 1 / (1 - alpha)``.
     """
     alpha, interval = torch.tensor(0.1), torch.tensor((1e-20 - 0.1) / steps)
     for _ in range(t - 1):
@@ -481,8 +483,10 @@ class VAFA(Attack):
         return x_adv if state.mask is None else x + state.mask * (x_adv - x)
 
     def _rescale_slices(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        """Each slice of ``v`` (all spatial axes but ``slice_axis``; 2D: the image) min-max
-        mapped onto ``[lo, hi]``, as the published code's "normalize each (H, W) slice".
+        """Each slice of ``v`` min-max mapped onto ``[lo, hi]``.
+
+        A slice spans all spatial axes but ``slice_axis`` (2D: the image), as the published
+        code's "normalize each (H, W) slice".
         """
         spatial = v.ndim - 2
         axis = self.slice_axis % spatial if spatial == 3 else None
@@ -579,8 +583,10 @@ class VAFA(Attack):
 
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
                        windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Verdict]:
-        """(x_adv, objective (B,), d objective / d q, (harm, fails)); the objective includes
-        ``-ssim_weight (1 - SSIM)``, which the shared loop's logits-only gain lacks.
+        """(x_adv, objective (B,), d objective / d q, (harm, fails)).
+
+        The objective includes ``-ssim_weight (1 - SSIM)``, which the shared loop's
+        logits-only gain lacks.
         """
         q = state.var.detach().requires_grad_(True)
         state.var = q
@@ -676,8 +682,9 @@ class VAFA(Attack):
 
 def _factory(dims: int, default_block: tuple[int, ...]) -> Callable[..., VAFA]:
     def make(budget: Budget, **options: Any) -> VAFA:
-        """VAFA from a Budget: its valid range and IntensityMap are used, its eps is not
-        (q_max is the frequency budget); ``preset="published"`` is :meth:`VAFA.published`.
+        """VAFA from a Budget: its valid range and IntensityMap are used, its eps is not.
+
+        q_max is the frequency budget; ``preset="published"`` is :meth:`VAFA.published`.
         """
         block = tuple(options.pop("block_size", default_block))
         if len(block) != dims:

@@ -190,7 +190,8 @@ class IterateTracker:
 
         Args:
             x_adv: ``(B, C, *spatial)`` an evaluated iterate.
-            gain: ``(B,)`` its gain. harm: ``(B,)`` its harm.
+            gain: ``(B,)`` its gain.
+            harm: ``(B,)`` its harm.
             fails: ``(B,)`` bool, samples that fail at this iterate (early stopping), or None.
         """
         better = self.better(gain, harm)

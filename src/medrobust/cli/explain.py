@@ -48,8 +48,9 @@ def overlay(image: torch.Tensor, cam: torch.Tensor, low: float, high: float) -> 
 
 def _write_maps(out: Path, slug: str, item: dict[str, Any], images: dict[str, torch.Tensor],
                 maps: dict[str, torch.Tensor], low: float, high: float) -> list[str]:
-    """PNG overlays (2D) or NIfTI maps on the case's grid (3D), one per key of ``maps``, named
-    ``<slug>_<kind>...``; returns the file names.
+    """PNG overlays (2D) or NIfTI maps on the case's grid (3D), one per key of ``maps``.
+
+    Files are named ``<slug>_<kind>...``; returns the file names.
     """
     if images["clean"].ndim == 4:
         paths = [out / f"{slug}_{kind}.png" for kind in maps]

@@ -77,7 +77,8 @@ def corrupt_preset(image: torch.Tensor, preset: str, name: str, *, seed: int = 0
         image: float tensor ``(C, X, Y, Z)``, any device; values finite.
         preset: one of :data:`PRESETS` ("acdc-c").
         name: one of the preset's corruptions ("motion", "spike", "ghosting", "bias_field").
-        seed, case_id: with ``preset`` and ``name``, fix the draw.
+        seed: the run's seed; with ``case_id``, ``preset`` and ``name`` it fixes the draw.
+        case_id: the case id.
         affine: (4, 4) voxel-to-world matrix (mm); only its spacings are used, to find the
             slice axis.
         intensity: the IntensityMap of ``image`` (its clip window is the reference range

@@ -50,8 +50,9 @@ def safe_name(text: str) -> str:
 
 
 class UniqueNames:
-    """File names of one output folder in one run: the same key always gets the same name,
-    two keys never share one.
+    """File names of one output folder in one run.
+
+    The same key always gets the same name; two keys never share one.
 
     Args:
         taken: names already used in the folder, by key (e.g. read back from its manifest);

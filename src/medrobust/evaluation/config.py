@@ -112,8 +112,10 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Cases to evaluate: ``datalist`` (Decathlon JSON, CSV or class-folder root) + ``split``,
-    or ``demo``; a normalisation spec string (default: the checkpoint's).
+    """Cases to evaluate: ``datalist`` + ``split``, or ``demo``.
+
+    The datalist is a Decathlon JSON, a CSV or a class-folder root; a normalisation spec
+    string may replace the checkpoint's.
 
     Attributes:
         datalist: a Decathlon ``dataset.json``, a classification CSV or a folder of class
@@ -258,8 +260,9 @@ class AttackSpec(_Strict):
 
 
 class CorruptionSpec(_Strict):
-    """A corruption (``medrobust.corruptions``) at severities 1-5 (rows use ``eps_unit="severity"``);
-    the only option is ``through_plane`` (the slice axis 0-2, default: the largest spacing).
+    """A corruption (``medrobust.corruptions``) at severities 1-5 (rows use ``eps_unit="severity"``).
+
+    The only option is ``through_plane`` (the slice axis 0-2, default: the largest spacing).
 
     Attributes:
         corruption: a corruption name (``medrobust.corruptions.table.CORRUPTION_NAMES``).

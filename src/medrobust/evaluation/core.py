@@ -59,7 +59,10 @@ def run_seed(seed: int, model: str, perturbation: str, eps: float, case_id: str)
 
     Args:
         seed: the evaluation's base seed.
-        model, perturbation, eps, case_id: the run's store key.
+        model: the model's name (the run's store key is model, perturbation, eps, case_id).
+        perturbation: the perturbation label.
+        eps: the stated eps (or severity).
+        case_id: the case id.
 
     Returns:
         An int in [0, 2**63).
@@ -298,7 +301,8 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
 
     Args:
         lm: the model (its name keys the row).
-        spec: the grid entry; level: its eps or severity.
+        spec: the grid entry.
+        level: its eps or severity.
         case: the prepared case.
         settings: seed, config hash and optional metrics.
 

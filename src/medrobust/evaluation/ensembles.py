@@ -45,8 +45,9 @@ COLUMNS = ENSEMBLE_COLUMNS
 
 
 def member_names(ensemble: Ensemble, extra: dict[str, Any] | None = None) -> list[str]:
-    """Display names of the members: the checkpoint's ``extra["members"][i]["name"]``, else
-    ``<architecture>#i``.
+    """Display names of the members.
+
+    The checkpoint's ``extra["members"][i]["name"]``, else ``<architecture>#i``.
 
     Args:
         ensemble: the ensemble.
@@ -94,7 +95,8 @@ def attack_settings(ensemble: Ensemble, names: Sequence[str]) -> list[tuple[str,
     """The models an attack is made on: each member (transfer), then the ensemble in each joint mode.
 
     Args:
-        ensemble: the ensemble; names: its members' names.
+        ensemble: the ensemble.
+        names: its members' names.
 
     Returns:
         ``(setting, model to attack)`` pairs.
@@ -116,10 +118,12 @@ def evaluate_ensemble(ensemble: Ensemble, x: torch.Tensor, y: torch.Tensor, atta
 
     Args:
         ensemble: an :class:`~medrobust.models.ensemble.Ensemble` of classifiers (eval mode).
-        x: images ``(B, C, *spatial)`` in model units; y: labels ``(B,)``.
+        x: images ``(B, C, *spatial)`` in model units.
+        y: labels ``(B,)``.
         attack: a configured attack (``get_attack(name, budget, **options)``; the budget fits
             ``x``), run once per setting; None scores the clean images only.
-        names: member names (default :func:`member_names`); case_ids: default "0".."B-1".
+        names: member names (default :func:`member_names`).
+        case_ids: the cases' ids (default "0".."B-1").
         seed: seeds each setting's random start (``seed + setting index``).
 
     Returns:

@@ -376,11 +376,10 @@ def load_example(path: Path) -> dict[str, Any]:
 
 def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
                      manifest_fields: Mapping[str, Any] | None = None) -> Path | None:
-    """Record a run in the folder's ``manifest.json`` and, for a segmentation case, write its
-    adversarial image as NIfTI in raw units, float32 (the one implementation for the grid and
-    ``medrobust attack``).
+    """Record a run in the folder's ``manifest.json``; a segmentation case's image as NIfTI.
 
-    When the case was not resampled, the image is the source scan plus the perturbation in
+    The adversarial image is written in raw units, float32 (the one implementation for the
+    grid and ``medrobust attack``). When the case was not resampled, the image is the source scan plus the perturbation in
     raw units (source affine and header; intensities outside a CT window survive);
     otherwise (resampled, or channels from several files) the adversarial image mapped back
     to raw units on the dataset's grid, channels last.

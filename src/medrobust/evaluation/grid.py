@@ -247,8 +247,9 @@ class _Runner:
 
 
 def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel]) -> list[dict[str, Any]]:
-    """``gradient_masking_check`` (PGD steps, Square, whole-range PGD) on each model's first case
-    at the grid's largest L-inf budget.
+    """``gradient_masking_check`` (PGD steps, Square, whole-range PGD) on each model's first case.
+
+    At the grid's largest L-inf budget.
     """
     from medrobust.attacks import gradient_masking_check
     from medrobust.models.inference import windowed

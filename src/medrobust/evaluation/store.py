@@ -251,8 +251,9 @@ class ResultStore:
             self.close()
 
     def _unstamp_if_empty(self) -> None:
-        """After a failure before any result row: forget the grid's stamp and models, so a
-        corrected grid may use the folder (nothing of the failed one is kept).
+        """After a failure before any result row: forget the grid's stamp and models.
+
+        A corrected grid may then use the folder (nothing of the failed one is kept).
         """
         with self._transaction():
             empty = self.con.execute("SELECT (SELECT COUNT(*) FROM runs) + (SELECT COUNT(*) FROM ensemble_runs)")

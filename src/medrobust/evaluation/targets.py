@@ -122,7 +122,8 @@ class Target:
 
         Args:
             adv_logits: the prediction on the adversarial image.
-            y: the true labels. target: :meth:`labels`.
+            y: the true labels.
+            target: the target labels (:meth:`labels`).
 
         Returns:
             The success rate in [0, 1] (NaN for a map whose source classes are absent).

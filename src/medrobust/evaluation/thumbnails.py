@@ -40,8 +40,9 @@ def thumbnail_path(out: Path, label: str, severity: int) -> Path:
 
 
 def _in_plane(volume: np.ndarray, axis: int | None, label: np.ndarray | None) -> np.ndarray:
-    """(C, *spatial) -> (H, W) (or (H, W, 3) for RGB 2D): channel 0, slice across ``axis`` with
-    the most foreground (label) or the central one.
+    """(C, *spatial) -> (H, W) (or (H, W, 3) for RGB 2D): channel 0, one slice across ``axis``.
+
+    The slice with the most foreground (label), or the central one.
     """
     if axis is None:  # a 2D image is its own slice
         return np.moveaxis(volume, 0, -1) if volume.shape[0] == 3 else volume[0]
@@ -57,8 +58,10 @@ def save_thumbnail(path: Path, c: Case, x_c: torch.Tensor, row: Row, params: dic
 
     Args:
         path: the ``.npz`` file (:func:`thumbnail_path`).
-        c: the prepared case; x_c: its corrupted image (1, C, *spatial).
-        row: the run's store row; params: what the corruption drew (its slice axis).
+        c: the prepared case.
+        x_c: its corrupted image (1, C, *spatial).
+        row: the run's store row.
+        params: what the corruption drew (its slice axis).
 
     Returns:
         ``path``.

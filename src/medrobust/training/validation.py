@@ -26,8 +26,10 @@ CRITERIA: tuple[str, ...] = ("clean", "robust", "mean")
 
 
 class RobustEvaluation(BaseModel):
-    """The fixed attack of robust validation: L-inf ``eps`` in ``eps_unit`` of each case's
-    intensity map (see :func:`medrobust.units.budget_for_case`), ``steps`` iterations.
+    """The fixed attack of robust validation.
+
+    L-inf ``eps`` in ``eps_unit`` of each case's intensity map (see
+    :func:`medrobust.units.budget_for_case`), ``steps`` iterations.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -110,9 +112,10 @@ def attacked_items(model: nn.Module, dataset: Dataset | Sequence[dict[str, Any]]
 def selection_metrics(criterion: Criterion, model: nn.Module, dataset: Dataset | Sequence[dict[str, Any]],
                       evaluation: RobustEvaluation, *, roi_size: Sequence[int] | None, overlap: float,
                       device: torch.device, num_classes: int) -> dict[str, float]:
-    """:func:`validate`'s clean metrics plus ``clean_score``; unless ``criterion`` is
-    ``clean``, also ``robust_score`` (the score on the cases attacked by ``evaluation``).
-    ``score`` is the criterion's value: clean, robust, or their mean.
+    """:func:`validate`'s clean metrics plus ``clean_score`` and the criterion's ``score``.
+
+    Unless ``criterion`` is ``clean``, also ``robust_score`` (the score on the cases attacked
+    by ``evaluation``). ``score`` is the criterion's value: clean, robust, or their mean.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; allowed: {', '.join(CRITERIA)}")
