@@ -369,6 +369,27 @@ class Attack:
         return (f"{type(self).__name__}({self.budget.describe()}, steps={self.steps}, loss={self.loss_name!r}, "
                 f"targeted={self.targeted}, restarts={self.restarts}, random_start={self.random_start})")
 
+    def describe(self) -> str:
+        """How the attack runs, in words, for reports (the budget aside).
+
+        Returns:
+            e.g. ``"pgd: 10 steps, loss ce, 1 restart, random start; keeps the iterate that
+            hurts the metric most"``.
+
+        Example:
+            >>> from medrobust.attacks import PGD
+            >>> from medrobust.units import Budget
+            >>> PGD(Budget.linf(0.1), steps=5, keep="loss").describe()
+            'pgd: 5 steps, loss ce, 1 restart, random start; keeps the highest-loss iterate'
+        """
+        count = f"{self.steps} {'queries' if self.name == 'square' else 'steps'}"
+        parts = [count, f"loss {self.loss_name}", f"{self.restarts} restart{'s' * (self.restarts != 1)}"]
+        parts += ["random start"] * self.random_start + ["targeted"] * self.targeted
+        rule = ("the last iterate" if not self.return_best else
+                "the iterate that hurts the metric most" if self.keep == "metric" else
+                f"the {'lowest' if self.targeted else 'highest'}-loss iterate")
+        return f"{self.name}: {', '.join(parts)}; keeps {rule}"
+
     # -- public entry points -------------------------------------------------------------
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  mask: torch.Tensor | None = None) -> torch.Tensor:

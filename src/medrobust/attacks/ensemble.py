@@ -80,9 +80,12 @@ class AttackEnsemble(Attack):
         """One line naming the members and their steps (or queries), for reports.
 
         Returns:
-            e.g. ``"apgd-ce (100 steps), square (5000 queries)"``.
+            e.g. ``"ensemble of apgd-ce (100 steps), square (5000 queries); keeps per sample
+            the member's result that hurts the metric most"``.
         """
-        return ", ".join(f"{n} ({a.steps} {'queries' if a.name == 'square' else 'steps'})" for n, a in self.members)
+        members = ", ".join(f"{n} ({a.steps} {'queries' if a.name == 'square' else 'steps'})" for n, a in self.members)
+        robust = ", each on the samples still classified correctly" if self.only_robust else ""
+        return f"ensemble of {members}{robust}; keeps per sample the member's result that hurts the metric most"
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             mask: torch.Tensor | None = None) -> AttackResult:

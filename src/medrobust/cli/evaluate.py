@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -12,30 +12,34 @@ from medrobust.cli import app
 from medrobust.cli.options import check_device, check_out_folder
 from medrobust.evaluation.config import load_config
 from medrobust.evaluation.grid import run_grid
-from medrobust.evaluation.robustness import auc_table, worst_case_curve
 from medrobust.evaluation.store import ResultStore
 from medrobust.report.html import write_report
+from medrobust.report.summary import COMPACT_HEADERS, summarise
 
 console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 def print_summary(results: Path) -> None:
-    """Print the worst-case curve and its normalised AUC per model from ``results.sqlite``."""
+    """Print the report's summary from ``results.sqlite``: one sentence per model, a compact table.
+
+    The table fits 80 columns: model, budget (the largest eps), clean score, worst case,
+    normalised AUC of the worst-case curve and the strongest attack.
+    """
     with ResultStore(results / "results.sqlite") as store:
-        df = store.to_dataframe()
-    if df.empty:
-        console.print("no results yet")
+        df, models, checks = store.to_dataframe(), store.models(), store.checks_dataframe()
+    summaries = summarise(df, {m: v["task"] for m, v in models.items()}, checks)
+    if not summaries:
+        console.print("no attack results yet")
         return
-    worst = worst_case_curve(df)
-    table = Table(title="worst case over attacks (mean over cases; eps 0 = clean)")
-    for col in worst.columns:
-        table.add_column(str(col))
-    for _, row in worst.iterrows():
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
-    aucs = auc_table(df)
-    if isinstance(aucs, pd.DataFrame) and not aucs.empty:
-        console.print(aucs.to_string(index=False))
+    for s in summaries:
+        console.print(s.sentence, width=min(console.width, 100), soft_wrap=False)
+        console.print()
+    table = Table(title="worst case at the largest budget", box=box.SIMPLE)
+    for header in COMPACT_HEADERS:
+        table.add_column(header, overflow="fold", max_width=18)
+    for s in summaries:
+        table.add_row(*s.row)
+    console.print(table, width=80)
 
 
 @app.command()

@@ -221,6 +221,7 @@ class Perturbed:
         loss_initial / loss_best: the attack loss at the start and of the kept iterate.
         iterate_rule: which iterate the attack returned: ``"metric"``, ``"loss"`` (see
             :mod:`medrobust.attacks.outcome`) or ``"last"``; None for a corruption.
+        method: the attack's :meth:`~medrobust.attacks.base.Attack.describe` (None for a corruption).
         params: a corruption's drawn parameters (JSON-ready); None for an attack.
     """
 
@@ -231,6 +232,7 @@ class Perturbed:
     loss_best: float | None = None
     params: dict[str, Any] | None = None
     iterate_rule: str | None = None
+    method: str | None = None
 
 
 def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None,
@@ -276,7 +278,7 @@ def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: 
     return Perturbed(result.x_adv, time.perf_counter() - t0, budget,
                      float(history[0, 0]) if history.numel() else None,
                      float(result.best_loss[0]) if result.best_loss.numel() else None,
-                     iterate_rule=attack.keep if attack.return_best else "last")
+                     iterate_rule=attack.keep if attack.return_best else "last", method=attack.describe())
 
 
 @dataclass
@@ -330,7 +332,8 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
         eps_model = float(done.budget.eps_for(case.x)[0])
         details = {"attack": spec.attack, "norm": spec.norm, "eps_unit": spec.eps_unit,
                    "options_json": json.dumps(spec.options, sort_keys=True), "eps_model": eps_model,
-                   "eps_raw": float(case.imap.model_delta_to_raw(eps_model)), "iterate_rule": done.iterate_rule}
+                   "eps_raw": float(case.imap.model_delta_to_raw(eps_model)), "iterate_rule": done.iterate_rule,
+                   "method": done.method}
         if target is not None and y_target is not None:
             details.update(target=target.describe(), target_success=target.success(logits, case.y, y_target))
     row = Row(config_hash=settings.config_hash, model=lm.name, perturbation=spec.label,

@@ -223,6 +223,7 @@ class Row:
     linf_raw: float | None = None
     l2_raw: float | None = None
     iterate_rule: str | None = None
+    method: str | None = None
     target: str | None = None
     target_success: float | None = None
     ssim: float | None = None

@@ -20,6 +20,7 @@ from medrobust.report.classification import classification_context
 from medrobust.report.corruption_section import corruption_context
 from medrobust.report.formatting import fmt_eps, fmt_score, norm_label, score_name
 from medrobust.report.plots import curves_figure, example_figure
+from medrobust.report.summary import summarise
 
 STORE_NAME = "results.sqlite"
 REPORT_NAME = "report.html"
@@ -29,23 +30,19 @@ def _num(value: float, spec: str) -> str:
     return "-" if pd.isna(value) else format(value, spec)
 
 
-def _sentence(h: pd.Series, task: str, attacks: str, flagged: int) -> str:
-    what = score_name(task)
-    moved = "falls" if h["clean"] - h["worst"] > 0.005 else "stays"
-    text = (f"Under the worst of {h['n_attacks']} attack{'s' * (h['n_attacks'] != 1)} ({attacks}) at "
-            f"{norm_label(h['norm'])} eps {fmt_eps(h['eps'], h['eps_unit'])}, the {what} of {h['model']} {moved} "
-            f"from {fmt_score(h['clean'], task)} (clean) to {fmt_score(h['worst'], task)} over {h['n_cases']} "
-            f"case{'s' * (h['n_cases'] != 1)}; the strongest single attack there is {h['strongest']}. "
-            f"The normalised area under the worst-case curve (eps 0 to {fmt_eps(h['eps'], h['eps_unit'])}) is "
-            f"{fmt_score(h['auc'], task)} (it would equal the clean score if no budget had any effect).")
-    if flagged:
-        text += (f" {flagged} attack{'s' * (flagged != 1)} show{'s' * (flagged == 1)} signs of gradient masking: "
-                 "treat these numbers as upper bounds (see the masking checks).")
-    return text
-
-
 def _table(headers: list[str], rows: list[list[Any]], caption: str = "") -> dict[str, Any]:
     return {"headers": headers, "rows": rows, "caption": caption}
+
+
+def _methods(df: pd.DataFrame) -> dict[str, Any]:
+    """Each attack entry as it ran (steps, loss, restarts, members, iterate rule, target), per model."""
+    rows = df[df["kind"] == "attack"]
+    if "method" not in rows:
+        return _table([], [])
+    seen = rows.sort_values("eps_stated").drop_duplicates(["model", "perturbation"], keep="last")
+    return _table(["model", "perturbation", "attack as run", "target"],
+                  [[r["model"], r["perturbation"], r["method"] or "-", r.get("target") or "-"]
+                   for _, r in seen.iterrows()])
 
 
 def _worst_case_tables(df: pd.DataFrame, tasks: dict[str, str]) -> list[dict[str, Any]]:
@@ -96,20 +93,16 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
     ctx: dict[str, Any] = {"generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                            "config_hash": meta.get("config_hash", "?"), "n_runs": len(df),
                            "config_json": json.dumps(config, indent=2), "summaries": [], "curves": [],
-                           "headline": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
+                           "headline": None, "methods": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
                            "examples": []}
     ctx["corruptions"] = corruption_context(results_dir, df, tasks)  # own section, own builder
     ctx["classification"] = classification_context(results_dir, df, models, int(config.get("examples", 3)))
     if df.empty:
         return ctx
     heads = rb.headline(df)
-    flagged = checks[checks["likely_masking"] == 1].groupby("model").size() if len(checks) else pd.Series(dtype=int)
     worst = rb.worst_case_curve(df)
-    for _, h in heads.iterrows():
-        attacks = worst[(worst["model"] == h["model"]) & (worst["norm"] == h["norm"]) &
-                        (worst["eps_unit"] == h["eps_unit"])]["attacks"].iloc[0]
-        ctx["summaries"].append(_sentence(h, tasks.get(h["model"], "segmentation"), attacks,
-                                          int(flagged.get(h["model"], 0))))
+    ctx["summaries"] = [s.sentence for s in summarise(df, tasks, checks)]
+    ctx["methods"] = _methods(df)
     ctx["headline"] = _table(
         ["model", "task", "budget", "clean", "worst case at largest eps", "normalised AUC (worst case)",
          "attacks", "cases", "strongest attack"],
