@@ -38,6 +38,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from medrobust.evaluation.regions import Region, parse_region
 from medrobust.evaluation.targets import TARGET_FORMS, Target, parse_target
 from medrobust.units import Unit
 
@@ -171,6 +172,10 @@ class AttackSpec(_Strict):
         target: what a targeted attack aims at (:mod:`medrobust.evaluation.targets`):
             ``least_likely``, ``random``, ``class:K`` or ``{map: {from: to}}``; giving one
             makes the attack targeted, and ``options: {targeted: true}`` needs one.
+        region: where the attack may change the image (:mod:`medrobust.evaluation.regions`):
+            ``body``, ``{classes: [names], margin_mm: m}`` or ``{mask: "folder/{id}.nii.gz"}``
+            (a relative mask pattern is resolved against the grid file's folder); None:
+            everywhere.
 
     Example:
         >>> from medrobust.evaluation.config import AttackSpec
@@ -188,6 +193,25 @@ class AttackSpec(_Strict):
     norm: Literal["linf", "l2", "dct"] = "linf"
     options: dict[str, Any] = Field(default_factory=dict)
     target: str | dict[str, Any] | None = None
+    region: str | dict[str, Any] | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region_form(cls, v: str | dict[str, Any] | None, info: ValidationInfo) -> str | dict[str, Any] | None:
+        if v is None:
+            return v
+        try:
+            region = parse_region(v)
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("region: ")) from None
+        if region.kind == "mask":
+            return {"mask": str(_resolve(Path(region.pattern), info))}
+        return v
+
+    @property
+    def parsed_region(self) -> Region | None:
+        """The parsed :class:`~medrobust.evaluation.regions.Region`, or None (the whole image)."""
+        return None if self.region is None else parse_region(self.region)
 
     @field_validator("target")
     @classmethod

@@ -236,7 +236,7 @@ class Perturbed:
 
 
 def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None,
-            y: torch.Tensor | None = None) -> Perturbed:
+            y: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> Perturbed:
     """Apply one grid entry at one level (eps or severity) to a case.
 
     Args:
@@ -247,6 +247,7 @@ def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: 
             draw from (seed, case id, corruption) so every model sees the same image.
         model: the model to attack (default: the case's; ensembles attack a member).
         y: the labels the attack gets (default: the case's; a targeted entry's targets).
+        mask: the region the attack may change ``(1, 1, *spatial)`` (None: everywhere).
 
     Returns:
         The :class:`Perturbed` image.
@@ -273,7 +274,7 @@ def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: 
         return Perturbed(x_c.unsqueeze(0), time.perf_counter() - t0, params=params)
     torch.manual_seed(seed)
     budget, attack = attack_for(spec, level, case.x, case.imap)
-    result = attack.run(case.model if model is None else model, case.x, case.y if y is None else y)
+    result = attack.run(case.model if model is None else model, case.x, case.y if y is None else y, mask)
     history = result.loss_history
     return Perturbed(result.x_adv, time.perf_counter() - t0, budget,
                      float(history[0, 0]) if history.numel() else None,
@@ -317,7 +318,9 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
     seed = settings.seed if corruption else run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
     target = spec.parsed_target if isinstance(spec, AttackSpec) else None
     y_target = None if target is None else target.labels(case.y, case.clean_logits, lm.classes, seed, case.id)
-    done = perturb(spec, level, case, seed, y=y_target)
+    region = spec.parsed_region if isinstance(spec, AttackSpec) else None
+    mask = None if region is None else region.mask(case.x, case.y, lm.classes, case.id, case.spacing)
+    done = perturb(spec, level, case, seed, y=y_target, mask=mask)
     logits = infer(case.model, done.x)
     adv = score(logits, case.y, lm.classes, case.spacing, settings.wants("hd95"))
     norms: dict[str, Any] = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(case.x, done.x, case.imap).items()}
@@ -334,6 +337,8 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
                    "options_json": json.dumps(spec.options, sort_keys=True), "eps_model": eps_model,
                    "eps_raw": float(case.imap.model_delta_to_raw(eps_model)), "iterate_rule": done.iterate_rule,
                    "method": done.method}
+        if region is not None and mask is not None:
+            details.update(region=region.describe(), region_fraction=float(mask.mean()))
         if target is not None and y_target is not None:
             details.update(target=target.describe(), target_success=target.success(logits, case.y, y_target))
     row = Row(config_hash=settings.config_hash, model=lm.name, perturbation=spec.label,

@@ -127,10 +127,10 @@ def _check_tasks(cfg: GridConfig, lm: LoadedModel) -> None:
             fits = [n for n in attack_names() if attack_task(n) in (None, lm.task)]
             raise GridConfigError(f"perturbations[{i}].attack: {p.attack!r} is for {task} models; model "
                                   f"{lm.name!r} is a {lm.task} model (allowed: {', '.join(fits)})")
-        target = p.parsed_target
-        if target is not None:
+        for part in (p.parsed_target, p.parsed_region):
             try:
-                target.check(lm.classes, lm.task)
+                if part is not None:
+                    part.check(lm.classes, lm.task)
             except ValueError as err:
                 raise GridConfigError(f"perturbations[{i}].{err} (model {lm.name!r})") from None
 

@@ -50,6 +50,7 @@ RUN_COLUMNS: dict[str, str] = {
     "linf_model": "REAL", "l2_model": "REAL", "linf_raw": "REAL", "l2_raw": "REAL", "ssim": "REAL", "psnr": "REAL",
     "loss_initial": "REAL", "loss_best": "REAL", "attack_seconds": "REAL", "seconds": "REAL", "created": "TEXT",
     "iterate_rule": "TEXT", "method": "TEXT", "target": "TEXT", "target_success": "REAL",
+    "region": "TEXT", "region_fraction": "REAL",
 }
 _JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_probs", "adv_probs")
 _SCHEMA = f"""

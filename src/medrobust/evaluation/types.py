@@ -226,6 +226,8 @@ class Row:
     method: str | None = None
     target: str | None = None
     target_success: float | None = None
+    region: str | None = None
+    region_fraction: float | None = None
     ssim: float | None = None
     psnr: float | None = None
     loss_initial: float | None = None
