@@ -15,7 +15,7 @@ Conventions
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -576,6 +576,27 @@ class Budget:
         """
         rng = (self.low, self.high) if torch.isfinite(self.low).all() or torch.isfinite(self.high).all() else None
         return Budget._make(self.norm, eps, unit or self.unit, rng, self.intensity)
+
+    def select(self, idx: torch.Tensor, batch: int) -> Budget:
+        """The budget of the samples ``idx`` of a batch of ``batch`` (per-sample eps and range indexed).
+
+        Args:
+            idx: ``(n,)`` long indices into the batch.
+            batch: the batch size B the budget was made for.
+
+        Returns:
+            A Budget for n samples (scalar fields are kept as they are).
+
+        Example:
+            >>> import torch
+            >>> budget = Budget.linf(torch.tensor([0.1, 0.2, 0.3]))
+            >>> budget.select(torch.tensor([2, 0]), 3).eps.tolist()
+            [0.30000001192092896, 0.10000000149011612]
+        """
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t[idx.to(t.device)] if t.ndim >= 1 and t.shape[0] == batch else t
+
+        return replace(self, eps=pick(self.eps), low=pick(self.low), high=pick(self.high))
 
     # -- per-batch tensors -------------------------------------------------------------
     def eps_for(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,20 @@
 """APGD: checkpoints and step-size rule of Croce & Hein (2020), and strength against PGD."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+import torchattacks
 from torch import nn
 
-from medrobust.attacks import APGD, PGD, get_attack
+from medrobust.attacks import APGD, APGDT, PGD, get_attack
 from medrobust.attacks.apgd import apgd_checkpoints
+from medrobust.attacks.apgd_targeted import dlr_targeted
 from medrobust.attacks.outcome import sample_metric
 from medrobust.units import Budget
+from tests.attacks.test_fab import blobs_classifier, robust_count
 from tests.attacks.test_gradient import BUDGET, trained_segmenter
 
 
@@ -91,3 +95,155 @@ def test_apgd_l2_and_named_variants() -> None:
         get_attack("apgd-ce", BUDGET, loss="dlr")
     with pytest.raises(ValueError, match="step_size"):
         APGD(BUDGET, step_size=0.1)
+
+
+# -- APGD-T --------------------------------------------------------------------------------
+def reference_apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor, eps: float,
+                     n_iter: int, norm: str, rho: float = 0.75) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The iterates of ``APGDAttack.attack_single_run`` with loss 'dlr-targeted' (github.com/fra31/
+    auto-attack, autopgd_base.py), transcribed for one restart from ``x_init = x`` (no random
+    start), box [0, 1]. One documented change: at the first checkpoint the oscillation count
+    compares the first iterate's loss with the start point's (the reference reads the unset
+    ``loss_steps[-1] = 0`` there; medrobust's APGD docstring names this difference).
+    Returns the iterates and the losses ``(n_iter + 1, B)`` of the start point and the iterates."""
+    n_iter_2, n_iter_min, size_decr = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+    u = torch.arange(x.shape[0])
+
+    def dlr_loss_targeted(logits: torch.Tensor) -> torch.Tensor:
+        x_sorted = logits.sort(dim=1)[0]
+        return -(logits[u, y] - logits[u, y_target]) / (x_sorted[:, -1] - .5 * (x_sorted[:, -3] + x_sorted[:, -4]) + 1e-12)
+
+    def normalize(v: torch.Tensor) -> torch.Tensor:
+        if norm == "linf":
+            t = v.abs().reshape(v.shape[0], -1).max(1)[0]
+        else:
+            t = (v ** 2).reshape(v.shape[0], -1).sum(-1).sqrt()
+        return v / (t.view(-1, 1, 1, 1) + 1e-12)
+
+    def lp_norm(v: torch.Tensor) -> torch.Tensor:
+        return (v ** 2).reshape(v.shape[0], -1).sum(-1).sqrt().view(-1, 1, 1, 1)
+
+    def project(x_adv_1: torch.Tensor) -> torch.Tensor:
+        if norm == "linf":
+            return torch.clamp(torch.min(torch.max(x_adv_1, x - eps), x + eps), 0.0, 1.0)
+        return torch.clamp(x + normalize(x_adv_1 - x) * torch.min(eps * torch.ones_like(x), lp_norm(x_adv_1 - x)), 0.0, 1.0)
+
+    def loss_and_grad(x_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv = x_adv.clone().requires_grad_()
+        loss_indiv = dlr_loss_targeted(model(x_adv))
+        return loss_indiv.detach(), torch.autograd.grad(loss_indiv.sum(), [x_adv])[0].detach()
+
+    x_adv = x.clone().clamp(0.0, 1.0)
+    x_best = x_adv.clone()
+    loss_steps = torch.zeros([n_iter, x.shape[0]], dtype=x.dtype)
+    loss_indiv, grad = loss_and_grad(x_adv)
+    grad_best, loss_best, loss_start = grad.clone(), loss_indiv.clone(), loss_indiv.clone()
+    step_size = 2.0 * eps * torch.ones([x.shape[0], 1, 1, 1], dtype=x.dtype)
+    x_adv_old = x_adv.clone()
+    counter3, k = 0, n_iter_2
+    loss_best_last_check, reduced_last_check = loss_best.clone(), torch.ones_like(loss_best)
+    iterates = []
+    for i in range(n_iter):
+        grad2 = x_adv - x_adv_old
+        x_adv_old = x_adv.clone()
+        a = 0.75 if i > 0 else 1.0
+        direction = torch.sign(grad) if norm == "linf" else normalize(grad)
+        x_adv_1 = project(x_adv + step_size * direction)
+        x_adv = project(x_adv + (x_adv_1 - x_adv) * a + grad2 * (1 - a))
+        iterates.append(x_adv.clone())
+        y1, grad = loss_and_grad(x_adv)
+        loss_steps[i] = y1
+        ind = y1 > loss_best
+        x_best[ind], grad_best[ind], loss_best[ind] = x_adv[ind].clone(), grad[ind].clone(), y1[ind]
+        counter3 += 1
+        if counter3 == k:
+            steps = torch.cat((loss_start[None], loss_steps))          # steps[j + 1] = loss_steps[j]
+            t = sum((steps[i + 1 - c] > steps[i - c]).float() for c in range(k))
+            fl_oscillation = (t <= k * rho).float()
+            fl_reduce_no_impr = (1. - reduced_last_check) * (loss_best_last_check >= loss_best).float()
+            fl_oscillation = torch.max(fl_oscillation, fl_reduce_no_impr)
+            reduced_last_check, loss_best_last_check = fl_oscillation.clone(), loss_best.clone()
+            ind_fl_osc = fl_oscillation > 0
+            step_size[ind_fl_osc] /= 2.0
+            x_adv[ind_fl_osc] = x_best[ind_fl_osc].clone()
+            grad[ind_fl_osc] = grad_best[ind_fl_osc].clone()
+            k = max(k - size_decr, n_iter_min)
+            counter3 = 0
+    return iterates, torch.cat((loss_start[None], loss_steps))
+
+
+class RecordingAPGDT(APGDT):
+    """APGD-T that records every projected iterate."""
+
+    def project(self, x, state):
+        super().project(x, state)
+        self.iterates.append(state.var.detach().clone())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.03), ("l2", 0.05)])
+def test_apgd_t_iterates_follow_the_published_update(norm: str, eps: float) -> None:
+    model, x, y = blobs_classifier()
+    model, x = copy.deepcopy(model).double(), x.double()  # float64: no rounding ties between the two codes
+    budget = Budget.linf(eps, valid_range=(0.0, 1.0)) if norm == "linf" else Budget.l2(eps, valid_range=(0.0, 1.0))
+    with torch.no_grad():
+        logits = model(x)
+    keep = logits.argmax(1) == y                          # one target run sees exactly these samples
+    x, y, target = x[keep], y[keep], logits[keep].sort(dim=1)[1][:, -2]
+    attack = RecordingAPGDT(budget, steps=30, n_targets=1, random_start=False)
+    attack.iterates = []
+    attack.run(model, x, y)
+    theirs, losses = reference_apgd_t(model, x, y, target, eps, 30, norm)
+    assert len(attack.iterates) == len(theirs) == 30
+    # L2: the reference's projection divides by |delta| + 1e-12 (ours clamps |delta| >= 1e-12),
+    # a 1e-11 relative difference; once a sample's loss moves by < 1e-9 per step this rounding
+    # can flip the oscillation count, so an L2 sample is compared until its loss settles.
+    settled = torch.full((len(y),), 30)
+    if norm == "l2":
+        still = (losses[1:] - losses[:-1]).abs() < 1e-9                   # (steps, B)
+        settled = torch.where(still.any(0), still.float().argmax(0), settled)
+        assert (settled > 6).all() and (settled == 30).any()          # past the first checkpoint
+    for step, (a, b) in enumerate(zip(attack.iterates, theirs)):
+        rows = step < settled
+        torch.testing.assert_close(a[rows], b[rows], atol=1e-9, rtol=0, msg=lambda m, s=step: f"step {s + 1}: {m}")
+
+
+def test_apgd_t_second_target_runs_only_on_the_samples_still_robust() -> None:
+    model, x, y = blobs_classifier()
+    attack = RecordingAPGDT(Budget.linf(0.05, valid_range=(0.0, 1.0)), steps=10, n_targets=3, random_start=False)
+    attack.iterates = []
+    result = attack.run(model, x, y)
+    sizes = [len(v) for v in attack.iterates]
+    assert len(sizes) == 30 and sizes[0] == int((model(x).argmax(1) == y).sum()) and sizes[10] < sizes[0]
+    history = result.loss_history
+    assert history.shape == (33, len(y)) and int(history[11].isfinite().sum()) == sizes[10]
+    with torch.no_grad():
+        assert torch.equal(result.metric, (model(result.x_adv).argmax(1) == y).float())
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.08), ("l2", 0.12)])
+def test_apgd_t_robust_accuracy_at_most_torchattacks(norm: str, eps: float) -> None:
+    model, x, y = blobs_classifier()
+    budget = Budget.linf(eps, valid_range=(0.0, 1.0)) if norm == "linf" else Budget.l2(eps, valid_range=(0.0, 1.0))
+    ours = get_attack("apgd-t", budget, steps=20, seed=0)(model, x, y)
+    theirs = torchattacks.APGDT(model, norm="Linf" if norm == "linf" else "L2", eps=eps, steps=20, n_classes=4,
+                                seed=0)(x, y)
+    n_ours, n_theirs = robust_count(model, ours, x, y, eps, norm), robust_count(model, theirs, x, y, eps, norm)
+    print(f"APGD-T {norm}: ours {n_ours}, torchattacks {n_theirs} of {len(y)}")
+    assert n_ours <= n_theirs + 1 and n_ours < len(y)
+
+
+def test_apgd_t_rejects_loss_targeted_and_segmentation() -> None:
+    for key in ("loss", "targeted"):
+        with pytest.raises(ValueError, match=key):
+            APGDT(BUDGET, **{key: "dlr" if key == "loss" else True})
+    with pytest.raises(ValueError, match="classifiers"):
+        APGDT(BUDGET, steps=2).run(nn.Conv2d(1, 3, 1), torch.rand(1, 1, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.long))
+
+
+def test_targeted_dlr_is_the_published_formula() -> None:
+    logits = torch.randn(6, 7, dtype=torch.float64)
+    y, target = torch.arange(6) % 7, (torch.arange(6) + 3) % 7
+    s = logits.sort(1)[0]
+    u = torch.arange(6)
+    want = -(logits[u, y] - logits[u, target]) / (s[:, -1] - 0.5 * (s[:, -3] + s[:, -4]) + 1e-12)
+    torch.testing.assert_close(dlr_targeted(logits, y, target), want)

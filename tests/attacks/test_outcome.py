@@ -144,3 +144,17 @@ def test_segmentation_early_stop_runs_on_cuda() -> None:
     result = PGD(budget, steps=5, loss="dice_ce", early_stop=0.2, seed=0).run(model, x, y)
     assert result.x_adv.device.type == "cuda" and result.metric is not None and result.metric.device.type == "cuda"
     torch.testing.assert_close(result.metric, sample_metric(model(result.x_adv), y))
+
+
+def test_ensemble_members_get_the_budget_of_their_subset() -> None:
+    from medrobust.attacks import FGSM, AttackEnsemble
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x = torch.rand(4, 1, 4, 4)
+    y = model(x).argmax(1)
+    budget = Budget.linf(torch.tensor([0.0, 0.3, 0.0, 0.3]), valid_range=(0.0, 1.0))  # per-sample eps
+    first = PGD(budget, steps=10, seed=0)
+    result = AttackEnsemble(budget, [("pgd", first), ("fgsm", FGSM(budget))]).run(model, x, y)
+    moved = (result.x_adv - x).abs().flatten(1).amax(1)
+    assert (moved <= torch.tensor([0.0, 0.3, 0.0, 0.3]) + 1e-6).all()

@@ -8,6 +8,7 @@ one by name (``attack_names()`` lists them, ``register_attack`` adds one);
 from __future__ import annotations
 
 from medrobust.attacks.apgd import APGD
+from medrobust.attacks.autoattack import APGDT, FAB, FABT, autoattack  # registers apgd-t, fab, fab-t, autoattack
 from medrobust.attacks.base import Attack, AttackResult, AttackState
 from medrobust.attacks.blackbox import Square
 from medrobust.attacks.checks import MaskingReport, gradient_masking_check
@@ -24,7 +25,8 @@ from medrobust.attacks.registry import (
     register_attack,
 )
 
-__all__ = ["Attack", "AttackResult", "AttackState", "FGSM", "BIM", "PGD", "MIFGSM", "APGD", "Square",
+__all__ = ["Attack", "AttackResult", "AttackState", "FGSM", "BIM", "PGD", "MIFGSM", "APGD", "APGDT", "FAB", "FABT",
+           "autoattack", "Square",
            "GaussianNoise", "VAFA", "AttackEnsemble", "attack_budget_kind", "attack_names", "attack_norms",
            "attack_task", "get_attack", "register_attack", "MaskingReport", "gradient_masking_check"]
 

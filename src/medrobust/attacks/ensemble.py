@@ -7,11 +7,13 @@ clean image, and per sample the ensemble keeps the member's result with the wors
 Dice; the earlier member among equals). For classifiers, as AutoAttack's "standard"
 version, a member runs only on the samples still classified correctly (``only_robust``).
 
-Named presets (``autoattack``, ``seg-ensemble``) are built by
-:mod:`medrobust.attacks.presets` and registered like any attack.
+Named presets are built in their own modules and registered like any attack:
+``autoattack`` (:mod:`medrobust.attacks.autoattack`) and ``seg-ensemble``
+(:mod:`medrobust.attacks.seg_ensemble`).
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -114,7 +116,9 @@ class AttackEnsemble(Attack):
             loss_row, metric_row = x.new_full((B,), math.nan), x.new_full((B,), math.nan)
             if idx.numel():
                 sub_mask = mask[idx] if mask is not None and mask.shape[0] == B else mask
-                result = attack.run(model, x[idx], y[idx], sub_mask)
+                on_subset = copy.copy(attack)
+                on_subset.budget = attack.budget.select(idx, B)  # per-sample eps and range of the subset
+                result = on_subset.run(model, x[idx], y[idx], sub_mask)
                 seconds += result.seconds
                 got = result.metric
                 if got is None or attack.targeted:  # a targeted member's metric is taken against its target
