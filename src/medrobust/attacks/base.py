@@ -246,6 +246,18 @@ def check_inputs(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) ->
     return (mask != 0).to(device=x.device, dtype=x.dtype)
 
 
+class _ReducedPrecision(nn.Module):
+    """``model``'s forward under autocast to ``dtype``, its logits returned in float32."""
+
+    def __init__(self, model: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.device_type, self.dtype = model, device_type, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.model(x).float()
+
+
 class WholeVolume(Protocol):
     """A model that gives the whole-volume input gradient window by window (``SlidingWindow``)."""
 
@@ -449,8 +461,13 @@ class Attack:
         alpha = self._alpha(x)
         gen = None if self.seed is None else torch.Generator(device=x.device).manual_seed(int(self.seed))
         start = time.perf_counter()
-        with frozen(model):
-            result = self._attack(model, x.detach(), y, AttackState.create(self.budget, x, alpha, mask, gen))
+        device_type = x.device.type
+        amp = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        # Under a caller's autocast only the model's forward keeps the reduced precision: the
+        # loss, the step, the projection (and VAFA's DCT and quantisation) run in float32.
+        with frozen(model), torch.autocast(device_type, enabled=False):
+            net = model if amp is None or _is_sliding_window(model) else _ReducedPrecision(model, device_type, amp)
+            result = self._attack(net, x.detach(), y, AttackState.create(self.budget, x, alpha, mask, gen))
         if x.is_cuda:
             torch.cuda.synchronize(x.device)
         result.seconds = time.perf_counter() - start
