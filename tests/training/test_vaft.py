@@ -63,3 +63,16 @@ def test_vaft_attacks_each_z_scored_case_within_its_own_range_as_evaluation_does
         _, attack = attack_for(spec, 20, case, IntensityMap.z_score(0.0, 1.0))  # evaluation: one case at a time
         torch.testing.assert_close(x_adv[i:i + 1], attack(model, case, y[i:i + 1]))
         assert case.amin() <= x_adv[i].amin() and x_adv[i].amax() <= case.amax()  # never outside the case's range
+
+
+def test_vaft_inner_attack_takes_the_published_preset() -> None:
+    from medrobust.attacks.frequency import VAFA
+
+    recipe = VAFT(preset="published", block_size=(8, 8, 8))
+    inner = recipe._attack(torch.rand(1, 1, 8, 8, 8))
+    reference = VAFA.published(block_size=(8, 8, 8))
+    assert repr(inner).split(", step_size")[0] == repr(reference).split(", step_size")[0]
+    assert recipe.params()["preset"] == "published"
+    assert VAFT(block_size=(8, 8))._attack(torch.rand(1, 1, 8, 8)).ssim_weight == 0.0  # VAFA-2D: no SSIM term
+    with pytest.raises(ValueError, match="preset"):
+        VAFT(preset="paper")

@@ -38,34 +38,45 @@ class VAFT(Recipe):
     """Volumetric adversarial frequency training.
 
     Args:
-        q_max, steps, block_size, ssim_weight: the VAFA settings (q in (valid range)/255).
+        q_max, steps, block_size, ssim_weight: the VAFA settings (q in (valid range)/255);
+            ``steps`` None is 20 (or the preset's), ``ssim_weight`` None is VAFA's default
+            (1 for 3D blocks, 0 for 2D blocks, as published) or the preset's.
+        preset: the inner attack's preset, e.g. ``"published"`` (the reference code's VAFA:
+            :meth:`medrobust.attacks.frequency.VAFA.published`); other settings given
+            override it.
         freq_weight: λ_fr of the frequency-consistency term (1.0: the paper's Eq. 3 has no weight).
         clean_term, freq_term: keep the clean loss / the frequency term (both False: M_VAFA).
         seg_loss: the per-term task loss; Dice+CE by default, the same as ``standard``, so
             a comparison with the standard model isolates the adversarial terms.
     """
 
-    def __init__(self, q_max: float = 20.0, steps: int = 20, block_size: tuple[int, ...] | list[int] = (32, 32, 32),
-                 ssim_weight: float = 1.0, freq_weight: float = 1.0, clean_term: bool = True,
-                 freq_term: bool = True) -> None:
+    def __init__(self, q_max: float = 20.0, steps: int | None = None,
+                 block_size: tuple[int, ...] | list[int] = (32, 32, 32), ssim_weight: float | None = None,
+                 freq_weight: float = 1.0, clean_term: bool = True, freq_term: bool = True,
+                 preset: str | None = None) -> None:
         if freq_weight < 0:
             raise ValueError(f"freq_weight must be >= 0, got {freq_weight}")
-        self.q_max, self.steps, self.block_size = float(q_max), int(steps), tuple(int(b) for b in block_size)
-        self.ssim_weight, self.freq_weight = float(ssim_weight), float(freq_weight)
+        self.q_max, self.block_size = float(q_max), tuple(int(b) for b in block_size)
+        self.steps = None if steps is None else int(steps)
+        self.ssim_weight = None if ssim_weight is None else float(ssim_weight)
+        self.freq_weight, self.preset = float(freq_weight), preset
         self.clean_term, self.freq_term = bool(clean_term), bool(freq_term)
-        self.passes_per_batch = self.steps + (2 if clean_term or freq_term else 1)
+        # built once here: a bad preset or setting fails now, not mid-training
+        inner_steps = self._attack(torch.zeros(1, 1, *self.block_size)).steps
+        self.passes_per_batch = inner_steps + (2 if clean_term or freq_term else 1)
 
     @override
     def params(self) -> dict[str, Any]:
         return {"q_max": self.q_max, "steps": self.steps, "block_size": list(self.block_size),
                 "ssim_weight": self.ssim_weight, "freq_weight": self.freq_weight,
-                "clean_term": self.clean_term, "freq_term": self.freq_term}
+                "clean_term": self.clean_term, "freq_term": self.freq_term, "preset": self.preset}
 
     def _attack(self, x: torch.Tensor) -> Attack:
         """VAFA as evaluation builds it for ``x``: its valid range from :func:`budget_for_case`."""
         budget = budget_for_case("linf", 0.0, "model", x, self.intensity)
-        return get_attack(f"vafa{len(self.block_size)}d", budget, q_max=self.q_max, steps=self.steps,
-                          block_size=self.block_size, ssim_weight=self.ssim_weight)
+        given = {"preset": self.preset, "steps": self.steps, "ssim_weight": self.ssim_weight}
+        return get_attack(f"vafa{len(self.block_size)}d", budget, q_max=self.q_max, block_size=self.block_size,
+                          **{k: v for k, v in given.items() if v is not None})
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The VAFA batch the recipe trains on, each case within its own valid range.
