@@ -16,6 +16,9 @@ model on the test split with PGD-10 and APGD-10 at 4/255 and the script prints o
 per task (plus the self-adaptive run's per-epoch MAG / threshold / iterations), writes
 OUT/<task>/recipes.csv and OUT/<task>/results/report.html. Reruns reuse finished trainings
 (the loop resumes).
+``--finetune`` starts every adversarial recipe from the trained ``standard`` model (its
+weights, a fresh optimizer: ``medrobust train --init``), as VAFT's ``--use_pretrained`` and
+SEAT's ``--ft`` do; its runs go to OUT/<task>/runs-finetuned.
 ``--quick`` is a smoke run (tiny data, 1 epoch, 2 attack steps): its numbers mean nothing.
 """
 from __future__ import annotations
@@ -68,17 +71,21 @@ def build_data(task: str, out: Path, quick: bool, seed: int) -> Path:
     return build_demo_classification(out / "data", seed=seed, **sizes)
 
 
-def train_recipes(task: str, data: Path, out: Path, config: TrainConfig) -> dict[str, Path]:
-    """Train (or resume) one model per recipe; recipe -> best checkpoint."""
+def train_recipes(task: str, data: Path, out: Path, config: TrainConfig, finetune: bool = False) -> dict[str, Path]:
+    """Train (or resume) one model per recipe; recipe -> best checkpoint.
+
+    With ``finetune`` every recipe but ``standard`` starts from the standard model's weights.
+    """
     spec = TASKS[task]
-    checkpoints = {}
-    for recipe, params in RECIPES.items():
+    checkpoints: dict[str, Path] = {}
+    for recipe, params in RECIPES.items():  # "standard" first: the others may start from it
         params = {**params, **spec["inner"].get(recipe, {})}
         lr = spec.get("lr", {}).get(recipe, config.lr)
-        result = train_model(data, spec["model"], out / "runs" / recipe, recipe=recipe, recipe_params=params,
+        init = checkpoints["standard"] if finetune and recipe != "standard" else None
+        runs = out / ("runs-finetuned" if init is not None else "runs")
+        result = train_model(data, spec["model"], runs / recipe, recipe=recipe, recipe_params=params,
                              model_kwargs=spec["kwargs"], config=config.model_copy(update={"lr": lr}),
-                             normalization=spec["normalization"],
-                             progress=False)
+                             normalization=spec["normalization"], init=init, progress=False)
         print(f"[{task}] {recipe}: best validation score {result.best_metric:.3f} (epoch {result.best_epoch})")
         checkpoints[recipe] = result.checkpoint
     return checkpoints
@@ -133,6 +140,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, 2 attack steps")
+    ap.add_argument("--finetune", action="store_true",
+                    help="start each adversarial recipe from the trained standard model (train --init)")
     args = ap.parse_args()
     device = str(pick_device(args.device))
     steps = 2 if args.quick else 10
@@ -142,7 +151,7 @@ def main() -> None:
         config = (DEMO_TRAIN if task == "seg" else TrainConfig(batch_size=16, lr=3e-3)).model_copy(
             update={"epochs": epochs, "seed": args.seed, "device": args.device})
         data = build_data(task, out, args.quick, args.seed)
-        checkpoints = train_recipes(task, data, out, config)
+        checkpoints = train_recipes(task, data, out, config, finetune=args.finetune)
         table = recipe_table(evaluate(checkpoints, data, out, steps, device))
         table.to_csv(out / "recipes.csv")
         print(f"\n{task}: {TASKS[task]['metric']} on the test split, {epochs} epochs, seed {args.seed}; "

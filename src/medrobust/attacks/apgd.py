@@ -1,5 +1,7 @@
-"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
-ensemble of diverse parameter-free attacks"), Linf and L2, with CE or DLR loss.
+"""Auto-PGD, Linf and L2, with CE or DLR loss.
+
+Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an ensemble of
+diverse parameter-free attacks".
 
 Step size starts at 2·eps and is halved at checkpoints w_j = ceil(p_j N), p_0 = 0,
 p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), when since the last checkpoint
@@ -139,8 +141,9 @@ class APGD(Attack):
 
     def _bookkeeping(self, state: AttackState, x_cur: torch.Tensor, grad: torch.Tensor,
                      gain: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Record the iterate just evaluated; at a checkpoint halve η and go back to the best
-        point. Returns the (possibly reset) iterate and gradient to step from.
+        """Record the iterate just evaluated; at a checkpoint halve η and go back to the best point.
+
+        Returns the (possibly reset) iterate and gradient to step from.
         """
         a = state.aux
         if t == 1:

@@ -1,5 +1,6 @@
-"""The ``autoattack`` preset for classifiers: AutoAttack's "standard" version (Croce & Hein
-2020, github.com/fra31/auto-attack), and its members by name.
+"""The ``autoattack`` preset for classifiers, and its members by name.
+
+AutoAttack's "standard" version (Croce & Hein 2020, github.com/fra31/auto-attack).
 
 ``autoattack`` is an :class:`~medrobust.attacks.ensemble.AttackEnsemble` of, in order,
 APGD-CE (100 steps), APGD-T (100 steps, 9 targets), FAB-T (100 steps, 9 targets) and

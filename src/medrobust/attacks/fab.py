@@ -1,5 +1,7 @@
-"""FAB (Croce & Hein 2020, "Minimally distorted adversarial examples with a fast adaptive
-boundary attack"), Linf and L2: the untargeted attack and FAB-T over the top-k targets.
+"""FAB, Linf and L2: the untargeted attack and FAB-T over the top-k targets.
+
+Croce & Hein 2020, "Minimally distorted adversarial examples with a fast adaptive boundary
+attack".
 
 FAB is a minimum-norm attack. Each step linearises the classifier at the iterate x_k,
 takes the decision hyperplane closest in the dual norm (untargeted: over all classes;
@@ -48,7 +50,8 @@ def project_hyperplane(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, low: t
         t: points ``(N, n)``.
         w: normals ``(N, n)``; a zero coordinate never moves.
         b: offsets ``(N,)``.
-        low, high: the box, broadcastable to ``(N, n)`` (may be -inf / inf).
+        low: the box's lower corner, broadcastable to ``(N, n)`` (may be -inf).
+        high: its upper corner, broadcastable to ``(N, n)`` (may be inf).
         norm: ``"linf"`` or ``"l2"``.
 
     Returns:
