@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.metrics import PSNRMetric, SSIMMetric, compute_dice, compute_hausdorff_distance, compute_roc_auc
+from monai.metrics import (
+    PSNRMetric,
+    SSIMMetric,
+    compute_dice,
+    compute_hausdorff_distance,
+    compute_roc_auc,
+    compute_surface_dice,
+)
 from monai.networks.utils import one_hot
 
 from medrobust.units import IntensityMap
@@ -130,6 +137,52 @@ def hd95(pred: torch.Tensor, y: torch.Tensor, num_classes: int, spacing: Spacing
         warnings.simplefilter("ignore")
         out = compute_hausdorff_distance(p, t, include_background=include_background, percentile=95,
                                          spacing=_spacing_arg(spacing))
+    return out.float()
+
+
+def surface_dice(pred: torch.Tensor, y: torch.Tensor, num_classes: int, tolerance_mm: float, spacing: Spacing,
+                 include_background: bool = False) -> torch.Tensor:
+    """Normalised surface Dice per sample and class (MONAI's ``compute_surface_dice``), ``(B, K')``.
+
+    The fraction of both boundaries within ``tolerance_mm`` of the other (Nikolov et al.
+    2021). NaN where a class is absent from both prediction and label; 0 where it is absent
+    from one of them.
+
+    Args:
+        pred: predicted labels ``(B, 1, *spatial)`` or logits ``(B, K, *spatial)``.
+        y: true labels ``(B, 1, *spatial)`` in ``[0, num_classes)``.
+        num_classes: K, background included.
+        tolerance_mm: the accepted boundary deviation in mm (> 0), the same for every class.
+        spacing: voxel size in mm: one float, one value per spatial axis, or per sample.
+        include_background: keep class 0 (default False, as for Dice).
+
+    Returns:
+        float32 tensor on the CPU, ``(B, K - 1)`` (or ``(B, K)`` with the background).
+
+    Raises:
+        ValueError: ``tolerance_mm`` not > 0, or labels as for :func:`dice_per_class`.
+
+    Shape:
+        - pred: ``(B, 1, *spatial)`` or ``(B, K, *spatial)``; y: ``(B, 1, *spatial)``
+        - output: ``(B, K - 1)``, or ``(B, K)`` with ``include_background=True``
+
+    Example:
+        >>> import torch
+        >>> y = torch.zeros(1, 1, 8, 8, dtype=torch.long); y[..., 2:6, 2:6] = 1
+        >>> shifted = torch.roll(y, 1, dims=-1)
+        >>> surface_dice(y, y, 2, 1.0, 1.0).tolist(), surface_dice(shifted, y, 2, 1.0, 1.0).tolist()
+        ([[1.0]], [[1.0]])
+        >>> round(float(surface_dice(shifted, y, 2, 0.5, 1.0)), 3)
+        0.5
+    """
+    if not tolerance_mm > 0:
+        raise ValueError(f"tolerance_mm must be > 0, got {tolerance_mm}")
+    p, t = _seg_labels(pred, y, num_classes)
+    n = num_classes if include_background else num_classes - 1
+    with warnings.catch_warnings():  # MONAI warns for every empty class; NaN says the same
+        warnings.simplefilter("ignore")
+        out = compute_surface_dice(p, t, [float(tolerance_mm)] * n, include_background=include_background,
+                                   spacing=_spacing_arg(spacing))
     return out.float()
 
 

@@ -117,3 +117,26 @@ def test_grid_rejects_bad_targets_and_attacks_of_another_task(tmp_path: Path, as
 def test_attack_keep_rule_is_validated() -> None:
     with pytest.raises(ValueError, match="keep must be one of metric, loss"):
         Attack(Budget.linf(0.1), keep="best")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--attack", "autoattack"], "--attack: 'autoattack' is for classification"),
+    (["--attack", "pgd", "--target", "least_likely"], "--target: 'least_likely' is for classification"),
+    (["--attack", "pgd", "--target", "map:tumour"], "--target: give map:FROM=TO"),
+    (["--attack", "pgd", "--keep", "best"], "keep must be one of"),
+])
+def test_cli_attack_refuses_an_attack_or_target_of_another_task(tmp_path: Path, assets: dict[str, Path],  # noqa: F811
+                                                                flags: list[str], match: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["attack", "--checkpoint", str(assets["checkpoint"]), "--data", str(assets["datalist"]),
+                 "--eps", "4", "--steps", "2", "--out", str(tmp_path / "out"), *flags])
+    assert code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_targeted_attack_records_its_success(tmp_path: Path, assets: dict[str, Path]) -> None:  # noqa: F811
+    assert main(["attack", "--checkpoint", str(assets["checkpoint"]), "--data", str(assets["datalist"]),
+                 "--eps", "8", "--steps", "3", "--target", "map:class1=background", "--out", str(tmp_path / "out")]) == 0
+    with ResultStore(tmp_path / "out" / "results.sqlite") as store:
+        df = store.to_dataframe()
+    assert (df["target"] == "map class1 -> background").all() and df["target_success"].between(0, 1).all()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from medrobust.cli import main
-from medrobust.data.io import write_nifti
 from medrobust.evaluation.store import ResultStore
 from tests.reliability.conftest import MakeData, write_grid
 
@@ -71,10 +69,13 @@ def test_paths_are_printed_verbatim(tmp_path: Path, make_data: MakeData, checkpo
 
 def test_an_unexpected_failure_is_one_line_with_traceback_behind_debug(tmp_path: Path, make_data: MakeData,
                                                                         checkpoint: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    def fails_inside_the_network(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Sizes of tensors must match")
+
+    monkeypatch.setattr("medrobust.cli.predict.infer", fails_inside_the_network)
     data = make_data([_case()])
-    write_nifti(data.parent / "imagesTs" / "c0.nii.gz", np.ones((2, 16, 16, 8), np.float32),
-                np.diag([2.0, 2.0, 3.0, 1.0]))  # 2 channels for a 1-channel model: fails inside the network
     argv = ["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     err = _error(capsys)

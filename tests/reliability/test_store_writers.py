@@ -4,11 +4,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from medrobust.cli import main
-from medrobust.data.io import write_nifti
 from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
 from tests.reliability.conftest import MakeData, write_grid
 
@@ -55,20 +53,22 @@ def test_second_writer_of_a_fresh_store_stops(tmp_path: Path, hashes: list[str])
 
 
 def test_failed_evaluate_leaves_no_stamp(tmp_path: Path, make_data: MakeData, checkpoint: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """The grid fails on its first case (a 2-channel image for a 1-channel model) after the store
-    was opened; the store is not left claimed by that grid, so the corrected grid runs."""
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The grid fails on its first case (inside the network) after the store was opened; the
+    store is not left claimed by that grid, so the corrected grid runs."""
     data = make_data([{"image": f"imagesTs/c{i}.nii.gz", "label": f"labelsTs/c{i}.nii.gz"} for i in range(2)])
-    two_channels = make_data([{"image": "imagesTs/c0.nii.gz", "label": "labelsTs/c0.nii.gz"}],
-                             root=tmp_path / "data2")
-    image = two_channels.parent / "imagesTs" / "c0.nii.gz"
-    write_nifti(image, np.random.default_rng(0).normal(size=(2, 16, 16, 8)).astype(np.float32),
-                np.diag([2.0, 2.0, 3.0, 1.0]))
-    store = tmp_path / "grid" / "results" / "results.sqlite"
-    assert main(["evaluate", str(write_grid(tmp_path / "grid", checkpoint, two_channels)), "--no-report"]) == 2
+    other = make_data([{"image": "imagesTs/c0.nii.gz", "label": "labelsTs/c0.nii.gz"}], root=tmp_path / "data2")
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Sizes of tensors must match")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("medrobust.evaluation.grid.evaluate_run", fails)
+        store = tmp_path / "grid" / "results" / "results.sqlite"
+        assert main(["evaluate", str(write_grid(tmp_path / "grid", checkpoint, other)), "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
-    assert stored_config_hash(store) is None
+    assert store.exists() and stored_config_hash(store) is None
     assert main(["evaluate", str(write_grid(tmp_path / "grid", checkpoint, data)), "--no-report"]) == 0
     with ResultStore(store) as opened:
         assert opened.count() == 2

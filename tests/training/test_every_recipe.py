@@ -26,6 +26,7 @@ SETUPS: dict[str, tuple[dict[str, Any], str, bool]] = {
     "vaft": ({"steps": 2, "block_size": [8, 8]}, "unet", False),
     "cooperative": ({"masking": "all"}, "cooperative", False),
     "assimilation": ({"alpha": 0.5, "patch_size": 8}, "assimilation", True),
+    "gaussian_noise": ({"sigma": 0.1}, "unet", False),
 }
 NETWORKS = {
     "unet": lambda: tiny_unet(norm=None),

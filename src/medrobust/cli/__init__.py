@@ -28,7 +28,20 @@ app = typer.Typer(
 err_console = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)
 
 # Commands register themselves on `app` when their modules are imported.
-from medrobust.cli import attack, corrupt, demo, ensemble, evaluate, explain, predict, pretrain, train, tune  # noqa: E402,F401,E501
+from medrobust.cli import (  # noqa: E402,F401,E501
+    attack,
+    certify,
+    corrupt,
+    demo,
+    ensemble,
+    evaluate,
+    explain,
+    inspect_model,
+    predict,
+    pretrain,
+    train,
+    tune,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,24 +12,52 @@ from rich.console import Console
 from rich.progress import track
 
 from medrobust.attacks.frequency import PRESETS
-from medrobust.attacks.registry import attack_budget_kind, attack_names
+from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_task
 from medrobust.cli import app
-from medrobust.cli.options import budget_error, check_overlap, parse_size, refuse_existing
+from medrobust.cli.options import budget_error, check_out_folder, check_overlap, parse_size, refuse_existing
+from medrobust.data.folders import removed_if_empty
 from medrobust.evaluation.config import AttackSpec
-from medrobust.evaluation.core import attack_for, evaluate_run, prepare_case
+from medrobust.evaluation.core import attack_for, check_fits, evaluate_run, prepare_case
 from medrobust.evaluation.examples import save_adversarial
 from medrobust.evaluation.loading import load_model
-from medrobust.evaluation.store import ResultStore
+from medrobust.evaluation.store import ResultStore, stored_config_hash
 from medrobust.evaluation.types import RunSettings
 from medrobust.units import IntensityMap
 
 console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
-_FLAGS = {"attack": "--attack", "eps": "--eps", "eps_unit": "--eps-unit", "norm": "--norm", "options": "--steps etc."}
+_STORE_FILES = ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "results.sqlite.lock")
+_FLAGS = {"attack": "--attack", "eps": "--eps", "eps_unit": "--eps-unit", "norm": "--norm", "options": "--steps etc.",
+          "target": "--target", "region": "--region"}
+
+
+def parse_target_flag(text: str | None) -> str | dict[str, Any] | None:
+    """``--target`` as the grid's ``target:``: ``least_likely``, ``random``, ``class:K`` or ``map:FROM=TO,...``.
+
+    Args:
+        text: the flag's value, or None.
+
+    Returns:
+        The grid form (a string, or ``{"map": {from: to}}``), or None.
+
+    Raises:
+        ValueError: a ``map:`` without ``FROM=TO`` pairs (naming ``--target``).
+
+    Example:
+        >>> parse_target_flag("map:tumour=background,1=0")
+        {'map': {'tumour': 'background', '1': '0'}}
+    """
+    if text is None or not text.startswith("map:"):
+        return text
+    pairs = [p.split("=", 1) for p in text.removeprefix("map:").split(",") if p]
+    if not pairs or any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        raise ValueError(f"--target: give map:FROM=TO[,FROM=TO...], got {text!r}")
+    return {"map": {a: b for a, b in pairs}}
 
 
 def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | None, loss: str | None,
                 step_size: float | None, restarts: int, q_max: float, block_size: str | None,
-                ssim_weight: float | None, preset: str | None = None) -> AttackSpec:
+                ssim_weight: float | None, preset: str | None = None, target: str | None = None,
+                keep: str | None = None) -> AttackSpec:
     """The grid entry equivalent to the command line's flat flags (a frequency attack's
     budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit`` and ``--norm``).
 
@@ -47,6 +75,9 @@ def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | 
                  "ssim_weight": ssim_weight, "block_size": parse_size(block_size, "--block-size")}
         options = {k: v for k, v in given.items() if v is not None}
         fields: dict[str, Any] = {"eps": [q_max], "eps_unit": "1/255", "norm": "dct"}
+    elif attack_task(attack) is not None:  # a preset ensemble: its members' steps unless --steps scales them
+        options = {} if steps is None else {"steps": steps}
+        fields = {"eps": [eps], "eps_unit": eps_unit, "norm": norm}
     else:
         options = {"steps": 20 if steps is None else steps, "restarts": restarts}
         if loss:
@@ -54,8 +85,10 @@ def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | 
         if step_size is not None:
             options["step_size"] = step_size
         fields = {"eps": [eps], "eps_unit": eps_unit, "norm": norm}
+    if keep is not None:
+        options["keep"] = keep
     try:
-        return AttackSpec(attack=attack.lower(), options=options, **fields)
+        return AttackSpec(attack=attack.lower(), options=options, target=parse_target_flag(target), **fields)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
         flag = _FLAGS.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "--attack"
@@ -82,18 +115,38 @@ def attack(
                                              "default 1 for vafa3d, 0 for vafa2d (as published), or the --preset's."),
     preset: str | None = typer.Option(None, "--preset", help=f"VAFA: {', '.join(PRESETS)} (the reference code's "
                                       "attack, asif-hanif/vafa); other flags given override it."),
+    target: str | None = typer.Option(None, "--target", help="Make the attack targeted: least_likely, random, class:K "
+                                      "(classifiers) or map:FROM=TO[,...] (segmentation, e.g. map:tumour=background)."),
+    keep: str | None = typer.Option(None, "--keep", help="Iterate kept per case: metric (default: the one that hurts "
+                                    "the metric most) or loss (the highest loss)."),
     overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap in [0, 1) for whole volumes."),
     max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts."),
     out: Path = typer.Option(..., "--out", help="Folder for adversarial NIfTIs (raw units, source affine) + manifest.json."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out (an --out that holds this very "
+                               "attack's results.sqlite resumes without it)."),
 ) -> None:
-    """Attack every case of a split; write adversarial images, manifest.json and results.sqlite."""
+    """Attack every case of a split; write adversarial images, manifest.json and results.sqlite.
+
+    A killed run resumes when rerun with the same flags: cases with a row in results.sqlite
+    (written after the case's image and manifest entry) are skipped.
+    """
     spec = attack_spec(attack_name, eps, eps_unit, norm, steps, loss, step_size, restarts, q_max, block_size,
-                       ssim_weight, preset)
+                       ssim_weight, preset, target, keep)
     check_overlap(overlap, "--overlap")
-    refuse_existing(out, "--out", force)
+    config = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "seed": seed, "overlap": overlap,
+              **spec.model_dump(mode="json")}
+    config_json = json.dumps(config, sort_keys=True)
+    settings = RunSettings(seed, hashlib.sha256(config_json.encode()).hexdigest()[:16])
+    check_out_folder(out, "--out")
+    store_path = out / "results.sqlite"
+    if not (store_path.exists() and stored_config_hash(store_path) in (None, settings.config_hash)):
+        refuse_existing(out, "--out", force)  # else resume this very attack (or one that stored no row yet)
     lm = load_model(checkpoint, data, split, max_cases=max_cases)
+    try:
+        check_fits(spec, lm)
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None  # "--attack: ...", "--target: ..."
     ds = lm.split.dataset
     # Built once on the first case so a bad eps, unit or option fails before anything is written.
     first = ds[0]
@@ -101,19 +154,21 @@ def attack(
         attack_for(spec, spec.eps[0], first["image"].unsqueeze(0), IntensityMap.from_dict(first["meta"]["intensity"]))
     except (ValueError, TypeError) as err:
         raise budget_error(err) from None
-    config = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "seed": seed, "overlap": overlap,
-              **spec.model_dump(mode="json")}
-    config_json = json.dumps(config, sort_keys=True)
-    settings = RunSettings(seed, hashlib.sha256(config_json.encode()).hexdigest()[:16])
     fields = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "seed": seed}
-    out.mkdir(parents=True, exist_ok=True)
-    scores = []
-    with ResultStore(out / "results.sqlite", settings.config_hash, config_json) as store:
+    with removed_if_empty(out, scratch=_STORE_FILES), ResultStore(store_path, settings.config_hash, config_json) as store:
+        done = store.done_keys()
+        resumed = 0
         for i in track(range(len(ds)), description=f"{spec.label} eps={spec.eps[0]:g} {spec.eps_unit}", console=console):
+            if (lm.name, spec.label, float(spec.eps[0]), str(ds[i]["id"])) in done:
+                resumed += 1
+                continue
             case = prepare_case(lm, ds[i], settings, roi_size=lm.info.roi_size, overlap=overlap)
             run = evaluate_run(lm, spec, spec.eps[0], case, settings)
-            store.add_run(run.row)
             save_adversarial(out, case, run.row, run.x, fields)
-            scores.append(round(run.row.adv_score, 4))
-    console.print(f"{len(scores)} cases attacked; adversarial {run.row.score_name} per case: {scores}; "
+            store.add_run(run.row)  # last: a stored row means the case's image and manifest entry are written
+        rows = store.to_dataframe()
+    adv_scores = dict(zip(rows["case_id"], rows["adv_score"]))
+    scores = [round(float(adv_scores[str(ds[i]["id"])]), 4) for i in range(len(ds))]
+    console.print(f"{len(scores)} cases attacked{f' ({resumed} done before, resumed)' if resumed else ''}; "
+                  f"adversarial {rows['score_name'].iloc[0]} per case: {scores}; "
                   f"manifest: {out / 'manifest.json'}; rows: {out / 'results.sqlite'}")

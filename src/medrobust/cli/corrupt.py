@@ -13,7 +13,7 @@ Output (``--out``)::
 File names are the ids made safe and unique (:mod:`medrobust.data.safe_names`); the
 datalist and the manifest map each id to its files. Everything is checked before anything
 is written, and the folder is assembled in a hidden staging folder beside ``--out``, so a
-failure leaves no partial output.
+failure leaves no partial output; the staging folder of a killed run is removed by the next run.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from medrobust.data.safe_names import UniqueNames
 from medrobust.data.transforms import make_dataset
 
 console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
+_STAGE_PREFIX = ".tmp-corrupt-"
 
 
 def parse_corruptions(text: str) -> list[str]:
@@ -131,6 +132,38 @@ def _write_entry(stage: Path, stem: str, image: torch.Tensor, meta: dict[str, An
     return [f"./{n}" for n in names]
 
 
+def _stage_owner_alive(stage: Path) -> bool:
+    """Whether the process that named a staging folder ``.tmp-corrupt-<pid>-<hex>`` still runs.
+
+    A folder named without a pid (by an older medrobust) has no owner left to wait for.
+    """
+    pid = stage.name.removeprefix(_STAGE_PREFIX).split("-")[0]
+    if not pid.isdigit() or os.name == "nt":  # Windows' os.kill would end the process, not probe it
+        return pid.isdigit()
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_stages(parent: Path) -> list[Path]:
+    """Delete the staging folders that killed ``corrupt`` runs left in ``parent``; live runs' stay.
+
+    Args:
+        parent: the folder holding ``--out``.
+
+    Returns:
+        The folders removed.
+    """
+    stale = [p for p in parent.glob(f"{_STAGE_PREFIX}*") if p.is_dir() and not _stage_owner_alive(p)]
+    for stage in stale:
+        shutil.rmtree(stage, ignore_errors=True)
+    return stale
+
+
 def _publish(stage: Path, out: Path) -> None:
     """Move the staged files into ``out`` (datalist and manifest last)."""
     files = sorted((p for p in stage.rglob("*") if p.is_file()), key=lambda p: p.suffix == ".json")
@@ -173,7 +206,8 @@ def corrupt_command(
         value_range = (lo_hi[0], lo_hi[1])
     refuse_existing(out, "--out", force)
     doc, items = _check_inputs(data, split, max_cases)
-    stage = out.parent / f".tmp-corrupt-{uuid.uuid4().hex[:12]}"
+    _remove_stale_stages(out.parent)
+    stage = out.parent / f"{_STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
     entries, manifest_cases = [], {}
     image_names, label_names = UniqueNames(), UniqueNames()  # file names from case ids: safe and unique
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

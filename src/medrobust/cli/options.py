@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from medrobust.models.devices import check_device
+
 
 def parse_size(text: str | None, what: str) -> tuple[int, ...] | None:
     """"64,64,64" or "64" -> (64, 64, 64)/(64,); ValueError naming ``what``."""
@@ -107,37 +109,6 @@ def check_overlap(overlap: float, what: str) -> None:
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"{what}: must be in [0, 1) (the fraction of a window its neighbour shares), got {overlap:g}")
-
-
-def check_device(name: str, what: str) -> None:
-    """Refuse a torch device this machine does not have (``auto`` is always fine).
-
-    Args:
-        name: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ...
-        what: the option or key named in the error (``--device``).
-
-    Raises:
-        ValueError: an unknown device name, or CUDA/MPS that is not available here.
-
-    Example:
-        >>> check_device("cpu", "--device")
-        >>> check_device("gpu", "--device")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: --device: 'gpu' is not a device; allowed: auto, cpu, cuda, cuda:N, mps
-    """
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"{what}: {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{what}: {name!r} asked for, but this machine has no usable CUDA device; use cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"{what}: {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{what}: {name!r} asked for, but MPS is not available on this machine; use cpu or auto")
 
 
 def _value(args: list[str], option: str) -> str | None:

@@ -13,6 +13,7 @@ from rich.progress import track
 
 from medrobust.cli import app
 from medrobust.cli.options import check_out_folder, check_overlap
+from medrobust.data.folders import removed_if_empty
 from medrobust.data.io import atomic_path, write_json_atomic, write_nifti
 from medrobust.data.safe_names import UniqueNames
 from medrobust.evaluation.loading import load_model
@@ -41,29 +42,29 @@ def predict(
     check_out_folder(out, "--out")
     opened = load_model(checkpoint, data, split, max_cases=max_cases)
     ds, roi = opened.split.dataset, opened.info.roi_size
-    out.mkdir(parents=True, exist_ok=True)
-    rows, cases, names = [], [], UniqueNames()
-    for i in track(range(len(ds)), description="predicting", console=console):
-        item = ds[i]
-        logits = infer(opened.model, item["image"].unsqueeze(0), roi, overlap)
-        if opened.split.task == "segmentation":
-            labels = logits.argmax(1)[0].numpy().astype(np.int16)
-            affine = np.asarray(item["meta"]["affine"], dtype=np.float64)
-            name = names.name(str(item["id"]), "_pred.nii.gz")
-            write_nifti(out / name, labels, affine, dtype=np.int16)
-            cases.append({"id": item["id"], "prediction": name, "source": item["meta"]["source"]})
-        else:
-            probs = torch.softmax(logits.float(), 1)[0]
-            rows.append({"id": item["id"], "prediction": opened.info.classes[int(probs.argmax())],
-                         **{f"p_{c}": f"{float(p):.6f}" for c, p in zip(opened.info.classes, probs)}})
-    if rows:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        with atomic_path(out / "predictions.csv") as tmp:
-            tmp.write_text(buf.getvalue())
-    if cases:
-        write_json_atomic(out / "manifest.json", {"checkpoint": str(checkpoint), "data": str(data), "split": split,
-                                                  "cases": cases})
+    with removed_if_empty(out):  # a crash before the first file leaves no empty --out behind
+        rows, cases, names = [], [], UniqueNames()
+        for i in track(range(len(ds)), description="predicting", console=console):
+            item = ds[i]
+            logits = infer(opened.model, item["image"].unsqueeze(0), roi, overlap)
+            if opened.split.task == "segmentation":
+                labels = logits.argmax(1)[0].numpy().astype(np.int16)
+                affine = np.asarray(item["meta"]["affine"], dtype=np.float64)
+                name = names.name(str(item["id"]), "_pred.nii.gz")
+                write_nifti(out / name, labels, affine, dtype=np.int16)
+                cases.append({"id": item["id"], "prediction": name, "source": item["meta"]["source"]})
+            else:
+                probs = torch.softmax(logits.float(), 1)[0]
+                rows.append({"id": item["id"], "prediction": opened.info.classes[int(probs.argmax())],
+                             **{f"p_{c}": f"{float(p):.6f}" for c, p in zip(opened.info.classes, probs)}})
+        if rows:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            with atomic_path(out / "predictions.csv") as tmp:
+                tmp.write_text(buf.getvalue())
+        if cases:
+            write_json_atomic(out / "manifest.json", {"checkpoint": str(checkpoint), "data": str(data), "split": split,
+                                                      "cases": cases})
     console.print(f"{len(ds)} predictions written to {out}")

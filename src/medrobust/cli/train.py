@@ -9,11 +9,11 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from medrobust.cli import app
-from medrobust.cli.options import parse_json_object, parse_size
+from medrobust.cli.options import check_out_folder, parse_json_object, parse_size
 from medrobust.training import RECIPES, TrainConfig
 from medrobust.training.api import train_model
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 def _train_config(**values: Any) -> TrainConfig:
@@ -42,8 +42,11 @@ def train(
     weight_decay: float = typer.Option(1e-5, "--weight-decay", help="AdamW weight decay."),
     scheduler: str = typer.Option("cosine", "--scheduler", help="cosine, plateau or none."),
     roi_size: str | None = typer.Option(None, "--roi-size", help="Model input size, e.g. 64,64,64; larger "
-                                           "volumes are validated with a sliding window."),
-    patch_size: str | None = typer.Option(None, "--patch-size", help="Crop/pad training cases to this size."),
+                                           "volumes are validated with a sliding window. Default: none when the volumes "
+                                           "suit the network, else chosen from the data (printed, kept in "
+                                           "model.json)."),
+    patch_size: str | None = typer.Option(None, "--patch-size", help="Crop/pad training cases to this size. "
+                                             "Default: as --roi-size."),
     normalization: str | None = typer.Option(None, "--normalization", help="zscore, minmax, none, or "
                                                 "ct:LOW,HIGH (HU window to [0,1]). Default: zscore for NIfTI."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Random flips, affine and intensity jitter."),
@@ -51,6 +54,10 @@ def train(
     amp: str = typer.Option("none", "--amp", help="Mixed precision: none, bf16, fp16 (fp16 on GPU only)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from OUT/last if present."),
+    restart: bool = typer.Option(False, "--restart", help="Start over although OUT holds a run to resume (its "
+                                 "last/ state is removed)."),
+    resume_anyway: bool = typer.Option(False, "--resume-anyway", help="Resume although the inputs or flags differ "
+                                       "from those OUT/provenance.json recorded (the new ones are recorded)."),
     init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's weights (model.json or "
                                      "its folder; fine-tuning a clean model): the same --model and --model-kwargs "
                                      "are needed, the optimizer starts fresh."),
@@ -68,6 +75,7 @@ def train(
     select_steps: int = typer.Option(10, "--select-steps", min=1, help="Attack steps of robust selection."),
 ) -> None:
     """Train a model; the best checkpoint is chosen on the validation split only."""
+    check_out_folder(out, "--out")
     recipe_params = parse_json_object(params, "--params")
     loop_keys: dict[str, Any] = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size")
                                  if k in recipe_params}
@@ -80,6 +88,7 @@ def train(
     result = train_model(data, model, out, recipe=recipe, recipe_params=recipe_params,
                          model_kwargs=parse_json_object(model_kwargs, "--model-kwargs"), config=config,
                          normalization=normalization, patch_size=parse_size(patch_size, "--patch-size"),
-                         augment=augment, init=init)
+                         augment=augment, init=init, restart=restart, resume_anyway=resume_anyway,
+                         log=console.print)
     console.print(f"best validation score {result.best_metric:.4f} at epoch {result.best_epoch}; "
                   f"checkpoint: {result.checkpoint}")

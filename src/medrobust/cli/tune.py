@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medrobust.cli import app
-from medrobust.cli.options import parse_json_object, parse_size
+from medrobust.cli.options import check_out_folder, parse_json_object, parse_size
 from medrobust.data.io import atomic_path, write_json_atomic
 from medrobust.data.sources import open_split
 from medrobust.training import TrainConfig, build_recipe
@@ -24,7 +24,7 @@ from medrobust.training.api import train_model
 from medrobust.training.tuning import completed_trials, open_study, search_space, split_params, trial_folder
 from medrobust.training.validation import CRITERIA, RobustEvaluation
 
-console = Console()
+console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 
 
 def _trial_table(trials: list[Any], best: int) -> Table:
@@ -87,6 +87,7 @@ def tune(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 ..."),
 ) -> None:
     """Search a recipe's hyper-parameters on the validation split; resumable."""
+    check_out_folder(out, "--out")
     if objective not in CRITERIA:
         raise ValueError(f"--objective: unknown {objective!r}; allowed: {', '.join(CRITERIA)}")
     searched = search_space(recipe, [s.strip() for s in space.split(",") if s.strip()] if space else None,

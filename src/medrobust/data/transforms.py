@@ -53,11 +53,15 @@ class Normalization:
     - ``"minmax"``: per case [min, max] to [0, 1]; ``"minmax:LO,HI"``: fixed range
       (``"minmax:0,255"`` for 8-bit images).
     - ``"none"``: identity.
+    - ``"linear:OFFSET,SCALE[,LO,HI]"``: the fixed map ``(x - OFFSET) / SCALE``, clipped to
+      [LO, HI] model units when given (a model source's preprocessing); ``"linear-hu:..."``
+      states the raw units as HU.
     """
 
     kind: str
     low: float | None = None
     high: float | None = None
+    fixed: IntensityMap | None = None  # the "linear" kinds
 
     @classmethod
     def parse(cls, spec: str | Normalization) -> Normalization:
@@ -78,10 +82,22 @@ class Normalization:
             if not high > low:
                 raise ValueError(f"normalization {spec!r}: needs HIGH > LOW")
             return cls(kind, low, high)
-        raise ValueError(f"unknown normalization {spec!r}; allowed: 'zscore', 'ct:LO,HI', 'minmax', 'minmax:LO,HI', 'none'")
+        if kind in ("linear", "linear-hu"):
+            try:
+                values = [float(v) for v in args.split(",")]
+                clip = (values[2], values[3]) if len(values) == 4 else None
+                if len(values) not in (2, 4):
+                    raise ValueError("expected 2 or 4 numbers")
+                return cls(kind, fixed=IntensityMap(values[0], values[1], clip, "HU" if kind == "linear-hu" else "raw"))
+            except ValueError as err:
+                raise ValueError(f"normalization {spec!r}: expected '{kind}:OFFSET,SCALE[,LO,HI]' ({err})") from None
+        raise ValueError(f"unknown normalization {spec!r}; allowed: 'zscore', 'ct:LO,HI', 'minmax', 'minmax:LO,HI', "
+                         "'linear:OFFSET,SCALE[,LO,HI]', 'linear-hu:...', 'none'")
 
     def intensity_map(self, raw: np.ndarray) -> IntensityMap:
         """The IntensityMap for one case's raw image (statistics from ``raw`` when per case)."""
+        if self.fixed is not None:
+            return self.fixed
         if self.kind == "ct":
             return IntensityMap.ct_window(self.low, self.high)  # type: ignore[arg-type]
         if self.kind == "minmax":

@@ -45,6 +45,9 @@ from medrobust.units import Unit
 METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "accuracy", "ssim", "psnr")
 # Fields that change what is written, never the numbers: excluded from the config hash.
 _OUTPUT_ONLY = {"out", "examples", "save_adversarial", "masking_check"}
+MODEL_SOURCES: tuple[str, ...] = ("checkpoint", "bundle", "python", "torchscript", "nnunet")
+_SOURCE_OPTIONS = ("weights", "kwargs", "classes", "normalization", "fold", "configuration", "trust_code")
+_MODEL_SUFFIXES = {".json", ".yaml", ".yml", ".pt", ".pth", ".safetensors", ".ts"}
 
 
 class GridConfigError(ValueError):
@@ -81,12 +84,18 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """One model: a display name and the path to its ``model.json`` checkpoint.
+    """One model: a display name and exactly one source (:mod:`medrobust.models.sources`).
 
     Attributes:
         name: the model's name in the store and the report (non-empty, unique in a grid).
         checkpoint: the ``model.json`` file; relative paths resolve against the YAML's folder
             (the ``base`` of the validation context); it must exist.
+        bundle: a MONAI bundle folder.
+        python: ``"package.module:factory"`` (with ``weights``, ``kwargs``, ``classes``).
+        torchscript: a TorchScript file (runs its code: needs ``trust_code: true``).
+        nnunet: an nnU-Net v2 trained-model folder (with ``fold``, ``configuration``).
+        weights, kwargs, classes, normalization, fold, configuration, trust_code: the
+            source's options (each source names those it takes).
 
     Example:
         >>> import tempfile
@@ -100,16 +109,59 @@ class ModelSpec(_Strict):
     """
 
     name: str = Field(min_length=1)
-    checkpoint: Path
+    checkpoint: Path | None = None
+    bundle: Path | None = None
+    python: str | None = Field(default=None, pattern=r"^[\w.]+:\w+$")
+    torchscript: Path | None = None
+    nnunet: Path | None = None
+    weights: Path | None = None
+    kwargs: dict[str, Any] | None = None
+    classes: list[str] | None = None
+    normalization: str | None = None
+    fold: int | Literal["all"] | None = None
+    configuration: str | None = None
+    trust_code: bool | None = None
 
-    @field_validator("checkpoint")
+    @field_validator("checkpoint", "bundle", "torchscript", "nnunet", "weights")
     @classmethod
-    def _exists(cls, v: Path, info: ValidationInfo) -> Path:
+    def _exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         path = _resolve(v, info)
-        assert path is not None
-        if not path.is_file():
-            raise ValueError(f"checkpoint file not found: {path}")
+        folder = info.field_name in ("bundle", "nnunet")
+        if path is not None and not (path.is_dir() if folder else path.is_file()):
+            raise ValueError(f"{info.field_name} {'folder' if folder else 'file'} not found: {path}")
         return path
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        given = [k for k in MODEL_SOURCES if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one model source ({', '.join(MODEL_SOURCES)}), got "
+                             f"{', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def source(self) -> tuple[str, Path | str]:
+        """(source kind, its file, folder or ``module:factory``)."""
+        kind = next(k for k in MODEL_SOURCES if getattr(self, k) is not None)
+        return kind, getattr(self, kind)
+
+    @property
+    def source_options(self) -> dict[str, Any]:
+        """The options given for the source (those not None)."""
+        return {k: getattr(self, k) for k in _SOURCE_OPTIONS if getattr(self, k) is not None}
+
+    @property
+    def source_files(self) -> list[Path]:
+        """The files whose bytes make the model (hashed into the grid's config hash)."""
+        kind, target = self.source
+        files = [self.weights] if self.weights is not None else []
+        if kind == "checkpoint":
+            files += [Path(target), Path(target).with_suffix(".safetensors")]
+        elif kind in ("bundle", "nnunet"):
+            files += sorted(p for p in Path(target).rglob("*") if p.is_file() and p.suffix in _MODEL_SUFFIXES)
+        elif kind == "torchscript":
+            files.append(Path(target))
+        return files
 
 
 class DataSpec(_Strict):
@@ -336,15 +388,69 @@ class CorruptionSpec(_Strict):
         return [float(s) for s in self.severities]
 
 
+class CertifySpec(_Strict):
+    """Randomized-smoothing certification (:mod:`medrobust.certify`) at each noise level sigma.
+
+    Each (model, case, sigma) gives one row (``kind = "certification"``, ``eps_stated`` =
+    sigma): its score is the certified accuracy / mean certified Dice at radius 0, and
+    ``options_json`` holds the curve over ``radii`` (in ``unit``), which the report draws
+    beside the empirical L2 worst case.
+
+    Attributes:
+        certify: ``"gaussian"`` (Cohen et al. 2019; SegCertify for segmenters).
+        name: the perturbation label (default ``certify-gaussian``).
+        sigma: the noise levels (> 0) in ``unit``.
+        unit: ``"model"``, ``"raw"``, ``"HU"`` or ``"1/255"``.
+        n0: selection samples; n: estimation samples; alpha: the error level (family-wise
+            over a volume's voxels).
+        tau: SegCertify's threshold in (0.5, 1] (segmenters), None: per-voxel radii.
+        correction: ``"holm"`` or ``"bonferroni"`` (None: the certifier's default).
+        radii: the radii (>= 0, in ``unit``) of the certified curve; None: 0 to 2 sigma.
+
+    Example:
+        >>> spec = CertifySpec(certify="gaussian", sigma=[0.25], n=50)
+        >>> spec.label, spec.levels, spec.radii_for(0.25)
+        ('certify-gaussian', [0.25], [0.0, 0.0625, 0.125, 0.25, 0.375, 0.5])
+    """
+
+    certify: Literal["gaussian"]
+    name: str | None = None
+    sigma: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    unit: Unit = "model"
+    n0: int = Field(default=10, ge=1)
+    n: int = Field(default=100, ge=1)
+    alpha: float = Field(default=0.001, gt=0, lt=1)
+    tau: float | None = Field(default=None, gt=0.5, le=1)
+    correction: Literal["holm", "bonferroni"] | None = None
+    radii: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = None
+
+    @property
+    def label(self) -> str:
+        """The perturbation label: ``name``, else ``certify-gaussian``."""
+        return self.name or f"certify-{self.certify}"
+
+    @property
+    def levels(self) -> list[float]:
+        """The sigma list (the levels a grid runs)."""
+        return list(self.sigma)
+
+    def radii_for(self, sigma: float) -> list[float]:
+        """The radii of the certified curve at noise level ``sigma`` (``radii`` or 0 to 2 sigma)."""
+        return list(self.radii) if self.radii is not None else [sigma * f for f in (0, 0.25, 0.5, 1, 1.5, 2)]
+
+
 def _kind(v: object) -> str | None:
     if isinstance(v, dict):
-        return "attack-entry" if "attack" in v else "corruption-entry" if "corruption" in v else None
-    return "attack-entry" if isinstance(v, AttackSpec) else "corruption-entry" if isinstance(v, CorruptionSpec) else None
+        return ("attack-entry" if "attack" in v else "corruption-entry" if "corruption" in v else
+                "certify-entry" if "certify" in v else None)
+    return ("attack-entry" if isinstance(v, AttackSpec) else "corruption-entry" if isinstance(v, CorruptionSpec) else
+            "certify-entry" if isinstance(v, CertifySpec) else None)
 
 
-Perturbation = Annotated[Annotated[AttackSpec, Tag("attack-entry")] | Annotated[CorruptionSpec, Tag("corruption-entry")],
+Perturbation = Annotated[Annotated[AttackSpec, Tag("attack-entry")] | Annotated[CorruptionSpec, Tag("corruption-entry")]
+                         | Annotated[CertifySpec, Tag("certify-entry")],
                          Discriminator(_kind, custom_error_type="perturbation_kind",
-                                       custom_error_message="each entry needs `attack:` or `corruption:`")]
+                                       custom_error_message="each entry needs `attack:`, `corruption:` or `certify:`")]
 
 
 class GridConfig(_Strict):
@@ -357,7 +463,10 @@ class GridConfig(_Strict):
         data: the cases.
         perturbations: :class:`AttackSpec` and :class:`CorruptionSpec` entries (labels unique).
         metrics: extra metrics; Dice (segmentation) and accuracy (classification) are always
-            computed, hd95, ssim and psnr only when listed.
+            computed, hd95, nsd (normalised surface Dice), ssim and psnr only when listed.
+        include_background: segmentation scores count the background class too (the VAFA
+            papers report Dice and HD95 with background); default False, stated in the report.
+        nsd_tolerance_mm: the surface Dice's tolerance in mm (> 0, default 1).
         seed: the base seed: each attack run derives its own from it
             (:func:`~medrobust.evaluation.core.run_seed`); corruptions use it as is.
         out: the output folder (default ``results``, resolved against the YAML's folder).
@@ -387,10 +496,12 @@ class GridConfig(_Strict):
     models: list[ModelSpec] = Field(min_length=1)
     data: DataSpec
     perturbations: list[Perturbation] = Field(min_length=1)
-    # Dice (segmentation) and accuracy (classification) are always computed; hd95, ssim and
-    # psnr only when listed.
-    metrics: list[Literal["dice", "hd95", "accuracy", "ssim", "psnr"]] = Field(
+    # Dice (segmentation) and accuracy (classification) are always computed; hd95, nsd, ssim
+    # and psnr only when listed.
+    metrics: list[Literal["dice", "hd95", "nsd", "accuracy", "ssim", "psnr"]] = Field(
         default_factory=lambda: ["dice", "accuracy", "ssim", "psnr"])  # type: ignore[arg-type]
+    include_background: bool = False
+    nsd_tolerance_mm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     seed: int = 0
     out: Path = Field(default=Path("results"), validate_default=True)
     save_adversarial: bool = False
@@ -425,13 +536,14 @@ class GridConfig(_Strict):
         retrained model in the same folder is a different grid.
         """
         body = self.model_dump(mode="json", exclude=_OUTPUT_ONLY)
-        body["checkpoint_digests"] = {m.name: _checkpoint_digest(m.checkpoint) for m in self.models}
+        body["models"] = [{k: v for k, v in m.items() if v is not None} for m in body["models"]]  # hashes stay as before
+        body["checkpoint_digests"] = {m.name: _checkpoint_digest(m.source_files) for m in self.models}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _checkpoint_digest(json_path: Path) -> str:
+def _checkpoint_digest(paths: list[Path]) -> str:
     h = hashlib.sha256()
-    for path in (json_path, json_path.with_suffix(".safetensors")):
+    for path in paths:
         if path.is_file():
             with path.open("rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):

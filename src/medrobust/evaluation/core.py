@@ -44,14 +44,15 @@ import torch
 
 from medrobust import metrics
 from medrobust.attacks import Attack, get_attack
-from medrobust.attacks.registry import attack_budget_kind
+from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_task
 from medrobust.attacks.ssim import SSIMReference
-from medrobust.evaluation.config import AttackSpec, CorruptionSpec
+from medrobust.evaluation.certification import certify_row
+from medrobust.evaluation.config import AttackSpec, CertifySpec, CorruptionSpec
 from medrobust.evaluation.types import Case, LoadedModel, Outcome, Row, RunSettings, meta_spacing
 from medrobust.models.inference import infer, windowed
 from medrobust.units import Budget, IntensityMap, budget_for_case
 
-PerturbationSpec = AttackSpec | CorruptionSpec
+PerturbationSpec = AttackSpec | CorruptionSpec | CertifySpec
 
 
 def run_seed(seed: int, model: str, perturbation: str, eps: float, case_id: str) -> int:
@@ -78,7 +79,7 @@ def run_seed(seed: int, model: str, perturbation: str, eps: float, case_id: str)
 
 
 def score(logits: torch.Tensor, y: torch.Tensor, classes: Sequence[str], spacing: Sequence[float] | None = None,
-          hd: bool = False) -> Outcome:
+          hd: bool = False, *, include_background: bool = False, nsd_mm: float | None = None) -> Outcome:
     """The :class:`Outcome` of one prediction (B = 1).
 
     Args:
@@ -86,11 +87,15 @@ def score(logits: torch.Tensor, y: torch.Tensor, classes: Sequence[str], spacing
         y: (1, 1, *spatial) int labels or (1,) class index.
         classes: the K class names (index 0 = background for segmentation).
         spacing: voxel spacing in mm (HD95 only); None means 1 mm.
-        hd: also compute HD95 per foreground class.
+        hd: also compute HD95 per class.
+        include_background: segmentation: count class 0 in the mean Dice and the per-class
+            scores (the VAFA papers' protocol); default False (foreground classes only).
+        nsd_mm: also compute the normalised surface Dice per class at this tolerance (mm).
 
     Returns:
-        Segmentation: mean foreground Dice (1.0 when neither label nor prediction has any
-        foreground) and Dice per class; classification: 1/0 correct, the predicted class,
+        Segmentation: mean Dice over the foreground classes (with ``include_background``
+        all classes; 1.0 when neither label nor prediction has any foreground) and the
+        scores per class; classification: 1/0 correct, the predicted class,
         the true class's probability and the softmax vector.
 
     Example:
@@ -106,13 +111,20 @@ def score(logits: torch.Tensor, y: torch.Tensor, classes: Sequence[str], spacing
         probs = torch.softmax(logits.double(), dim=1)[0]
         pred = int(logits.argmax(1)[0])
         return Outcome(score=float(pred == int(y[0])), pred=pred, prob=float(probs[int(y[0])]), probs=probs.tolist())
-    dice = metrics.dice_per_class(logits, y, len(classes))[0].double()
-    out = Outcome(score=float(dice.nanmean()) if not dice.isnan().all() else 1.0,
-                  per_class=dict(zip(classes[1:], dice.tolist())))
+    names = list(classes) if include_background else list(classes[1:])
+    dice = metrics.dice_per_class(logits, y, len(classes), include_background=include_background)[0].double()
+    out = Outcome(score=float(dice.nanmean()) if not dice.isnan().all() else 1.0, per_class=dict(zip(names, dice.tolist())))
+    mm = list(spacing)[: y.ndim - 2] if spacing is not None else 1.0  # meta holds 3 values for 2D too
     if hd:
-        mm = list(spacing)[: y.ndim - 2] if spacing is not None else 1.0  # meta holds 3 values for 2D too
-        out.hd95 = dict(zip(classes[1:], metrics.hd95(logits, y, len(classes), mm)[0].tolist()))
+        out.hd95 = dict(zip(names, metrics.hd95(logits, y, len(classes), mm, include_background)[0].tolist()))
+    if nsd_mm is not None:
+        nsd = metrics.surface_dice(logits, y, len(classes), nsd_mm, mm, include_background)[0]
+        out.nsd = dict(zip(names, nsd.tolist()))
     return out
+
+
+def _nsd_mm(settings: RunSettings) -> float | None:
+    return settings.nsd_tolerance_mm if settings.wants("nsd") else None
 
 
 def valid_range(x: torch.Tensor, imap: IntensityMap) -> tuple[float, float]:
@@ -173,7 +185,8 @@ def prepare_case(lm: LoadedModel, item: dict[str, Any], settings: RunSettings, *
     # SSIMReference equals metrics.ssim (MONAI's SSIMMetric, to 1e-5) but filters separably:
     # MONAI's dense 11^3 window cost ~7% of a 10-step PGD per row on the demo volumes.
     return Case(str(item["id"]), item, x, y, imap, model, logits,
-                score(logits, y, lm.classes, meta_spacing(item["meta"]), settings.wants("hd95")), hi - lo,
+                score(logits, y, lm.classes, meta_spacing(item["meta"]), settings.wants("hd95"),
+                      include_background=settings.include_background, nsd_mm=_nsd_mm(settings)), hi - lo,
                 SSIMReference(x, hi - lo) if settings.wants("ssim") else None)
 
 
@@ -210,6 +223,35 @@ def attack_for(spec: AttackSpec, eps: float, x: torch.Tensor, imap: IntensityMap
     return budget, get_attack(spec.attack, budget, **options)
 
 
+def check_fits(spec: AttackSpec, lm: LoadedModel) -> None:
+    """Fail unless an attack entry fits the model: its task, and its target's and region's classes.
+
+    Args:
+        spec: the attack entry.
+        lm: the model.
+
+    Raises:
+        ValueError: starting with the key at fault (``attack:``, ``target:`` or ``region:``)
+            and naming the allowed values.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> lm = SimpleNamespace(task="segmentation", classes=["background", "gm"], name="m")
+        >>> check_fits(AttackSpec(attack="pgd", eps=[2], target="least_likely"), lm)
+        Traceback (most recent call last):
+            ...
+        ValueError: target: 'least_likely' is for classification; a segmentation model takes {map: {from: to}}
+    """
+    task = attack_task(spec.attack)
+    if task is not None and task != lm.task:
+        fits = [n for n in attack_names() if attack_task(n) in (None, lm.task)]
+        raise ValueError(f"attack: {spec.attack!r} is for {task} models; model {lm.name!r} is a {lm.task} model "
+                         f"(allowed: {', '.join(fits)})")
+    for part in (spec.parsed_target, spec.parsed_region):
+        if part is not None:
+            part.check(lm.classes, lm.task)
+
+
 @dataclass
 class Perturbed:
     """A perturbed image and what made it.
@@ -235,7 +277,7 @@ class Perturbed:
     method: str | None = None
 
 
-def perturb(spec: PerturbationSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None,
+def perturb(spec: AttackSpec | CorruptionSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None,
             y: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> Perturbed:
     """Apply one grid entry at one level (eps or severity) to a case.
 
@@ -313,6 +355,10 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
         The :class:`Run` (row with timings, perturbed image, logits on it). The module's
         docstring has a worked example.
     """
+    if isinstance(spec, CertifySpec):  # a lower bound, not a perturbation: no image, no norms
+        seed = run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
+        row = certify_row(lm, spec, float(level), case, settings, seed)
+        return Run(row, case.x, case.clean_logits, Perturbed(case.x, row.seconds or 0.0))
     t0 = time.perf_counter()
     corruption = isinstance(spec, CorruptionSpec)
     seed = settings.seed if corruption else run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
@@ -322,7 +368,8 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
     mask = None if region is None else region.mask(case.x, case.y, lm.classes, case.id, case.spacing)
     done = perturb(spec, level, case, seed, y=y_target, mask=mask)
     logits = infer(case.model, done.x)
-    adv = score(logits, case.y, lm.classes, case.spacing, settings.wants("hd95"))
+    adv = score(logits, case.y, lm.classes, case.spacing, settings.wants("hd95"),
+                include_background=settings.include_background, nsd_mm=_nsd_mm(settings))
     norms: dict[str, Any] = {k: float(v.reshape(-1)[0]) for k, v in metrics.perturbation_norms(case.x, done.x, case.imap).items()}
     with torch.no_grad():
         ssim = float(case.ssim_ref(done.x)[0]) if case.ssim_ref is not None else None

@@ -2,7 +2,8 @@
 
 ``run_grid(config)`` first checks everything that can be checked (checkpoints load, the
 split has cases whose classes fit each model, every attack builds with its options and
-budgets, an existing store was written by this very config) and writes nothing when any
+budgets, an existing store was written by this very config from the same data files, as
+``provenance.json`` records them) and writes nothing when any
 check fails. It then loops model -> case -> perturbation -> level (so each case is loaded
 and its clean prediction computed once per model), skips runs already in the store, and
 evaluates each remaining run with the evaluation core (:func:`~medrobust.evaluation.core.evaluate_run`:
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,9 +36,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from medrobust.attacks.registry import attack_names, attack_task
 from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, GridConfigError, load_config
-from medrobust.evaluation.core import PerturbationSpec, attack_for, evaluate_run, prepare_case, valid_range
+from medrobust.evaluation.core import PerturbationSpec, attack_for, check_fits, evaluate_run, prepare_case, valid_range
 from medrobust.evaluation.ensembles import is_ensemble_classifier, run_ensemble_case
 from medrobust.evaluation.examples import (
     EXAMPLES_DIR,
@@ -48,11 +49,13 @@ from medrobust.evaluation.examples import (
     save_example,
 )
 from medrobust.evaluation.explain import prune_cams, save_example_cams
-from medrobust.evaluation.loading import SplitKey, class_mismatch, split_key
+from medrobust.evaluation.input_record import changed_inputs, record_inputs
+from medrobust.evaluation.loading import SplitKey, class_mismatch, load_spec, split_key
 from medrobust.evaluation.robustness import masking_checks
 from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
 from medrobust.evaluation.thumbnails import save_thumbnail, thumbnail_path
 from medrobust.evaluation.types import Case, LoadedModel, Row, RunSettings
+from medrobust.models.devices import check_device
 from medrobust.units import IntensityMap, budget_for_case
 
 STORE_NAME = "results.sqlite"
@@ -90,16 +93,16 @@ def _demo_datalist(kind: str) -> Path:
 def _load(cfg: GridConfig) -> list[LoadedModel]:
     """Load every checkpoint and its data split; errors name the config key."""
     from medrobust.data.sources import Split, open_split
-    from medrobust.models.checkpoint import load_checkpoint
 
     datalist = cfg.data.datalist or _demo_datalist(cfg.data.demo or "segmentation")
     splits: dict[SplitKey, Split] = {}
     loaded = []
     for i, spec in enumerate(cfg.models):
         try:
-            model, info = load_checkpoint(spec.checkpoint)
+            source = load_spec(spec)
         except ValueError as err:
-            raise GridConfigError(f"models[{i}].checkpoint: {err}") from None
+            raise GridConfigError(f"models[{i}].{spec.source[0]}: {err}") from None
+        model, info = source.network, source.info
         key = split_key(info, cfg.data.normalization)
         if key not in splits:
             try:
@@ -112,7 +115,7 @@ def _load(cfg: GridConfig) -> list[LoadedModel]:
             raise GridConfigError(f"data: {datalist} has no cases for split {cfg.data.split!r}")
         problem = class_mismatch(info, split)
         if problem:
-            raise GridConfigError(f"models[{i}]: {spec.checkpoint}: {problem} ({datalist})")
+            raise GridConfigError(f"models[{i}]: {spec.source[1]}: {problem} ({datalist})")
         loaded.append(LoadedModel(spec.name, model, info, split))
     return loaded
 
@@ -122,17 +125,10 @@ def _check_tasks(cfg: GridConfig, lm: LoadedModel) -> None:
     for i, p in enumerate(cfg.perturbations):
         if not isinstance(p, AttackSpec):
             continue
-        task = attack_task(p.attack)
-        if task is not None and task != lm.task:
-            fits = [n for n in attack_names() if attack_task(n) in (None, lm.task)]
-            raise GridConfigError(f"perturbations[{i}].attack: {p.attack!r} is for {task} models; model "
-                                  f"{lm.name!r} is a {lm.task} model (allowed: {', '.join(fits)})")
-        for part in (p.parsed_target, p.parsed_region):
-            try:
-                if part is not None:
-                    part.check(lm.classes, lm.task)
-            except ValueError as err:
-                raise GridConfigError(f"perturbations[{i}].{err} (model {lm.name!r})") from None
+        try:
+            check_fits(p, lm)
+        except ValueError as err:
+            raise GridConfigError(f"perturbations[{i}].{err} (model {lm.name!r})") from None
 
 
 def _check_attacks(cfg: GridConfig, first: dict[str, Any]) -> None:
@@ -159,7 +155,8 @@ def prepare(cfg: GridConfig) -> list[LoadedModel]:
         The loaded models with their splits, in the grid's order.
 
     Raises:
-        GridConfigError: another grid's store in ``out``, a bad device, a checkpoint or data
+        GridConfigError: another grid's store in ``out``, or data files changed since this
+            grid's store was written (named), a bad or absent device, a checkpoint or data
             that cannot be read or do not fit, an attack that does not build (named by key).
     """
     previous = stored_config_hash(cfg.out / STORE_NAME)
@@ -170,7 +167,15 @@ def prepare(cfg: GridConfig) -> list[LoadedModel]:
         torch.device(cfg.device)
     except RuntimeError as err:
         raise GridConfigError(f"device: {err}; allowed: cpu, cuda, cuda:N, mps") from None
+    try:
+        check_device(cfg.device, "device")  # CUDA/MPS really present
+    except ValueError as err:
+        raise GridConfigError(str(err)) from None
     loaded = _load(cfg)
+    changed = changed_inputs(cfg.out, loaded) if previous is not None else []
+    if changed:
+        raise GridConfigError(f"data: {'; '.join(changed)} since {cfg.out / STORE_NAME} was written; restore "
+                              "the data or choose another `out` folder")
     _check_attacks(cfg, loaded[0].split.dataset[0])
     for lm in loaded:
         _check_tasks(cfg, lm)
@@ -183,7 +188,8 @@ class _Runner:
     def __init__(self, cfg: GridConfig, store: ResultStore, done: set[tuple[str, str, float, str]],
                  progress: Progress, task: TaskID) -> None:
         self.cfg, self.store, self.done, self.progress, self.task = cfg, store, done, progress, task
-        self.settings = RunSettings(cfg.seed, cfg.config_hash, frozenset(cfg.metrics))
+        self.settings = RunSettings(cfg.seed, cfg.config_hash, frozenset(cfg.metrics), cfg.include_background,
+                                    cfg.nsd_tolerance_mm)
         stored = store.to_dataframe()  # corruption runs never compete for the adversarial examples
         self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, stored[stored["kind"] == "attack"])
         self.first_case: dict[str, str] = {}
@@ -203,7 +209,7 @@ class _Runner:
             run = evaluate_run(lm, p, level, c, self.settings)
             if isinstance(p, CorruptionSpec):
                 self._thumbnail(lm, c, run.row, run.x, run.perturbed.params or {})
-            else:
+            elif isinstance(p, AttackSpec):
                 self._keep(lm, c, run.row, run.x, run.logits)
             self.store.add_run(run.row)
             if isinstance(p, AttackSpec):
@@ -314,6 +320,8 @@ def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:
     except StoreError as err:
         raise GridConfigError(f"out: {err}") from None
     with store:
+        if rank == 0:
+            record_inputs(cfg.out, loaded)  # the data files' stamps, checked when this grid resumes
         done = store.done_keys()
         if size > 1 and (cfg.out / STORE_NAME).exists():
             with ResultStore(cfg.out / STORE_NAME) as main:
@@ -329,7 +337,7 @@ def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:
                                 {"architecture": lm.info.architecture, "recipe": lm.info.recipe,
                                  "checkpoint": str(lm.info.path), "normalization": lm.split.normalization})
                 cases = range(rank, len(lm.split.dataset), size)
-                task = bar.add_task(f"{lm.name}", total=len(cases) * per_case)
+                task = bar.add_task(escape(lm.name), total=len(cases) * per_case)  # a name is not markup
                 runner = _Runner(cfg, store, done, bar, task)
                 for i in cases:
                     runner.case(lm, lm.split.dataset[i])

@@ -45,6 +45,7 @@ RUN_COLUMNS: dict[str, str] = {
     "case_id": "TEXT NOT NULL", "task": "TEXT NOT NULL", "score_name": "TEXT NOT NULL",
     "clean_score": "REAL NOT NULL", "adv_score": "REAL NOT NULL",
     "clean_per_class": "TEXT", "adv_per_class": "TEXT", "clean_hd95": "TEXT", "adv_hd95": "TEXT",
+    "clean_nsd": "TEXT", "adv_nsd": "TEXT",
     "label": "INTEGER", "clean_pred": "INTEGER", "adv_pred": "INTEGER", "clean_prob": "REAL", "adv_prob": "REAL",
     "clean_probs": "TEXT", "adv_probs": "TEXT",
     "linf_model": "REAL", "l2_model": "REAL", "linf_raw": "REAL", "l2_raw": "REAL", "ssim": "REAL", "psnr": "REAL",
@@ -52,7 +53,8 @@ RUN_COLUMNS: dict[str, str] = {
     "iterate_rule": "TEXT", "method": "TEXT", "target": "TEXT", "target_success": "REAL",
     "region": "TEXT", "region_fraction": "REAL",
 }
-_JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_probs", "adv_probs")
+_JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_nsd", "adv_nsd", "clean_probs",
+                 "adv_probs")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
   {', '.join(f'{c} {t}' for c, t in RUN_COLUMNS.items())},

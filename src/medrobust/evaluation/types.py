@@ -74,6 +74,7 @@ class Outcome:
             prediction have no foreground at all) or 1/0 correct for a classifier.
         per_class: segmentation: {class name: Dice} over the foreground classes.
         hd95: segmentation, when asked: {class name: HD95 in mm}.
+        nsd: segmentation, when asked: {class name: normalised surface Dice}.
         pred: classification: the predicted class index.
         prob: classification: the softmax probability of the true class.
         probs: classification: the whole softmax vector.
@@ -86,6 +87,7 @@ class Outcome:
     score: float
     per_class: dict[str, float] | None = None
     hd95: dict[str, float] | None = None
+    nsd: dict[str, float] | None = None
     pred: int | None = None
     prob: float | None = None
     probs: list[float] | None = None
@@ -97,7 +99,7 @@ class Outcome:
             side: ``"clean"`` or ``"adv"``.
 
         Returns:
-            {column name: value}, six entries.
+            {column name: value}, one per field.
         """
         return {f"{side}_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)}
 
@@ -109,7 +111,10 @@ class RunSettings:
     Attributes:
         seed: the base seed; each run is seeded from (seed, model, perturbation, eps, case).
         config_hash: recorded in every row (the store refuses rows of another config).
-        metrics: the optional metrics to compute: any of ``hd95``, ``ssim``, ``psnr``.
+        metrics: the optional metrics to compute: any of ``hd95``, ``nsd``, ``ssim``, ``psnr``.
+        include_background: segmentation scores (Dice, HD95, NSD) count class 0 too (the
+            VAFA papers' protocol); default False.
+        nsd_tolerance_mm: the normalised surface Dice's tolerance in mm.
 
     Example:
         >>> RunSettings(seed=0, config_hash="abc", metrics=frozenset({"ssim"})).wants("psnr")
@@ -119,6 +124,8 @@ class RunSettings:
     seed: int
     config_hash: str
     metrics: frozenset[str] = frozenset({"ssim", "psnr"})
+    include_background: bool = False
+    nsd_tolerance_mm: float = 1.0
 
     def wants(self, metric: str) -> bool:
         """True when ``metric`` is to be computed."""
@@ -211,6 +218,8 @@ class Row:
     adv_per_class: dict[str, float] | None = None
     clean_hd95: dict[str, float] | None = None
     adv_hd95: dict[str, float] | None = None
+    clean_nsd: dict[str, float] | None = None
+    adv_nsd: dict[str, float] | None = None
     label: int | None = None
     clean_pred: int | None = None
     adv_pred: int | None = None

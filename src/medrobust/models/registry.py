@@ -231,3 +231,48 @@ register_model("resnet50")(_resnet(nets.resnet50))
 def _efficientnet_b0(spatial_dims: int, in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
     return nets.EfficientNetBN("efficientnet-b0", pretrained=False, progress=False, spatial_dims=spatial_dims,
                                in_channels=in_channels, num_classes=out_channels, **kw)
+
+
+def _axis_product(strides: Sequence[int | Sequence[int]], spatial_dims: int) -> tuple[int, ...]:
+    """The product of per-level strides (an int or one per axis) along each axis."""
+    total = [1] * spatial_dims
+    for stride in strides:
+        per_axis = [int(stride)] * spatial_dims if isinstance(stride, int) else [int(s) for s in stride]
+        total = [t * s for t, s in zip(total, per_axis)]
+    return tuple(total)
+
+
+def network_stride(name: str, spatial_dims: int, kwargs: dict[str, Any] | None = None) -> tuple[int, ...] | None:
+    """The total downsampling of a segmentation network per axis: its input sides must be multiples of it.
+
+    Read from the registry's keyword arguments (with the builders' defaults): UNet and
+    DynUNet multiply their ``strides``, SegResNet halves ``len(blocks_down) - 1`` times,
+    BasicUNet pools 4 times, UNETR embeds 16-voxel patches, SwinUNETR merges patches 4
+    times after a ``patch_size`` embedding. A DynUNet whose strides follow from its patch
+    size by nnU-Net's rule needs sides that halve down to below 8 (32 divides the sizes up
+    to 256 that do).
+
+    Args:
+        name: a registry architecture name.
+        spatial_dims: 2 or 3.
+        kwargs: the network's keyword arguments (as given to :func:`build_model`).
+
+    Returns:
+        One stride per spatial axis, or None for a classifier or a composite model (no
+        constraint known).
+
+    Example:
+        >>> network_stride("unet", 3)
+        (8, 8, 8)
+        >>> network_stride("unet", 3, {"strides": [2, [2, 2, 1]]})
+        (4, 4, 2)
+        >>> network_stride("segresnet", 2), network_stride("resnet18", 2)
+        ((8, 8), None)
+    """
+    kw = kwargs or {}
+    if name in ("unet", "dynunet") and "strides" in kw:
+        return _axis_product(kw["strides"], spatial_dims)
+    fixed = {"unet": 8, "dynunet": 32, "basicunet": 16, "unetr": 16,
+             "segresnet": 2 ** (len(kw.get("blocks_down", (1, 2, 2, 4))) - 1),
+             "swinunetr": int(kw.get("patch_size", 2)) * 16}
+    return (fixed[name],) * spatial_dims if name in fixed else None

@@ -77,7 +77,8 @@ class SlidingWindow(nn.Module):
         super().__init__()
         roi = tuple(int(r) for r in roi_size)
         if len(roi) not in (2, 3) or any(r <= 0 for r in roi):
-            raise ValueError(f"roi_size must be 2 or 3 positive ints, got {tuple(roi_size)}")
+            raise ValueError(f"roi_size (--roi-size, or roi_size in model.json or the grid) must be 2 or 3 positive "
+                             f"ints, one per spatial axis, got {tuple(roi_size)}")
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         if sw_batch_size < 1:

@@ -16,6 +16,7 @@ import pandas as pd
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_examples
 from medrobust.evaluation.store import ResultStore
+from medrobust.report.certify_section import certify_context
 from medrobust.report.classification import classification_context
 from medrobust.report.corruption_section import corruption_context
 from medrobust.report.formatting import fmt_eps, fmt_score, norm_label, score_name
@@ -95,7 +96,9 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                            "config_json": json.dumps(config, indent=2), "summaries": [], "curves": [],
                            "headline": None, "methods": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
                            "examples": []}
-    ctx["corruptions"] = corruption_context(results_dir, df, tasks)  # own section, own builder
+    ctx["include_background"] = bool(config.get("include_background", False))
+    ctx["corruptions"] = corruption_context(results_dir, df, tasks)
+    ctx["certification"] = certify_context(df, tasks) if not df.empty else None  # own section, own builder
     ctx["classification"] = classification_context(results_dir, df, models, int(config.get("examples", 3)))
     if df.empty:
         return ctx

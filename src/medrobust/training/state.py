@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medrobust.data.io import atomic_path, write_json_atomic
@@ -66,10 +67,30 @@ def save_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(folder: Path) -> dict[str, Any]:
-    """Read a state written by :func:`save_state`; ValueError naming the folder if broken."""
+    """Read a state written by :func:`save_state`.
+
+    Args:
+        folder: the run's ``last/`` folder.
+
+    Returns:
+        The nested state, tensors in place.
+
+    Raises:
+        ValueError: a missing, truncated or inconsistent ``state.json`` or
+            ``state.safetensors``, naming the file and how to start over.
+    """
+    hint = "delete it or pass --restart to start the run over"
     try:
         skeleton = json.loads((folder / "state.json").read_text())
-        tensors = load_file(str(folder / "state.safetensors"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"{folder}: cannot read the training state to resume from ({err})") from err
-    return join_tensors(skeleton, tensors)
+        raise ValueError(f"{folder / 'state.json'}: cannot read the training state to resume from ({err}); "
+                         f"{hint}") from None
+    weights = folder / "state.safetensors"
+    try:
+        tensors = load_file(str(weights))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise ValueError(f"{weights}: cannot read the training state to resume from ({err}); {hint}") from None
+    try:
+        return join_tensors(skeleton, tensors)
+    except KeyError as err:
+        raise ValueError(f"{weights}: lacks tensor {err} that {folder / 'state.json'} names; {hint}") from None
