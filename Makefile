@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	# The pinned CPU build (lies on this machine's disk); installed first so nothing pulls CUDA.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test,tune,lint]"
-	# torchattacks is the test oracle for FGSM/BIM/PGD/MI-FGSM; its requirements pull torchvision.
+	# torchattacks is the test oracle for FGSM/BIM/PGD/MI-FGSM/AutoAttack; its requirements pull torchvision.
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
+	# The nnU-Net v2 model source and its reference inference in the tests (pyproject's `nnunet` extra),
+	# without their requirements (a CUDA torch, timm, torchvision).
+	$(PY) -m pip install --quiet --no-deps nnunetv2==2.8.1 dynamic-network-architectures==0.4.4 batchgenerators==0.25.5
 	touch $(STAMP)
 
 venv: $(STAMP)
