@@ -86,7 +86,8 @@ def certify_counts(selection: torch.Tensor, estimation: torch.Tensor, *, alpha: 
         selection: class counts over the n0 selection samples ``(K,)``.
         estimation: class counts over the n estimation samples ``(K,)``.
         alpha: error level in (0, 1).
-        sigma: noise level in ``unit``; sigma_model: the same in model units.
+        sigma: noise level in ``unit``.
+        sigma_model: the same in model units.
         unit: the unit radii are stated in.
         seconds: wall time to record.
 

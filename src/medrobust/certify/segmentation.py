@@ -156,7 +156,8 @@ def seg_certify(selection: torch.Tensor, hits: torch.Tensor, *, n: int, alpha: f
         alpha: family-wise error level in (0, 1).
         tau: threshold in (0.5, 1], or None for per-voxel radii.
         correction: "holm" or "bonferroni" (None-``tau`` mode: "bonferroni" only).
-        sigma: noise level in ``unit``; sigma_model: the same in model units.
+        sigma: noise level in ``unit``.
+        sigma_model: the same in model units.
         unit: the unit radii are stated in.
         seconds: wall time to record.
 

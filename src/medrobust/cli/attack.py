@@ -58,8 +58,10 @@ def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | 
                 step_size: float | None, restarts: int, q_max: float, block_size: str | None,
                 ssim_weight: float | None, preset: str | None = None, target: str | None = None,
                 keep: str | None = None) -> AttackSpec:
-    """The grid entry equivalent to the command line's flat flags (a frequency attack's
-    budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit`` and ``--norm``).
+    """The grid entry equivalent to the command line's flat flags.
+
+    A frequency attack's budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit``
+    and ``--norm``.
 
     ``steps`` None is 20, except under a ``preset``, which then sets it (as it sets the SSIM
     weight when ``ssim_weight`` is None).

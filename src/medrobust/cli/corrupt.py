@@ -117,8 +117,9 @@ def _read_case(item: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], list
 
 
 def _write_entry(stage: Path, stem: str, image: torch.Tensor, meta: dict[str, Any], paths: list[str]) -> list[str]:
-    """Write one corrupted case (one file per source file) named after the safe ``stem``;
-    returns the relative image paths.
+    """Write one corrupted case (one file per source file) named after the safe ``stem``.
+
+    Returns the relative image paths.
     """
     arrays = image.numpy().astype(np.float32)
     if len(paths) == 1:  # one file, 3D (C = 1) or 4D

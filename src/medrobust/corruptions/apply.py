@@ -51,7 +51,9 @@ def corrupt(image: torch.Tensor, name: str, severity: int, *, seed: int = 0, aff
         image: float tensor ``(C, H, W)`` or ``(C, X, Y, Z)``, any device; values finite.
         name: one of :data:`CORRUPTION_NAMES`.
         severity: integer 1-5 (rows of :data:`SEVERITY_TABLE`).
-        seed, case_id: with ``name``, fix every random draw (the same at every severity).
+        seed: the run's seed; with ``case_id`` and ``name`` it fixes every random draw (the
+            same at every severity).
+        case_id: the case id.
         affine: (4, 4) voxel-to-world matrix in mm of the image's grid (tensor or array);
             None means 1 mm voxels.
         intensity: the IntensityMap of ``image`` (its clip window is the reference range

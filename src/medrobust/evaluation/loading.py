@@ -45,7 +45,8 @@ def channel_mismatch(info: CheckpointInfo, split: Split) -> str | None:
 
     Args:
         info: the model's checkpoint info (``kwargs["in_channels"]``; a model without it is
-            not checked); split: the opened data split.
+            not checked).
+        split: the opened data split.
 
     Returns:
         A sentence naming the image file and both channel counts, or None when they fit.
@@ -74,7 +75,8 @@ def class_mismatch(info: CheckpointInfo, split: Split) -> str | None:
     """Why a split does not fit a model: image channels (:func:`channel_mismatch`) or classes, or None.
 
     Args:
-        info: the model's checkpoint info; split: the opened data split.
+        info: the model's checkpoint info.
+        split: the opened data split.
 
     Returns:
         A sentence naming the image file and channel counts, or both class lists, or None

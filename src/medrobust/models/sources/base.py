@@ -142,7 +142,8 @@ def source_model(network: nn.Module, kind: str, path: str | Path, classes: Seque
         classes: class names, one per output channel.
         normalization: the data normalisation spec; None keeps the data's default.
         roi_size: sliding-window ROI, or None.
-        spatial_dims, in_channels: when known.
+        spatial_dims: 2 or 3, when known.
+        in_channels: the input channels, when known.
         spacing: the voxel spacing (mm) the model expects, when stated.
         task: ``"segmentation"`` or ``"classification"``.
         architecture: the recorded architecture (default ``kind:ClassName``).

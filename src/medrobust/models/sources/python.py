@@ -81,7 +81,8 @@ def load(target: str, *, classes: Sequence[str], weights: str | Path | None = No
         normalization: the data normalisation spec (``"ct:-175,250"``, ``"zscore"``,
             ``"linear-hu:OFFSET,SCALE,LO,HI"``, ...); None keeps the data's default.
         roi_size: sliding-window ROI, or None.
-        spatial_dims, in_channels: when known (shown by ``inspect-model``).
+        spatial_dims: 2 or 3, when known (shown by ``inspect-model``).
+        in_channels: the input channels, when known.
 
     Returns:
         The :class:`SourceModel`.

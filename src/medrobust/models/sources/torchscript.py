@@ -25,7 +25,8 @@ def load(path: str | Path, *, classes: Sequence[str], trust_code: bool = False,
         trust_code: the caller's consent to run the file's code.
         normalization: the data normalisation spec; None keeps the data's default.
         roi_size: sliding-window ROI, or None.
-        spatial_dims, in_channels: when known.
+        spatial_dims: 2 or 3, when known.
+        in_channels: the input channels, when known.
 
     Returns:
         The :class:`SourceModel`.
