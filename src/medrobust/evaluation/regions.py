@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -137,7 +136,7 @@ def _mask_file(pattern: str, case_id: str, spatial: tuple[int, ...], base: Path 
     return data != 0
 
 
-def parse_region(value: Any) -> Region:
+def parse_region(value: object) -> Region:
     """A :class:`Region` from its YAML form.
 
     Args:

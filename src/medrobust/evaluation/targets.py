@@ -18,7 +18,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -149,7 +148,7 @@ def _index(value: int | str | None, classes: Sequence[str]) -> int:
                      f"{', '.join(classes)}")
 
 
-def parse_target(value: Any) -> Target:
+def parse_target(value: object) -> Target:
     """A :class:`Target` from its YAML/CLI form.
 
     Args:
@@ -182,7 +181,7 @@ def parse_target(value: Any) -> Target:
     raise ValueError(f"target: got {value!r}; allowed: {TARGET_FORMS}")
 
 
-def _name_or_index(value: Any) -> int | str:
+def _name_or_index(value: object) -> int | str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"target: map classes are names or indices, got {value!r}")
     return int(value) if isinstance(value, str) and value.isdigit() else value
