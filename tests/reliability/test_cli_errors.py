@@ -110,3 +110,17 @@ def test_report_with_mathtext_in_a_model_name(tmp_path: Path) -> None:
             store.add_run({**run, "eps_stated": eps, "adv_score": adv})
     assert main(["report", str(tmp_path)]) == 0
     assert name in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--roi-size", "16,0,16"], "--roi-size"),
+    (["--patch-size", "16,-2,16"], "--patch-size"),
+])
+def test_train_size_errors_name_the_flag(tmp_path: Path, make_data: MakeData, flags: list[str], expect: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data = make_data([_case(i) for i in range(3)])
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--model", "unet", "--model-kwargs", TINY_UNET, "--epochs", "1",
+                 "--out", str(out), *flags]) == 2
+    assert expect in _error(capsys)
+    assert not out.exists()
