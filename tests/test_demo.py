@@ -31,7 +31,9 @@ def test_demo_grid_runs_and_worst_case_is_below_every_attack(tmp_path: Path) -> 
     with ResultStore(results / "results.sqlite") as store:
         df = store.to_dataframe()
     attacks = {p.get("name", p["attack"]) for p in grid["perturbations"]}
-    assert set(df["perturbation"]) == attacks and len(df) == 3 * 4 + 2
+    assert set(df["perturbation"]) == attacks and len(df) == 3 * 4 + 1 + 2  # 4 attacks x 3 eps, the ensemble, VAFA
+    ensemble = df[df["attack"] == "seg-ensemble"]
+    assert ensemble["method"].str.contains("short version").all()
     linf = df[df["norm"] == "linf"]
     worst = rb.worst_case_per_case(df)
     for _, w in worst[worst["norm"] == "linf"].iterrows():

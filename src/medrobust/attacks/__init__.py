@@ -24,9 +24,11 @@ from medrobust.attacks.registry import (
     get_attack,
     register_attack,
 )
+from medrobust.attacks.seg_ensemble import seg_ensemble  # registers seg-ensemble, padam-ce, padam-cos
 
 __all__ = ["Attack", "AttackResult", "AttackState", "FGSM", "BIM", "PGD", "MIFGSM", "APGD", "APGDT", "FAB", "FABT",
            "autoattack", "Square",
            "GaussianNoise", "VAFA", "AttackEnsemble", "attack_budget_kind", "attack_names", "attack_norms",
-           "attack_task", "get_attack", "register_attack", "MaskingReport", "gradient_masking_check"]
+           "attack_task", "get_attack", "register_attack", "MaskingReport", "gradient_masking_check",
+           "seg_ensemble"]
 
