@@ -34,8 +34,9 @@ def _seg_labels(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[
     if pred.shape[1] == num_classes and num_classes > 1:
         pred = pred.argmax(dim=1, keepdim=True)
     elif pred.shape[1] != 1:
-        raise ValueError(f"pred must be labels (B, 1, *spatial) or logits (B, {num_classes}, *spatial), "
-                         f"got shape {tuple(pred.shape)}")
+        raise ValueError(f"pred (the model's output) must be labels (B, 1, *spatial) or logits with one channel per "
+                         f"class (B, {num_classes}, *spatial), got shape {tuple(pred.shape)}: do the model's output "
+                         f"channels match its {num_classes} classes (model.json `classes`)?")
     if pred.shape != y.shape:
         raise ValueError(f"pred labels {tuple(pred.shape)} and y {tuple(y.shape)} differ in shape")
     for name, t in (("pred", pred), ("y", y)):

@@ -140,3 +140,30 @@ def test_cli_targeted_attack_records_its_success(tmp_path: Path, assets: dict[st
     with ResultStore(tmp_path / "out" / "results.sqlite") as store:
         df = store.to_dataframe()
     assert (df["target"] == "map class1 -> background").all() and df["target_success"].between(0, 1).all()
+
+
+def test_per_case_target_label_files(tmp_path: Path, assets: dict[str, Path]) -> None:  # noqa: F811
+    import nibabel as nib
+    import numpy as np
+
+    from medrobust.data.sources import open_split
+
+    split = open_split(assets["datalist"], "test", normalization="zscore")
+    (tmp_path / "targets").mkdir()
+    for item in split.dataset:
+        label = np.asarray(item["label"][0])
+        nib.save(nib.Nifti1Image(np.where(label == 1, 0, label).astype(np.int16), np.eye(4)),
+                 str(tmp_path / "targets" / f"{item['id']}.nii.gz"))
+    path = grid_yaml(tmp_path, assets)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["perturbations"] = [{"attack": "pgd", "eps": [8], "eps_unit": "1/255", "options": {"steps": 2},
+                             "target": {"labels": "targets/{id}.nii.gz"}}]
+    path.write_text(yaml.safe_dump(cfg))
+    with ResultStore(run_grid(path, progress=False) / "results.sqlite") as store:
+        df = store.to_dataframe()
+    assert df["target"].str.startswith("labels ").all() and df["target_success"].notna().any()
+    cfg["perturbations"][0]["target"] = {"labels": "missing/{id}.nii.gz"}
+    cfg["out"] = str(tmp_path / "other")
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="target: label file"):
+        run_grid(path, progress=False)

@@ -60,3 +60,12 @@ def test_labels_mapping_with_a_gap_or_a_name_is_refused(tmp_path: Path, make_dat
         err = capsys.readouterr().err
         assert f"{data}: 'labels'" in err and expect in err
         assert not out.exists()
+
+
+def test_output_channels_that_do_not_match_the_classes_are_explained() -> None:
+    import torch
+
+    from medrobust.metrics import dice_per_class
+
+    with pytest.raises(ValueError, match=r"model's output.*3 classes \(model.json `classes`\)"):
+        dice_per_class(torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 8, 8, dtype=torch.long), 3)

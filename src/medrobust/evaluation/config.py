@@ -222,7 +222,8 @@ class AttackSpec(_Strict):
             eps = q_max >= 1 in ``"1/255"``.
         options: keyword options of the attack (steps, loss, ...); never the budget.
         target: what a targeted attack aims at (:mod:`medrobust.evaluation.targets`):
-            ``least_likely``, ``random``, ``class:K`` or ``{map: {from: to}}``; giving one
+            ``least_likely``, ``random``, ``class:K``, ``{map: {from: to}}`` or
+            ``{labels: "targets/{id}.nii.gz"}`` (per-case target label maps); giving one
             makes the attack targeted, and ``options: {targeted: true}`` needs one.
         region: where the attack may change the image (:mod:`medrobust.evaluation.regions`):
             ``body``, ``{classes: [names], margin_mm: m}`` or ``{mask: "folder/{id}.nii.gz"}``
@@ -267,12 +268,15 @@ class AttackSpec(_Strict):
 
     @field_validator("target")
     @classmethod
-    def _target_form(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        if v is not None:
-            try:
-                parse_target(v)
-            except ValueError as err:
-                raise ValueError(str(err).removeprefix("target: ")) from None
+    def _target_form(cls, v: str | dict[str, Any] | None, info: ValidationInfo) -> str | dict[str, Any] | None:
+        if v is None:
+            return v
+        try:
+            target = parse_target(v)
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("target: ")) from None
+        if target.kind == "labels":  # a relative pattern is resolved against the grid file's folder
+            return {"labels": str(_resolve(Path(target.pattern), info))}
         return v
 
     @model_validator(mode="after")

@@ -8,7 +8,8 @@ the model look *more* robust). The forms:
   ``class:K`` (a class index or name);
 - segmentation: ``{map: {from_class: to_class}}``: every voxel labelled ``from_class``
   should be predicted ``to_class`` (``{map: {tumour: background}}``, the clinically
-  dangerous attack); the other voxels keep their label.
+  dangerous attack); the other voxels keep their label. Or ``{labels: "targets/{id}.nii.gz"}``:
+  a per-case target label map on the grid the model sees (``{id}`` is the case id).
 
 Targeted rows report the target success beside the score: the fraction of samples
 (classification) or of the mapped voxels (segmentation) predicted as their target.
@@ -23,7 +24,7 @@ import torch
 
 __all__ = ["TARGET_FORMS", "Target", "parse_target"]
 
-TARGET_FORMS = "least_likely, random, class:K or {map: {from_class: to_class}}"
+TARGET_FORMS = "least_likely, random, class:K, {map: {from_class: to_class}} or {labels: 'folder/{id}.nii.gz'}"
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,10 @@ class Target:
     """A parsed ``target:`` entry.
 
     Attributes:
-        kind: ``"least_likely"``, ``"random"``, ``"class"`` or ``"map"``.
+        kind: ``"least_likely"``, ``"random"``, ``"class"``, ``"map"`` or ``"labels"``.
         cls: the class (index or name) for ``kind == "class"``.
         mapping: ``{from_class: to_class}`` (indices or names) for ``kind == "map"``.
+        pattern: the per-case target file with ``{id}`` for ``kind == "labels"``.
 
     Example:
         >>> parse_target({"map": {"gm": "background"}}).describe()
@@ -43,11 +45,12 @@ class Target:
     kind: str
     cls: int | str | None = None
     mapping: tuple[tuple[int | str, int | str], ...] = ()
+    pattern: str = ""
 
     @property
     def task(self) -> str:
-        """The task this target is for: ``"segmentation"`` for a map, else ``"classification"``."""
-        return "segmentation" if self.kind == "map" else "classification"
+        """The task this target is for: ``"segmentation"`` for a map or label files, else ``"classification"``."""
+        return "segmentation" if self.kind in ("map", "labels") else "classification"
 
     def describe(self) -> str:
         """Human-readable form (the store and the report show it).
@@ -59,7 +62,7 @@ class Target:
             return f"class {self.cls}"
         if self.kind == "map":
             return "map " + ", ".join(f"{a} -> {b}" for a, b in self.mapping)
-        return self.kind
+        return f"labels {self.pattern}" if self.kind == "labels" else self.kind
 
     def check(self, classes: Sequence[str], task: str) -> None:
         """Fail unless the target fits a model with these classes and task.
@@ -78,7 +81,8 @@ class Target:
             ValueError: target: class 3 is not a class of the model; allowed: 0-2 or a, b, c
         """
         if task != self.task:
-            allowed = "least_likely, random or class:K" if task == "classification" else "{map: {from: to}}"
+            allowed = "least_likely, random or class:K" if task == "classification" else \
+                "{map: {from: to}} or {labels: 'folder/{id}.nii.gz'}"
             raise ValueError(f"target: {self.describe()!r} is for {self.task}; a {task} model takes {allowed}")
         for value in [self.cls] if self.kind == "class" else [v for pair in self.mapping for v in pair]:
             _index(value, classes)
@@ -111,6 +115,8 @@ class Target:
             gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(case_id.encode()))
             shift = torch.randint(1, len(classes), tuple(y.shape), generator=gen).to(y.device)
             return (y + shift) % len(classes)  # uniform over the classes other than the label
+        if self.kind == "labels":
+            return _target_file(self.pattern, case_id, y, len(classes))
         out = y.clone()
         for source, dest in self.mapping:
             out[y == _index(source, classes)] = _index(dest, classes)
@@ -133,7 +139,7 @@ class Target:
             1.0
         """
         pred = adv_logits.argmax(1, keepdim=y.ndim > 1)
-        asked = target != y if self.kind == "map" else torch.ones_like(y, dtype=torch.bool)
+        asked = target != y if self.kind in ("map", "labels") else torch.ones_like(y, dtype=torch.bool)
         n = int(asked.sum())
         return float(((pred == target) & asked).sum()) / n if n else float("nan")
 
@@ -163,7 +169,7 @@ def parse_target(value: object) -> Target:
 
     Example:
         >>> parse_target("class:2"), parse_target("class:tumour").cls
-        (Target(kind='class', cls=2, mapping=()), 'tumour')
+        (Target(kind='class', cls=2, mapping=(), pattern=''), 'tumour')
     """
     if isinstance(value, str):
         kind, _, arg = value.partition(":")
@@ -178,7 +184,29 @@ def parse_target(value: object) -> Target:
         if kind == "map" and isinstance(arg, dict) and arg:
             pairs = tuple((_name_or_index(a), _name_or_index(b)) for a, b in arg.items())
             return Target("map", mapping=pairs)
+        if kind == "labels" and isinstance(arg, str) and arg:
+            return Target("labels", pattern=arg)
     raise ValueError(f"target: got {value!r}; allowed: {TARGET_FORMS}")
+
+
+def _target_file(pattern: str, case_id: str, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The per-case target label map of ``pattern`` (``{id}`` = the case's safe name), in ``y``'s shape."""
+    from pathlib import Path
+
+    from medrobust.data.io import read_nifti
+    from medrobust.data.safe_names import safe_name
+
+    path = Path(pattern.replace("{id}", safe_name(case_id)))
+    if not path.is_file():
+        raise ValueError(f"target: label file {path} (case {case_id!r}) does not exist")
+    data, _ = read_nifti(path)
+    if tuple(data.shape) != tuple(y.shape[2:]):
+        raise ValueError(f"target: label file {path} has shape {tuple(data.shape)}, the labels {tuple(y.shape[2:])} "
+                         "(targets must be on the grid the model sees)")
+    target = torch.as_tensor(data).round().long().reshape(y.shape).to(y.device)
+    if target.min() < 0 or target.max() >= num_classes:
+        raise ValueError(f"target: label file {path} has values outside [0, {num_classes})")
+    return target
 
 
 def _name_or_index(value: object) -> int | str:
