@@ -14,7 +14,8 @@ it and a targeted one (``y`` = the target) minimises it.
 
 Names: ``ce``, ``dice`` (1 - soft Dice over the foreground classes), ``dice_ce``,
 ``segpgd`` (Gu et al. 2022), ``cospgd`` (Agnihotri et al. 2024), ``dlr`` (Croce & Hein
-2020; pixel-wise for segmentation) and ``margin`` (largest other logit minus the true one).
+2020; pixel-wise for segmentation), ``margin`` (largest other logit minus the true one) and
+``cosine`` (1 - cosine of the raw logits and the one-hot label, PAdam-Cos's loss).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from monai.losses import DiceLoss
 from medrobust.registry import Registry
 
 __all__ = ["LOSS_NAMES", "STEP_DEPENDENT", "LossFn", "get_loss", "check_labels", "ce", "dice",
-           "dice_ce", "segpgd", "cospgd", "dlr", "margin", "segpgd_targeted", "cospgd_targeted"]
+           "dice_ce", "segpgd", "cospgd", "dlr", "margin", "segpgd_targeted", "cospgd_targeted", "cosine_distance"]
 
 
 class LossFn(Protocol):
@@ -441,6 +442,43 @@ def cospgd_targeted(logits: torch.Tensor, target: torch.Tensor, *, step: int = 1
     return _reduce((1 - cos) * _ce_map(logits, target), _keep(logits, ignore_mask))
 
 
+def cosine_distance(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
+                    ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PAdam-Cos loss: ``1 - cos(logits, one_hot(y))`` per voxel, mean per sample: ``(B,)``.
+
+    As published (Halmosi et al. 2024): the cosine is taken between the raw logits (not the
+    softmax) and the one-hot label along the class axis, with gradient through both norms.
+
+    Args:
+        logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
+        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target when targeted).
+        step: the attack iteration t; unused, for the common loss signature.
+        total_steps: the number of iterations T; unused, for the common loss signature.
+        ignore_mask: nonzero where a voxel (classification: a sample) is left out.
+
+    Returns:
+        The mean cosine distance per sample, in [0, 2]; 0 for an ignored sample.
+
+    Raises:
+        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits``.
+
+    Shape:
+        - logits: ``(B, K)`` or ``(B, K, *spatial)``
+        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
+        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
+        - output: ``(B,)``
+
+    Example:
+        >>> import torch
+        >>> logits = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+        >>> cosine_distance(logits, torch.tensor([1, 1]))     # cos = 4/5 and 1
+        tensor([0.2000, 0.0000])
+    """
+    check_labels(logits, y)
+    onehot = F.one_hot(_target(y).long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    return _reduce(1 - F.cosine_similarity(logits, onehot, dim=1), _keep(logits, ignore_mask))
+
+
 def _true_and_other(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logit of the label class and the largest other logit, each (B,) or (B, *spatial)."""
     idx = _target(y).long().unsqueeze(1)
@@ -535,6 +573,7 @@ def dlr(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: in
 
 _LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss", {
     "ce": ce, "dice": dice, "dice_ce": dice_ce, "segpgd": segpgd, "cospgd": cospgd, "dlr": dlr, "margin": margin,
+    "cosine": cosine_distance,
 })
 LOSS_NAMES: tuple[str, ...] = _LOSSES.names()  # a closed set: nothing registers losses later
 STEP_DEPENDENT: frozenset[str] = frozenset({"segpgd"})

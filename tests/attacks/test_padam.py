@@ -19,8 +19,9 @@ from torch import nn
 from medrobust.attacks import get_attack
 from medrobust.attacks.base import AttackState
 from medrobust.attacks.outcome import sample_metric
-from medrobust.attacks.padam import PAdam, cosine_distance
+from medrobust.attacks.padam import PAdam
 from medrobust.attacks.registry import attack_norms, attack_task
+from medrobust.losses import cosine_distance
 from medrobust.units import Budget
 from tests.attacks.test_gradient import trained_segmenter
 

@@ -18,7 +18,7 @@ The step size is not tuned per model: Adam's normalisation makes each coordinate
 lr whatever the gradient's scale, and lr is fixed (2/255 = eps/4). The moments live in
 ``state.aux`` and are not touched by the projection. Losses: PAdam-CE maximises the
 cross-entropy, PAdam-Cos the cosine distance ``1 - cos(logits, one_hot(y))`` per voxel
-(:func:`cosine_distance`, on the raw logits as published; CosPGD's loss, ``losses.cospgd``,
+(:func:`medrobust.losses.cosine_distance`, on the raw logits as published; CosPGD's loss, ``losses.cospgd``,
 weights the CE by the cosine of the softmax instead).
 
 Differences from the published code, all stated: lr = eps/4 for any eps (2/255 at 8/255);
@@ -35,63 +35,16 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from medrobust.attacks.base import Attack, AttackState
 from medrobust.attacks.registry import register_attack
-from medrobust.losses import check_labels
+from medrobust.losses import cosine_distance
 from medrobust.units import Budget, expand_to
 
-__all__ = ["PAdam", "cosine_distance"]
+__all__ = ["PAdam"]
 
 PAPER_STEPS = 200  # the published number of steps of PAdam-CE and PAdam-Cos
 LR_FRACTION = 0.25  # the published learning rate 2/255 at eps = 8/255
-
-
-def cosine_distance(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
-                    ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """PAdam-Cos loss: ``1 - cos(logits, one_hot(y))`` per voxel, mean per sample: ``(B,)``.
-
-    As published (Halmosi et al. 2024): the cosine is taken between the raw logits (not the
-    softmax) and the one-hot label along the class axis, with gradient through both norms.
-
-    Args:
-        logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target when targeted).
-        step: the attack iteration t; unused, for the common loss signature.
-        total_steps: the number of iterations T; unused, for the common loss signature.
-        ignore_mask: nonzero where a voxel (classification: a sample) is left out.
-
-    Returns:
-        The mean cosine distance per sample, in [0, 2]; 0 for an ignored sample.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits``.
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
-
-    Example:
-        >>> import torch
-        >>> logits = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
-        >>> cosine_distance(logits, torch.tensor([1, 1]))     # cos = 4/5 and 1
-        tensor([0.2000, 0.0000])
-    """
-    check_labels(logits, y)
-    target = y if y.ndim == 1 else y[:, 0]
-    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
-    per_voxel = (1 - F.cosine_similarity(logits, onehot, dim=1)).reshape(logits.shape[0], -1)
-    if ignore_mask is None:
-        return per_voxel.mean(1)
-    want = (logits.shape[0],) if logits.ndim == 2 else (logits.shape[0], 1, *logits.shape[2:])
-    if ignore_mask.shape != want:
-        raise ValueError(f"ignore_mask must have shape {want} for logits {tuple(logits.shape)}, "
-                         f"got {tuple(ignore_mask.shape)}")
-    keep = (ignore_mask == 0).to(logits.dtype).reshape(logits.shape[0], -1)
-    return (per_voxel * keep).sum(1) / keep.sum(1).clamp_min(1.0)
 
 
 class PAdam(Attack):
@@ -106,7 +59,7 @@ class PAdam(Attack):
         adam_eps: Adam's ε in the denominator, default 1e-8 as published.
         **options: ``steps`` (default 200, as published), ``step_size`` (Adam's learning
             rate in the budget's unit; default eps/4 for L-inf, eps/(4 sqrt(d)) for L2),
-            ``loss`` ("ce" default; :func:`cosine_distance` for PAdam-Cos; any loss of
+            ``loss`` ("ce" default; :func:`medrobust.losses.cosine_distance` for PAdam-Cos; any loss of
             :mod:`medrobust.losses`), ``targeted``, ``restarts``, ``random_start``
             (default True), ``early_stop``, ``return_best``, ``keep``, ``seed``, as
             :class:`~medrobust.attacks.base.Attack`.

@@ -38,8 +38,9 @@ from medrobust.attacks.base import Attack
 from medrobust.attacks.blackbox import Square
 from medrobust.attacks.ensemble import AttackEnsemble
 from medrobust.attacks.gradient import PGD
-from medrobust.attacks.padam import PAdam, cosine_distance
+from medrobust.attacks.padam import PAdam
 from medrobust.attacks.registry import register_attack
+from medrobust.losses import cosine_distance
 from medrobust.units import Budget
 
 __all__ = ["PAPER_STEPS", "SQUARE_QUERIES", "SegEnsemble", "seg_ensemble"]
