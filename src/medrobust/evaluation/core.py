@@ -240,7 +240,7 @@ def check_fits(spec: AttackSpec, lm: LoadedModel) -> None:
         >>> check_fits(AttackSpec(attack="pgd", eps=[2], target="least_likely"), lm)
         Traceback (most recent call last):
             ...
-        ValueError: target: 'least_likely' is for classification; a segmentation model takes {map: {from: to}}
+        ValueError: target: 'least_likely' is for classification; a segmentation model takes {map: {from: to}} or ...
     """
     task = attack_task(spec.attack)
     if task is not None and task != lm.task:
