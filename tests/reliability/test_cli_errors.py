@@ -114,6 +114,7 @@ def test_report_with_mathtext_in_a_model_name(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flags, expect", [
     (["--roi-size", "16,0,16"], "--roi-size"),
+    (["--roi-size", "16,16"], "--roi-size: 16x16 has 2 sizes, the volumes have 3 axes"),
     (["--patch-size", "16,-2,16"], "--patch-size"),
 ])
 def test_train_size_errors_name_the_flag(tmp_path: Path, make_data: MakeData, flags: list[str], expect: str,

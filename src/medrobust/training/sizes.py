@@ -92,6 +92,10 @@ def choose_sizes(train_shapes: Mapping[str, Shape], val_shapes: Mapping[str, Sha
     budget = VOXEL_BUDGET.get(dims, 128 ** 3)
     suits = all(_divisible(s, step) and math.prod(s) <= budget for s in shapes.values())
     one_shape = len(set(train_shapes.values())) == 1
+    for size, flag in ((patch_size, "--patch-size"), (roi_size, "--roi-size")):
+        if size is not None and len(size) != dims:
+            raise ValueError(f"{flag}: {_fmt(tuple(size))} has {len(size)} sizes, the volumes have {dims} axes "
+                             f"(e.g. {','.join(['64'] * dims)})")
     roi, patch, chosen, reason = roi_size, patch_size, False, "given"
     if roi is None and patch is None and not (suits and one_shape):
         smallest = tuple(min(s[k] for s in shapes.values()) for k in range(dims))
