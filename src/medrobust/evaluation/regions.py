@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage
+
+from medrobust.evaluation.case_files import read_case_map
 
 __all__ = ["REGION_FORMS", "Region", "parse_region"]
 
@@ -78,7 +79,7 @@ class Region:
                 raise ValueError(f"region: class {c} is not a class of the model; allowed: {', '.join(classes)}")
 
     def mask(self, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str], case_id: str,
-             spacing: Sequence[float] | None, base: Path | None = None) -> torch.Tensor:
+             spacing: Sequence[float] | None) -> torch.Tensor:
         """The 0/1 region of one case.
 
         Args:
@@ -87,7 +88,6 @@ class Region:
             classes: the model's class names.
             case_id: the case id (for ``{id}`` in a mask pattern).
             spacing: voxel spacing in mm (None: 1 mm).
-            base: folder a relative mask pattern is resolved against.
 
         Returns:
             ``(1, 1, *spatial)`` float 0/1 on x's device.
@@ -112,28 +112,13 @@ class Region:
                 sampling = list(spacing) if spacing is not None else [1.0] * len(spatial)
                 region = ndimage.distance_transform_edt(~region, sampling=sampling) <= self.margin_mm
         else:
-            region = _mask_file(self.pattern, case_id, spatial, base)
+            region = read_case_map(self.pattern, case_id, spatial, "region: mask file")[0] != 0
         return torch.as_tensor(np.asarray(region, dtype=np.float32), device=x.device).reshape(1, 1, *spatial)
 
 
 def _body(image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(image, [1, 99])
     return ndimage.binary_fill_holes(image > low + 0.1 * (high - low))
-
-
-def _mask_file(pattern: str, case_id: str, spatial: tuple[int, ...], base: Path | None) -> np.ndarray:
-    from medrobust.data.io import read_nifti
-    from medrobust.data.safe_names import safe_name
-
-    path = Path(pattern.replace("{id}", safe_name(case_id)))
-    path = path if path.is_absolute() or base is None else base / path
-    if not path.is_file():
-        raise ValueError(f"region: mask file {path} (case {case_id!r}) does not exist")
-    data, _ = read_nifti(path)
-    if tuple(data.shape) != spatial:
-        raise ValueError(f"region: mask file {path} has shape {tuple(data.shape)}, the image {spatial} "
-                         "(masks must be on the grid the model sees; resampled cases need resampled masks)")
-    return data != 0
 
 
 def parse_region(value: object) -> Region:

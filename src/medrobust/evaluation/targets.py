@@ -191,18 +191,9 @@ def parse_target(value: object) -> Target:
 
 def _target_file(pattern: str, case_id: str, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The per-case target label map of ``pattern`` (``{id}`` = the case's safe name), in ``y``'s shape."""
-    from pathlib import Path
+    from medrobust.evaluation.case_files import read_case_map
 
-    from medrobust.data.io import read_nifti
-    from medrobust.data.safe_names import safe_name
-
-    path = Path(pattern.replace("{id}", safe_name(case_id)))
-    if not path.is_file():
-        raise ValueError(f"target: label file {path} (case {case_id!r}) does not exist")
-    data, _ = read_nifti(path)
-    if tuple(data.shape) != tuple(y.shape[2:]):
-        raise ValueError(f"target: label file {path} has shape {tuple(data.shape)}, the labels {tuple(y.shape[2:])} "
-                         "(targets must be on the grid the model sees)")
+    data, path = read_case_map(pattern, case_id, tuple(y.shape[2:]), "target: label file")
     target = torch.as_tensor(data).round().long().reshape(y.shape).to(y.device)
     if target.min() < 0 or target.max() >= num_classes:
         raise ValueError(f"target: label file {path} has values outside [0, {num_classes})")
