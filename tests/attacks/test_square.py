@@ -7,6 +7,7 @@ from torch import nn
 
 from medrobust.attacks import Square
 from medrobust.attacks.blackbox import _window, p_schedule
+from medrobust.attacks.outcome import worse
 from medrobust.units import Budget
 
 BUDGET = Budget.linf(0.1, valid_range=(0.0, 1.0))
@@ -95,8 +96,8 @@ def test_square_accepts_as_the_reference_for_ce() -> None:
     other[torch.arange(500), y] = -torch.inf
     margin_new = logits_new[torch.arange(500), y] - other.amax(1)
     expected = reference_accepts(-ce_new, -ce_cur, margin_new)
-    attack = Square(BUDGET, loss="ce")
-    ours = attack._accept(ce_new, -(logits_new.argmax(1) == y).float(), ce_cur, -torch.ones(500))
+    assert Square(BUDGET, loss="ce").keep == "metric"  # Square accepts by its keep rule
+    ours = worse("metric", ce_new, -(logits_new.argmax(1) == y).float(), ce_cur, -torch.ones(500))
     assert torch.equal(ours, expected)
     assert (expected & (ce_new <= ce_cur)).any(), "the case the old rule got wrong must occur"
 

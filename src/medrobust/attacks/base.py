@@ -320,6 +320,7 @@ class Attack:
         name: the attack's short name (class attribute; "pgd", "apgd", ...).
         default_random_start: the start when ``random_start=None`` (class attribute).
         uses_step_size: False for attacks that set their own step (no step_size warning).
+        effort_unit: what ``steps`` counts in descriptions (``"steps"``; Square: ``"queries"``).
 
     Shape:
         - model: maps ``x`` to logits ``(B, K)`` or ``(B, K, *spatial)``.
@@ -352,6 +353,7 @@ class Attack:
     name = "attack"
     default_random_start = False
     uses_step_size = True
+    effort_unit = "steps"  # what ``steps`` counts: Square counts queries
 
     def __init__(self, budget: Budget, *, steps: int = 10, step_size: Scalar | None = None,
                  loss: str | Callable[..., torch.Tensor] = "ce", targeted: bool = False, restarts: int = 1,
@@ -394,8 +396,7 @@ class Attack:
             >>> PGD(Budget.linf(0.1), steps=5, keep="loss").describe()
             'pgd: 5 steps, loss ce, 1 restart, random start; keeps the highest-loss iterate'
         """
-        count = f"{self.steps} {'queries' if self.name == 'square' else 'steps'}"
-        parts = [count, f"loss {self.loss_name}", f"{self.restarts} restart{'s' * (self.restarts != 1)}"]
+        parts = [f"{self.steps} {self.effort_unit}", f"loss {self.loss_name}", f"{self.restarts} restart{'s' * (self.restarts != 1)}"]
         parts += ["random start"] * self.random_start + ["targeted"] * self.targeted
         rule = ("the last iterate" if not self.return_best else
                 "the iterate that hurts the metric most" if self.keep == "metric" else

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from medrobust.attacks.base import Attack, AttackResult, AttackState
-from medrobust.attacks.outcome import IterateTracker
+from medrobust.attacks.outcome import IterateTracker, worse
 from medrobust.units import Budget, expand_to
 
 __all__ = ["Square", "p_schedule"]
@@ -104,6 +104,7 @@ class Square(Attack):
 
     name = "square"
     uses_step_size = False
+    effort_unit = "queries"
 
     def __init__(self, budget: Budget, *, n_queries: int = 1000, p_init: float = 0.05, loss: Any = "margin",
                  **options: Any) -> None:
@@ -134,13 +135,6 @@ class Square(Attack):
             return harm == (1.0 if self.targeted else 0.0)
         return torch.zeros_like(harm, dtype=torch.bool)
 
-    def _accept(self, gain: torch.Tensor, harm: torch.Tensor, cur_gain: torch.Tensor,
-                cur_harm: torch.Tensor) -> torch.Tensor:
-        """(B,) candidates kept: a higher loss, or (``keep="metric"``) a worse outcome (the reference for CE)."""
-        if self.keep == "loss":
-            return gain > cur_gain
-        return (harm > cur_harm) | ((harm == cur_harm) & (gain > cur_gain))
-
     def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, base: AttackState) -> AttackResult:
         B, C, shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
         sign = -1.0 if self.targeted else 1.0
@@ -170,7 +164,8 @@ class Square(Attack):
                     gain = self._gain(logits, y, self.steps)
                     harm, fails = self._verdict(logits, y)
                     frozen = kept.done if kept.done is not None else torch.zeros_like(reached)
-                    accept = self._accept(gain, harm, cur_gain, cur_harm) & ~frozen
+                    # a higher loss or (keep="metric") a worse outcome: the reference's rule for CE
+                    accept = worse(self.keep, gain, harm, cur_gain, cur_harm) & ~frozen
                     queries += ~reached
                     reached |= accept & self._reached(harm, fails, y)
                     cur = torch.where(expand_to(accept, x), cand, cur)

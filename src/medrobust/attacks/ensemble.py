@@ -85,7 +85,7 @@ class AttackEnsemble(Attack):
             e.g. ``"ensemble of apgd-ce (100 steps), square (5000 queries); keeps per sample
             the member's result that hurts the metric most"``.
         """
-        members = ", ".join(f"{n} ({a.steps} {'queries' if a.name == 'square' else 'steps'})" for n, a in self.members)
+        members = ", ".join(f"{n} ({a.steps} {a.effort_unit})" for n, a in self.members)
         robust = ", each on the samples still classified correctly" if self.only_robust else ""
         return f"ensemble of {members}{robust}; keeps per sample the member's result that hurts the metric most"
 

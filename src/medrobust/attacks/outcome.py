@@ -27,7 +27,7 @@ import torch
 
 from medrobust.units import expand_to
 
-__all__ = ["KEEP_RULES", "IterateTracker", "KeepRule", "foreground_dice", "sample_metric", "target_metric"]
+__all__ = ["KEEP_RULES", "IterateTracker", "KeepRule", "foreground_dice", "sample_metric", "target_metric", "worse"]
 
 KeepRule = Literal["metric", "loss"]
 KEEP_RULES: tuple[str, ...] = ("metric", "loss")
@@ -123,6 +123,33 @@ def target_metric(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return hit.reshape(hit.shape[0], -1).to(logits.dtype).mean(1)
 
 
+def worse(rule: KeepRule, gain: torch.Tensor, harm: torch.Tensor, ref_gain: torch.Tensor,
+          ref_harm: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` True where a candidate beats a reference iterate by ``rule`` (the module docstring).
+
+    Args:
+        rule: ``"metric"`` (harm first, then gain) or ``"loss"`` (gain only).
+        gain: ``(B,)`` the candidate's loss (or -loss when targeted).
+        harm: ``(B,)`` its -metric (or +metric when targeted).
+        ref_gain: ``(B,)`` the reference's gain.
+        ref_harm: ``(B,)`` the reference's harm.
+
+    Returns:
+        ``(B,)`` bool.
+
+    Example:
+        >>> import torch
+        >>> gain, harm = torch.tensor([0.5, 2.0]), torch.tensor([0.0, -1.0])
+        >>> worse("metric", gain, harm, torch.tensor([1.0, 1.0]), torch.tensor([-1.0, -1.0])).tolist()
+        [True, True]
+        >>> worse("loss", gain, harm, torch.tensor([1.0, 1.0]), torch.tensor([-1.0, -1.0])).tolist()
+        [False, True]
+    """
+    if rule == "loss":
+        return gain > ref_gain
+    return (harm > ref_harm) | ((harm == ref_harm) & (gain > ref_gain))
+
+
 @dataclass
 class IterateTracker:
     """The per-sample worst iterate seen so far, over steps and restarts.
@@ -180,9 +207,7 @@ class IterateTracker:
         Returns:
             ``(B,)`` bool.
         """
-        if self.rule == "loss":
-            return gain > self.gain
-        return (harm > self.harm) | ((harm == self.harm) & (gain > self.gain))
+        return worse(self.rule, gain, harm, self.gain, self.harm)
 
     def offer(self, x_adv: torch.Tensor, gain: torch.Tensor, harm: torch.Tensor,
               fails: torch.Tensor | None = None) -> None:
