@@ -355,13 +355,12 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
         The :class:`Run` (row with timings, perturbed image, logits on it). The module's
         docstring has a worked example.
     """
+    corruption = isinstance(spec, CorruptionSpec)
+    seed = settings.seed if corruption else run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
     if isinstance(spec, CertifySpec):  # a lower bound, not a perturbation: no image, no norms
-        seed = run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
         row = certify_row(lm, spec, float(level), case, settings, seed)
         return Run(row, case.x, case.clean_logits, Perturbed(case.x, row.seconds or 0.0))
     t0 = time.perf_counter()
-    corruption = isinstance(spec, CorruptionSpec)
-    seed = settings.seed if corruption else run_seed(settings.seed, lm.name, spec.label, float(level), case.id)
     target = spec.parsed_target if isinstance(spec, AttackSpec) else None
     y_target = None if target is None else target.labels(case.y, case.clean_logits, lm.classes, seed, case.id)
     region = spec.parsed_region if isinstance(spec, AttackSpec) else None
