@@ -7,7 +7,6 @@ import torch
 import torchio as tio
 
 from medrobust.corruptions import SEVERITY_TABLE, corrupt
-from medrobust.corruptions.artefacts import thick_slices
 from medrobust.corruptions.presets import PRESETS, corrupt_preset
 from medrobust.data.phantoms import phantom_segmentation
 
@@ -93,21 +92,27 @@ def test_bad_preset_arguments(bad: dict, word: str) -> None:
 
 
 # -- resolution on thin volumes ------------------------------------------------------------------
-@pytest.mark.parametrize("slices", [6, 7, 9])
-def test_each_resolution_severity_changes_a_thin_volume_more(slices: int) -> None:
-    x = phantom_segmentation((24, 24, slices), seed=slices)[0][0]
-    affine = np.diag([1.0, 1.0, 6.0, 1.0])
-    kept, change = [], []
+@pytest.mark.parametrize("shape", [(24, 24, 6), (24, 24, 7), (24, 24, 9), (6, 6), (7, 7), (9, 9), (24, 6)], ids=str)
+def test_each_resolution_severity_changes_a_thin_volume_more(shape: tuple[int, ...]) -> None:
+    """Strictly more change per severity, also where the slice (or 2D: drawn in-plane) axis is thin."""
+    x = phantom_segmentation(shape, seed=shape[-1])[0][0]
+    affine = np.diag([1.0, 1.0, 6.0, 1.0]) if len(shape) == 3 else None
+    change = []
     for s in range(1, 6):
         y, params = corrupt(x, "resolution", s, seed=0, affine=affine, case_id="thin")
-        kept.append(params["drawn"]["thick_slices"])
+        assert params["drawn"]["axis"] == 2 or len(shape) == 2, params["drawn"]
         change.append(float((y - x).abs().mean()))
-    assert all(a > b for a, b in zip(kept, kept[1:])), kept  # severities 3 and 4 kept 2 slices each on 6
-    assert len(set(change)) == 5 and change[4] > change[2] > change[0], change
+    assert change[0] > 0 and all(a < b for a, b in zip(change, change[1:])), change
 
 
-def test_thick_slices_follow_the_factor_on_thick_stacks() -> None:
-    factors = SEVERITY_TABLE["resolution"]["factor"]
-    assert [thick_slices(60, f) for f in factors] == [round(60 / f) for f in factors]
-    assert [thick_slices(6, f) for f in factors] == [5, 4, 3, 2, 1]
-    assert thick_slices(3, factors[0]) == 2 and thick_slices(1, factors[4]) == 1
+def test_resolution_records_the_slice_profile() -> None:
+    """The slices get ``factor`` times thicker: a Gaussian of FWHM ``spacing * sqrt(factor**2 - 1)``."""
+    x = phantom_segmentation((16, 16, 8), seed=0)[0][0]
+    for factor, s in zip(SEVERITY_TABLE["resolution"]["factor"], range(1, 6)):
+        _, params = corrupt(x, "resolution", s, seed=0, affine=CARDIAC, case_id="p")
+        drawn = params["drawn"]
+        assert drawn["axis"] == 2 and drawn["slice_thickness_mm"] == pytest.approx(8.0 * factor)
+        assert drawn["fwhm_mm"] == pytest.approx(8.0 * np.sqrt(factor ** 2 - 1))
+    axes = {corrupt(phantom_segmentation((16, 16), seed=0)[0][0], "resolution", 5, case_id=c)[1]["drawn"]["axis"]
+            for c in "abcdefgh"}
+    assert axes == {0, 1}  # 2D: a drawn in-plane axis (array axes 0 and 1 of (C, H, W, 1))

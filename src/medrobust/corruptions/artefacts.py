@@ -19,10 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchio as tio
-
-from medrobust.corruptions.table import SEVERITY_TABLE
 
 ISOTROPY_TOLERANCE = 1.1  # spacings within 10% count as isotropic
 
@@ -392,50 +389,35 @@ def apply_gamma(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.
     return _run(tio.Gamma(gamma=gamma), vol, geo.affine), {"gamma": gamma}
 
 
-def thick_slices(n: int, factor: float) -> int:
-    """The number of thick slices that replace ``n`` at the severity of ``factor``.
-
-    ``round(n / factor)``, but at least one more than at the next severity, so that each
-    severity keeps fewer slices (changes the image more) than the one below it on any
-    axis of 6 or more slices (thinner axes: as many distinct levels as fit, each below n).
-
-    Args:
-        n: the slices along the axis.
-        factor: the severity's ``factor`` (a value of the ``resolution`` row of the table).
-
-    Returns:
-        The number of thick slices, 1..n - 1 (1 when n is 1).
-
-    Example:
-        >>> [thick_slices(6, f) for f in (1.5, 2.0, 3.0, 4.0, 6.0)]    # round(6/f): 4, 3, 2, 2, 1
-        [5, 4, 3, 2, 1]
-        >>> [thick_slices(16, f) for f in (1.5, 2.0, 3.0, 4.0, 6.0)]
-        [11, 8, 5, 4, 3]
-    """
-    factors = sorted(SEVERITY_TABLE["resolution"]["factor"], reverse=True)
-    count = 0
-    for f in factors[:factors.index(factor) + 1]:  # from the strongest level down to this one
-        count = max(int(round(n / f)), count + 1, 1)
-    return min(count, max(n - 1, 1))
-
-
 def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.random.Generator,
                      seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Resolution loss: thick slices along the through-plane axis, interpolated back.
+    """Resolution loss: slices ``factor`` times thicker along the through-plane axis (``tio.Blur``).
 
-    ``round(n / factor)`` slices averaged over the same field of view along the
-    through-plane axis, then linearly interpolated back to the n original ones. A single-slice
-    (2D) image has no slice axis to thicken, so one in-plane axis (drawn) loses resolution.
+    Physics. A slice is the image weighted by the slice-sensitivity profile (SSP) along the
+    through-plane axis; thicker slices have a wider SSP, here a Gaussian. The volume's own
+    slices are taken as a Gaussian SSP of FWHM ``spacing`` (contiguous slices), so a
+    Gaussian of FWHM ``spacing * sqrt(factor**2 - 1)`` along that axis makes their FWHM
+    ``factor * spacing`` (FWHMs of convolved Gaussians add in quadrature). The slices stay
+    on the original grid (overlapping thick slices, as a CT reconstructed at a smaller
+    increment). Each cosine component along the axis is damped by ``exp(-(sigma * w)**2 / 2)``
+    (``sigma = FWHM / 2.355``), so a larger factor damps every one more and the L2 change
+    grows strictly with the severity, whatever the number of slices; so did the mean
+    |change| on every phantom measured (2 to 20 slices, and 2D). Box-averaging down to
+    ``n / factor`` slices and back did not (on 6 slices, 6 -> 3 fitted the content better
+    than 6 -> 4). A single-slice (2D) image has no slice axis, so one in-plane axis (drawn)
+    is blurred alike, its pixel size taken as the slice thickness.
 
     Args:
         vol: the volume rescaled to its reference range, float32 on the CPU.
         geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
         lv: the severity's row of the table, ``level("resolution", severity)``.
-        rng: the seeded generator of the case's draws.
+        rng: the seeded generator of the case's draws (2D: which in-plane axis).
         seed: the derived seed; unused here.
 
     Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict:
+        ``axis``, ``slice_thickness_mm`` = factor * spacing, and ``fwhm_mm``, the FWHM of the
+        Gaussian applied).
 
     Shape:
         - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
@@ -447,23 +429,24 @@ def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng
         >>> from medrobust.corruptions.artefacts import apply_resolution, geometry
         >>> from medrobust.corruptions.table import level
         >>> _ = torch.manual_seed(0)
-        >>> vol = torch.rand(1, 16, 16, 16)
-        >>> geo = geometry((16, 16, 16), None, None)
+        >>> vol = torch.rand(1, 16, 16, 8)
+        >>> geo = geometry((16, 16, 8), np.diag([1.0, 1.0, 3.0, 1.0]), None)
         >>> out, drawn = apply_resolution(vol, geo, level("resolution", 3), np.random.default_rng(0), 0)
-        >>> out.shape, drawn
-        (torch.Size([1, 16, 16, 16]), {'axis': 2, 'slices': 16, 'thick_slices': 5, 'effective_factor': 3.2})
+        >>> out.shape, drawn["axis"], drawn["slice_thickness_mm"], round(drawn["fwhm_mm"], 3)   # 3 * sqrt(3**2 - 1)
+        (torch.Size([1, 16, 16, 8]), 2, 9.0, 8.485)
+        >>> outs = [apply_resolution(vol, geo, level("resolution", s), np.random.default_rng(0), 0)[0]
+        ...         for s in (1, 2, 3, 4, 5)]
+        >>> change = [float((o - vol).abs().mean()) for o in outs]
+        >>> all(a < b for a, b in zip(change, change[1:]))   # each severity changes it more
+        True
     """
     axis = geo.through if vol.shape[geo.through + 1] > 1 else int(geo.in_plane[rng.integers(2)])
-    n = int(vol.shape[axis + 1])
-    size = list(vol.shape[1:])
-    size[axis] = thick_slices(n, lv["factor"])
-    # Not tio.Resample: it keeps the first voxel centre fixed, so for non-integer factors the
-    # thick slices shift against the anatomy (measured: level 2 hurt less than level 1), and
-    # its anti-aliasing needs >= 4 slices. Box averages over the same field of view do not.
-    low = F.interpolate(vol[None], size=size, mode="area")
-    back = F.interpolate(low, size=tuple(vol.shape[1:]), mode="trilinear", align_corners=False)[0]
-    return back.float(), {"axis": axis, "slices": n, "thick_slices": size[axis],
-                          "effective_factor": n / size[axis]}
+    spacing, factor = geo.spacing[axis], lv["factor"]
+    fwhm = spacing * float(np.sqrt(max(factor ** 2 - 1.0, 0.0)))
+    std = [0.0, 0.0, 0.0]
+    std[axis] = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    out = _run(tio.Blur(std=(std[0], std[1], std[2])), vol, geo.affine)
+    return out, {"axis": axis, "slice_thickness_mm": factor * spacing, "fwhm_mm": fwhm}
 
 
 Artefact = Callable[[torch.Tensor, Geometry, dict[str, float], np.random.Generator, int],

@@ -26,9 +26,9 @@ gamma       log_gamma              0.1, 0.2, 0.3, 0.45, 0.6              sign (g
                                    (gamma = exp(+-log_gamma) on u)
 resolution  factor                 1.5, 2, 3, 4, 6                       (2D: which in-plane axis)
                                    (slice thickness multiplied along
-                                   the through-plane axis, then back;
-                                   each level keeps fewer slices than
-                                   the one below, see thick_slices)
+                                   the through-plane axis: a Gaussian
+                                   slice profile of FWHM factor x
+                                   spacing, see apply_resolution)
 ==========  =====================  ====================================  =================================
 
 Motion grades the *fraction* of k-space acquired after one fixed movement: the k-space

@@ -471,6 +471,9 @@ class GridConfig(_Strict):
         include_background: segmentation scores count the background class too (the VAFA
             papers report Dice and HD95 with background); default False, stated in the report.
         nsd_tolerance_mm: the surface Dice's tolerance in mm (> 0, default 1).
+        per_channel_ranges: budgets in "1/255" take each (case, channel)'s own range, as SEAT
+            does (:mod:`medrobust.attacks.channel_ranges`); default None: on for multi-channel
+            z-scored data, stated in the report; false: one range per case over all channels.
         seed: the base seed: each attack run derives its own from it
             (:func:`~medrobust.evaluation.core.run_seed`); corruptions use it as is.
         out: the output folder (default ``results``, resolved against the YAML's folder).
@@ -506,6 +509,7 @@ class GridConfig(_Strict):
         default_factory=lambda: ["dice", "accuracy", "ssim", "psnr"])  # type: ignore[arg-type]
     include_background: bool = False
     nsd_tolerance_mm: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    per_channel_ranges: bool | None = None
     seed: int = 0
     out: Path = Field(default=Path("results"), validate_default=True)
     save_adversarial: bool = False
@@ -541,6 +545,8 @@ class GridConfig(_Strict):
         """
         body = self.model_dump(mode="json", exclude=_OUTPUT_ONLY)
         body["models"] = [{k: v for k, v in m.items() if v is not None} for m in body["models"]]  # hashes stay as before
+        if body.get("per_channel_ranges") is None:  # the default: hashes stay as before
+            body.pop("per_channel_ranges", None)
         body["checkpoint_digests"] = {m.name: _checkpoint_digest(m.source_files) for m in self.models}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 

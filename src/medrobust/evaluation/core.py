@@ -44,6 +44,7 @@ import torch
 
 from medrobust import metrics
 from medrobust.attacks import Attack, get_attack
+from medrobust.attacks.channel_ranges import METHOD_NOTE, ChannelRanges, channel_ranges_for
 from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_task
 from medrobust.attacks.ssim import SSIMReference
 from medrobust.evaluation.certification import certify_row
@@ -275,10 +276,26 @@ class Perturbed:
     params: dict[str, Any] | None = None
     iterate_rule: str | None = None
     method: str | None = None
+    channel_ranges: ChannelRanges | None = None
+
+    def eps_model(self, x: torch.Tensor) -> float:
+        """The attack's radius in model units (per-channel ranges: the widest channel's).
+
+        Args:
+            x: the clean case ``(1, C, *spatial)``.
+
+        Returns:
+            The radius; 0.0 for a corruption.
+        """
+        if self.budget is None:
+            return 0.0
+        eps = float(self.budget.eps_for(x)[0])
+        return eps if self.channel_ranges is None else eps * float(self.channel_ranges.width.max())
 
 
 def perturb(spec: AttackSpec | CorruptionSpec, level: float, case: Case, seed: int, model: torch.nn.Module | None = None,
-            y: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> Perturbed:
+            y: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+            per_channel: bool | None = None) -> Perturbed:
     """Apply one grid entry at one level (eps or severity) to a case.
 
     Args:
@@ -290,6 +307,8 @@ def perturb(spec: AttackSpec | CorruptionSpec, level: float, case: Case, seed: i
         model: the model to attack (default: the case's; ensembles attack a member).
         y: the labels the attack gets (default: the case's; a targeted entry's targets).
         mask: the region the attack may change ``(1, 1, *spatial)`` (None: everywhere).
+        per_channel: budgets in "1/255" of each channel's own range
+            (:mod:`medrobust.attacks.channel_ranges`); None: on for multi-channel z-scored data.
 
     Returns:
         The :class:`Perturbed` image.
@@ -315,13 +334,19 @@ def perturb(spec: AttackSpec | CorruptionSpec, level: float, case: Case, seed: i
                               through_plane=spec.options.get("through_plane"))
         return Perturbed(x_c.unsqueeze(0), time.perf_counter() - t0, params=params)
     torch.manual_seed(seed)
-    budget, attack = attack_for(spec, level, case.x, case.imap)
-    result = attack.run(case.model if model is None else model, case.x, case.y if y is None else y, mask)
+    net, x = case.model if model is None else model, case.x
+    ranges = (channel_ranges_for(per_channel, x, case.imap, spec.eps_unit)
+              if attack_budget_kind(spec.attack) != "dct" else None)
+    if ranges is not None:  # the attack runs where every channel spans [0, 1]
+        x, net = ranges.to_unit(x), ranges.model(net)
+    budget, attack = attack_for(spec, level, x, case.imap)
+    result = attack.run(net, x, case.y if y is None else y, mask)
     history = result.loss_history
-    return Perturbed(result.x_adv, time.perf_counter() - t0, budget,
-                     float(history[0, 0]) if history.numel() else None,
+    method = attack.describe() + (f"; {METHOD_NOTE}" if ranges is not None else "")
+    return Perturbed(result.x_adv if ranges is None else ranges.restore(case.x, x, result.x_adv),
+                     time.perf_counter() - t0, budget, float(history[0, 0]) if history.numel() else None,
                      float(result.best_loss[0]) if result.best_loss.numel() else None,
-                     iterate_rule=attack.keep if attack.return_best else "last", method=attack.describe())
+                     iterate_rule=attack.keep if attack.return_best else "last", method=method, channel_ranges=ranges)
 
 
 @dataclass
@@ -365,7 +390,7 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
     y_target = None if target is None else target.labels(case.y, case.clean_logits, lm.classes, seed, case.id)
     region = spec.parsed_region if isinstance(spec, AttackSpec) else None
     mask = None if region is None else region.mask(case.x, case.y, lm.classes, case.id, case.spacing)
-    done = perturb(spec, level, case, seed, y=y_target, mask=mask)
+    done = perturb(spec, level, case, seed, y=y_target, mask=mask, per_channel=settings.per_channel_ranges)
     logits = infer(case.model, done.x)
     adv = score(logits, case.y, lm.classes, case.spacing, settings.wants("hd95"),
                 include_background=settings.include_background, nsd_mm=_nsd_mm(settings))
@@ -378,7 +403,7 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
                                                               sort_keys=True)}
     else:
         assert done.budget is not None
-        eps_model = float(done.budget.eps_for(case.x)[0])
+        eps_model = done.eps_model(case.x)
         details = {"attack": spec.attack, "norm": spec.norm, "eps_unit": spec.eps_unit,
                    "options_json": json.dumps(spec.options, sort_keys=True), "eps_model": eps_model,
                    "eps_raw": float(case.imap.model_delta_to_raw(eps_model)), "iterate_rule": done.iterate_rule,

@@ -189,7 +189,7 @@ class _Runner:
                  progress: Progress, task: TaskID) -> None:
         self.cfg, self.store, self.done, self.progress, self.task = cfg, store, done, progress, task
         self.settings = RunSettings(cfg.seed, cfg.config_hash, frozenset(cfg.metrics), cfg.include_background,
-                                    cfg.nsd_tolerance_mm)
+                                    cfg.nsd_tolerance_mm, cfg.per_channel_ranges)
         stored = store.to_dataframe()  # corruption runs never compete for the adversarial examples
         self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, stored[stored["kind"] == "attack"])
         self.first_case: dict[str, str] = {}

@@ -115,6 +115,8 @@ class RunSettings:
         include_background: segmentation scores (Dice, HD95, NSD) count class 0 too (the
             VAFA papers' protocol); default False.
         nsd_tolerance_mm: the normalised surface Dice's tolerance in mm.
+        per_channel_ranges: budgets in "1/255" of each (case, channel) range
+            (:mod:`medrobust.attacks.channel_ranges`); None: on for multi-channel z-scored data.
 
     Example:
         >>> RunSettings(seed=0, config_hash="abc", metrics=frozenset({"ssim"})).wants("psnr")
@@ -126,6 +128,7 @@ class RunSettings:
     metrics: frozenset[str] = frozenset({"ssim", "psnr"})
     include_background: bool = False
     nsd_tolerance_mm: float = 1.0
+    per_channel_ranges: bool | None = None
 
     def wants(self, metric: str) -> bool:
         """True when ``metric`` is to be computed."""

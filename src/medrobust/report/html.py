@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from medrobust.attacks.channel_ranges import METHOD_NOTE as PER_CHANNEL_NOTE
 from medrobust.evaluation import robustness as rb
 from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_examples
 from medrobust.evaluation.store import ResultStore
@@ -97,6 +98,9 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                            "headline": None, "methods": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
                            "examples": []}
     ctx["include_background"] = bool(config.get("include_background", False))
+    ctx["per_channel_off"] = config.get("per_channel_ranges") is False
+    ctx["per_channel_runs"] = (int(df["method"].fillna("").str.contains(PER_CHANNEL_NOTE, regex=False).sum())
+                               if "method" in df else 0)
     ctx["corruptions"] = corruption_context(results_dir, df, tasks)
     ctx["certification"] = certify_context(df, tasks) if not df.empty else None  # own section, own builder
     ctx["classification"] = classification_context(results_dir, df, models, int(config.get("examples", 3)))

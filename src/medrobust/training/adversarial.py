@@ -2,7 +2,9 @@
 
 Each is only a batch loss on the shared loop (design.md section 6); the inner maximiser is
 an attack of :mod:`medrobust.attacks`, with its budget stated in the units the user chose
-(``eps_unit``: "1/255" of the valid range by default, "model", "raw" or "HU").
+(``eps_unit``: "1/255" of the valid range by default, "model", "raw" or "HU"). With
+``per_channel`` (default: on for multi-channel z-scored data) a "1/255" budget and the valid
+range are taken per (case, channel), as SEAT does (:mod:`medrobust.attacks.channel_ranges`).
 """
 from __future__ import annotations
 
@@ -13,23 +15,29 @@ import torch.nn.functional as F
 from torch import nn
 from typing_extensions import override
 
+from medrobust.attacks.channel_ranges import ChannelRanges, attack_batch, channel_ranges_for
 from medrobust.attacks.registry import get_attack
 from medrobust.training.recipes import Recipe, StepInfo, is_classification, register_recipe, task_loss
 from medrobust.units import Budget, budget_for_case, expand_to, per_sample
 
 
 class _BudgetedRecipe(Recipe):
-    """Holds an eps, its unit and norm; builds the budget of each batch."""
+    """Holds an eps, its unit, norm and range rule; builds the budget of each batch."""
 
-    def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf") -> None:
-        self.eps, self.eps_unit, self.norm = float(eps), eps_unit, norm
+    def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf",
+                 per_channel: bool | None = None) -> None:
+        self.eps, self.eps_unit, self.norm, self.per_channel = float(eps), eps_unit, norm, per_channel
         budget_for_case(norm, eps, eps_unit, torch.tensor([[[0.0, 1.0]]]), self.intensity)  # fail now on bad eps
 
     def budget(self, x: torch.Tensor) -> Budget:
         return budget_for_case(self.norm, self.eps, self.eps_unit, x, self.intensity)
 
+    def ranges(self, x: torch.Tensor) -> ChannelRanges | None:
+        """The batch's per-(case, channel) ranges when the budget takes them, else None."""
+        return channel_ranges_for(self.per_channel, x, self.intensity, self.eps_unit)
+
     def params(self) -> dict[str, Any]:
-        return {"eps": self.eps, "eps_unit": self.eps_unit, "norm": self.norm}
+        return {"eps": self.eps, "eps_unit": self.eps_unit, "norm": self.norm, "per_channel": self.per_channel}
 
 
 def _attack_loss(y: torch.Tensor) -> str:
@@ -46,8 +54,9 @@ class PGDAdversarialTraining(_BudgetedRecipe):
     """
 
     def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf", adv_weight: float = 0.5,
-                 steps: int = 10, step_size: float | None = None, attack: str = "pgd") -> None:
-        super().__init__(eps, eps_unit, norm)
+                 steps: int = 10, step_size: float | None = None, attack: str = "pgd",
+                 per_channel: bool | None = None) -> None:
+        super().__init__(eps, eps_unit, norm, per_channel)
         if not 0.0 <= adv_weight <= 1.0:
             raise ValueError(f"adv_weight must be in [0, 1], got {adv_weight}")
         self.adv_weight, self.steps, self.step_size, self.attack = float(adv_weight), int(steps), step_size, attack
@@ -60,9 +69,9 @@ class PGDAdversarialTraining(_BudgetedRecipe):
 
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The adversarial batch the recipe trains on: ``x_adv`` of the same shape as ``x``."""
-        attack = get_attack(self.attack, self.budget(x), steps=self.steps, step_size=self.step_size,
-                            loss=_attack_loss(y))
-        return attack(model, x, y)
+        return attack_batch(lambda b: get_attack(self.attack, self.budget(b), steps=self.steps,
+                                                 step_size=self.step_size, loss=_attack_loss(y)),
+                            model, x, y, self.ranges(x))
 
     @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -95,8 +104,8 @@ class TRADES(_BudgetedRecipe):
     """
 
     def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf", beta: float = 6.0,
-                 steps: int = 10, step_size: float | None = None) -> None:
-        super().__init__(eps, eps_unit, norm)
+                 steps: int = 10, step_size: float | None = None, per_channel: bool | None = None) -> None:
+        super().__init__(eps, eps_unit, norm, per_channel)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         self.beta, self.steps, self.step_size = float(beta), int(steps), step_size
@@ -109,7 +118,6 @@ class TRADES(_BudgetedRecipe):
     @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
-        budget = self.budget(x)
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -119,9 +127,8 @@ class TRADES(_BudgetedRecipe):
         def kl_loss(logits: torch.Tensor, target: torch.Tensor, **_: Any) -> torch.Tensor:
             return _kl_to_clean(logits, probs_clean)
 
-        attack = get_attack("pgd", budget, steps=self.steps, step_size=self.step_size, loss=kl_loss,
-                            random_start=True)
-        x_adv = attack(model, x, y)
+        x_adv = attack_batch(lambda b: get_attack("pgd", self.budget(b), steps=self.steps, step_size=self.step_size,
+                                                  loss=kl_loss, random_start=True), model, x, y, self.ranges(x))
         logits_clean = model(x)
         natural = task_loss(logits_clean, y)
         robust = _kl_to_clean(model(x_adv), F.softmax(logits_clean, 1)).mean()
@@ -140,15 +147,16 @@ class FastAdversarialTraining(PGDAdversarialTraining):
     """
 
     def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf",
-                 alpha_factor: float = 1.25) -> None:
-        super().__init__(eps, eps_unit, norm, adv_weight=1.0, steps=1, step_size=alpha_factor * float(eps))
+                 alpha_factor: float = 1.25, per_channel: bool | None = None) -> None:
+        super().__init__(eps, eps_unit, norm, adv_weight=1.0, steps=1, step_size=alpha_factor * float(eps),
+                         per_channel=per_channel)
         self.alpha_factor = alpha_factor
 
     @override
     def adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        attack = get_attack("pgd", self.budget(x), steps=1, step_size=self.step_size, random_start=True,
-                            return_best=False, loss=_attack_loss(y))
-        return attack(model, x, y)
+        return attack_batch(lambda b: get_attack("pgd", self.budget(b), steps=1, step_size=self.step_size,
+                                                 random_start=True, return_best=False, loss=_attack_loss(y)),
+                            model, x, y, self.ranges(x))
 
 
 @register_recipe("free_at")
@@ -164,14 +172,15 @@ class FreeAdversarialTraining(_BudgetedRecipe):
     """
 
     def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf", replays: int = 4,
-                 step_size: float | None = None) -> None:
-        super().__init__(eps, eps_unit, norm)
+                 step_size: float | None = None, per_channel: bool | None = None) -> None:
+        super().__init__(eps, eps_unit, norm, per_channel)
         if replays < 1:
             raise ValueError(f"replays must be >= 1, got {replays}")
         self.replays = self.passes_per_batch = int(replays)
         self.step_size = float(eps) if step_size is None else float(step_size)
         self.delta: torch.Tensor | None = None
-        self._pending: tuple[torch.Tensor, torch.Tensor, Budget] | None = None  # (x, x_adv, budget) of the batch
+        # (x, x_adv, budget) of the batch, in per-channel unit coordinates when the budget takes them
+        self._pending: tuple[torch.Tensor, torch.Tensor, Budget] | None = None
         self.last_delta_norm = 0.0
 
     @override
@@ -189,14 +198,16 @@ class FreeAdversarialTraining(_BudgetedRecipe):
     @override
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
+        ranges = self.ranges(x)
+        base = x if ranges is None else ranges.to_unit(x)  # delta lives where the budget is stated
         if self.delta is None or self.delta.shape != x.shape:
             self.delta = torch.zeros_like(x)
         self.delta = self.delta.to(x)  # a resumed delta comes back on the CPU
-        budget = self.budget(x)
-        x_adv = budget.project(x, x + self.delta).requires_grad_(True)
-        self._pending = (x, x_adv, budget)
-        loss = task_loss(model(x_adv), y)
-        self.last_delta_norm = float(budget.norm_of(x_adv.detach() - x).max())
+        budget = self.budget(base)
+        x_adv = budget.project(base, base + self.delta).requires_grad_(True)
+        self._pending = (base, x_adv, budget)
+        loss = task_loss(model(x_adv if ranges is None else ranges.from_unit(x_adv)), y)
+        self.last_delta_norm = float(budget.norm_of(x_adv.detach() - base).max())
         return loss, {"loss": float(loss.detach()), "delta_norm": self.last_delta_norm}
 
     @override

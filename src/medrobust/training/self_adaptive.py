@@ -88,8 +88,9 @@ class SelfAdaptiveAdversarialTraining(PGDAdversarialTraining):
 
     def __init__(self, eps: float = 4.0, eps_unit: str = "1/255", norm: str = "linf", adv_weight: float = 0.5,
                  step_size: float | None = None, check_every: int = 3, gamma: float = 1.1,
-                 max_iters: int = 10) -> None:
-        super().__init__(eps, eps_unit, norm, adv_weight=adv_weight, steps=1, step_size=step_size)
+                 max_iters: int = 10, per_channel: bool | None = None) -> None:
+        super().__init__(eps, eps_unit, norm, adv_weight=adv_weight, steps=1, step_size=step_size,
+                         per_channel=per_channel)
         self.schedule = IterationSchedule(check_every=check_every, gamma=gamma, max_iters=max_iters)
         self._mag_sum, self._mag_count, self._mag_skipped = 0.0, 0, 0
         self._x_adv: torch.Tensor | None = None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils.data import Dataset
 
+from medrobust.attacks.channel_ranges import attack_batch, channel_ranges_for
 from medrobust.attacks.registry import attack_names, get_attack
 from medrobust.metrics import balanced_accuracy, dice_per_class
 from medrobust.models.inference import infer, windowed
@@ -84,7 +85,8 @@ def attacked_items(model: nn.Module, dataset: Dataset | Sequence[dict[str, Any]]
     """The items of ``dataset`` with each image replaced by its adversarial version.
 
     Every case is attacked whole (through SlidingWindow when it exceeds ``roi_size``) in its
-    own intensity map (``item["meta"]["intensity"]``; without one, the case's own range);
+    own intensity map (``item["meta"]["intensity"]``; without one, the case's own range; a
+    multi-channel z-scored case in each channel's own range, as evaluation does by default);
     images stay (C, *S). Random starts come from a fixed seed, so every call attacks alike;
     the caller's RNG state and the model's training flag are restored afterwards.
     """
@@ -99,11 +101,12 @@ def attacked_items(model: nn.Module, dataset: Dataset | Sequence[dict[str, Any]]
             x = item["image"].unsqueeze(0).to(device)
             y = torch.as_tensor(item["label"]).to(device)
             y = y.reshape(1) if y.ndim == 0 else y.unsqueeze(0)
-            imap = item.get("meta", {}).get("intensity")
-            budget = budget_for_case("linf", evaluation.eps, evaluation.eps_unit, x,
-                                     IntensityMap.from_dict(imap) if imap else None)
-            attack = get_attack(evaluation.attack, budget, steps=evaluation.steps)
-            x_adv = attack(windowed(model, x, roi_size, overlap), x, y)
+            meta = item.get("meta", {}).get("intensity")
+            imap = IntensityMap.from_dict(meta) if meta else None
+            x_adv = attack_batch(lambda b, imap=imap: get_attack(evaluation.attack, budget_for_case(  # type: ignore[misc]
+                "linf", evaluation.eps, evaluation.eps_unit, b, imap), steps=evaluation.steps),
+                windowed(model, x, roi_size, overlap), x, y,
+                channel_ranges_for(None, x, imap, evaluation.eps_unit))
             items.append({**item, "image": x_adv[0].detach().cpu()})
     model.train(was_training)
     return items
