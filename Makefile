@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# The pinned CPU build (lies on this machine's disk); installed first so nothing pulls CUDA.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,tune,lint]"
+	$(PY) -m pip install --quiet -e ".[test,tune,lint,log]"
 	# torchattacks is the test oracle for FGSM/BIM/PGD/MI-FGSM/AutoAttack; its requirements pull torchvision.
 	$(PY) -m pip install --quiet --no-deps torchattacks==3.5.1
 	# The nnU-Net v2 model source and its reference inference in the tests (pyproject's `nnunet` extra),

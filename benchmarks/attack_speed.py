@@ -1,12 +1,16 @@
 """Speed and memory of the attack loop, measured in one run (issue 4, "Done when").
 
-Prints, for a 3D UNet (1x1x64^3 by default) and a 2D DenseNet121 (8x1x128^2):
+Prints, for a 3D UNet (64^3 volumes by default) and a 2D DenseNet121 (128^2 images), each
+once with one sample (B = 1) and once batched (``--batch`` volumes; 8 images, 4 with ``--small``):
 
 - time per PGD step / floor, where the floor is one forward plus one backward to the input
   only (parameters frozen, eval mode), timed over as many back-to-back steps as the attack
-  takes; goal <= 1.10;
+  takes; goal <= 1.10. With ``--amp bf16`` both run the model's forward under
+  ``torch.autocast(dtype=torch.bfloat16)`` (our attack keeps its loss, step and projection
+  in float32);
 - our PGD / torchattacks' PGD on the classifier, same eps/alpha/steps/random start;
-  goal <= 1.0. Compared like for like, ours returns the last iterate (``return_best=False``:
+  torchattacks always runs in float32, so under ``--amp bf16`` the ratio is our bf16 attack
+  against its float32 one; goal <= 1.0. Compared like for like, ours returns the last iterate (``return_best=False``:
   the images torchattacks makes, see tests/attacks/test_torchattacks_parity.py); the
   default, which returns the best iterate and so evaluates the last one with one more
   forward, is printed beside it. Both get a trainable model in train mode, as a user hands
@@ -25,13 +29,16 @@ Per-step time = the whole attack's time / steps, so it includes the start point,
 best-iterate tracking and (by default) the final evaluation of the last iterate: one
 extra forward per attack, about 1/(3·steps) of the time.
 
-    python benchmarks/attack_speed.py [--device cuda] [--steps 10] [--repeats 5] [--small] [--roi 32]
+    python benchmarks/attack_speed.py [--device auto|cpu|cuda|cuda:N] [--amp none|bf16] [--steps 10]
+        [--repeats 5] [--batch 4] [--small] [--roi 32]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +48,13 @@ from torch import nn
 
 from medrobust.attacks import PGD
 from medrobust.models import SlidingWindow
+from medrobust.models.devices import check_device, resolve_device
 from medrobust.units import Budget
+
+
+def autocast(device: torch.device, amp: str) -> Any:
+    """bfloat16 autocast on ``device`` for ``amp == "bf16"``, else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
 
 
 def floor_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> Callable[[], object]:
@@ -73,20 +86,29 @@ def trainable(model: nn.Module) -> nn.Module:
 
 
 def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, repeats: int,
-          with_torchattacks: bool) -> dict[str, float]:
+          with_torchattacks: bool, amp: str = "none") -> dict[str, float]:
     device = x.device
     budget = Budget.linf(4, unit="1/255", valid_range=(0.0, 1.0))
+    floor = floor_steps(model, x, y, steps)
+    ours = PGD(budget, steps=steps, step_size=1, random_start=True)
+
+    def under_amp(fn: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with autocast(device, amp):
+                return fn()
+        return run
+
     runs: dict[str, Callable[[], object]] = {
-        "floor": floor_steps(model, x, y, steps),
+        "floor": under_amp(floor),
         # 1/255 per step; the default returns the best iterate (one forward more than the steps)
-        "ours": lambda: PGD(budget, steps=steps, step_size=1, random_start=True)(model, x, y),
+        "ours": under_amp(lambda: ours(model, x, y)),
     }
     if with_torchattacks:
         from torchattacks.attacks.pgd import PGD as TaPGD  # installed with --no-deps
         theirs = TaPGD(model, eps=4 / 255, alpha=1 / 255, steps=steps, random_start=True)
         last = PGD(budget, steps=steps, step_size=1, random_start=True, return_best=False)
-        runs["ours, last iterate"] = lambda: last(model, x, y)  # what torchattacks returns
-        runs["torchattacks"] = lambda: theirs(x, y)
+        runs["ours, last iterate"] = under_amp(lambda: last(model, x, y))  # what torchattacks returns
+        runs["torchattacks"] = lambda: theirs(x, y)  # float32 always
     times: dict[str, list[float]] = {key: [] for key in runs}
     for i in range(repeats + 1):  # round 0 is the warm-up (allocator, kernels, autotuning)
         for key, fn in runs.items():
@@ -104,11 +126,12 @@ def bench(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
         paired = statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))
         return f"{paired:.3f} (goal {goal}; of the fastest rounds {fastest[a] / fastest[b]:.3f})"
 
-    print(f"{name}: floor {med['floor'] * 1e3:.1f} ms, PGD step {med['ours'] * 1e3:.1f} ms, "
+    precision = "bf16 autocast" if amp == "bf16" else "fp32"
+    print(f"{name} [{precision}]: floor {med['floor'] * 1e3:.1f} ms, PGD step {med['ours'] * 1e3:.1f} ms, "
           f"step/floor {ratio('ours', 'floor', '<= 1.10')}", flush=True)
     if with_torchattacks:
-        print(f"{name}: torchattacks PGD step {med['torchattacks'] * 1e3:.1f} ms; ours returning the last iterate "
-              f"(torchattacks' images) {med['ours, last iterate'] * 1e3:.1f} ms, ours/torchattacks "
+        print(f"{name}: torchattacks PGD step (fp32) {med['torchattacks'] * 1e3:.1f} ms; ours ({precision}) returning "
+              f"the last iterate (torchattacks' images) {med['ours, last iterate'] * 1e3:.1f} ms, ours/torchattacks "
               f"{ratio('ours, last iterate', 'torchattacks', '<= 1.0')}", flush=True)
         print(f"{name}: ours returning the best iterate (default, one forward more) / torchattacks "
               f"{ratio('ours', 'torchattacks', 'none: +1/(3*steps) expected')}", flush=True)
@@ -139,30 +162,41 @@ def whole_volume_memory(model: nn.Module, roi: int, steps: int, device: torch.de
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--amp", choices=("none", "bf16"), default="none",
+                        help="bf16: our attack and the floor run the model's forward under bfloat16 autocast")
+    parser.add_argument("--batch", type=int, default=4, help="volumes of the batched 3D UNet measurement")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--small", action="store_true", help="32^3 volume and 4x1x64^2 images (quick check)")
     parser.add_argument("--roi", type=int, default=None, help="ROI side of the memory measurement "
                         "(default 96 on CUDA, 32 on CPU)")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    try:
+        check_device(args.device, "--device")
+    except ValueError as err:
+        parser.error(str(err))
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     side3, (b2, side2) = (32, (4, 64)) if args.small else (64, (8, 128))
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, steps {args.steps}, "
-          f"repeats {args.repeats}", flush=True)
+          f"repeats {args.repeats}, amp {args.amp}", flush=True)
 
     unet = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(16, 32, 64, 128), strides=(2, 2, 2),
                 num_res_units=2).to(device)
-    x3 = torch.rand(1, 1, side3, side3, side3, device=device)
-    y3 = torch.randint(0, 3, (1, 1, side3, side3, side3), device=device)
-    bench(f"3D UNet 1x1x{side3}^3", unet, x3, y3, args.steps, args.repeats, with_torchattacks=False)
+    for b3 in (1, args.batch):  # one volume, then a batch of them
+        x3 = torch.rand(b3, 1, side3, side3, side3, device=device)
+        y3 = torch.randint(0, 3, (b3, 1, side3, side3, side3), device=device)
+        bench(f"3D UNet {b3}x1x{side3}^3", unet, x3, y3, args.steps, args.repeats, with_torchattacks=False,
+              amp=args.amp)
     whole_volume_memory(unet, args.roi or (96 if device.type == "cuda" else 32), 3, device)
 
     dense = DenseNet121(spatial_dims=2, in_channels=1, out_channels=2).to(device)
-    x2 = torch.rand(b2, 1, side2, side2, device=device)
-    y2 = torch.randint(0, 2, (b2,), device=device)
-    bench(f"2D DenseNet121 {b2}x1x{side2}^2", dense, x2, y2, args.steps, args.repeats, with_torchattacks=True)
+    for b in (1, b2):  # one image, then a batch
+        x2 = torch.rand(b, 1, side2, side2, device=device)
+        y2 = torch.randint(0, 2, (b,), device=device)
+        bench(f"2D DenseNet121 {b}x1x{side2}^2", dense, x2, y2, args.steps, args.repeats, with_torchattacks=True,
+              amp=args.amp)
 
 
 if __name__ == "__main__":

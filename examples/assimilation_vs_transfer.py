@@ -33,10 +33,10 @@ from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
 from medrobust.models import build_model, read_checkpoint_info
+from medrobust.models.devices import resolve_device
 from medrobust.models.pretrained import load_pretrained
 from medrobust.report import write_report
 from medrobust.training import TrainConfig, build_recipe, fit
-from medrobust.training.loop import pick_device
 from medrobust.training.pretrain import pretrain_natural
 from medrobust.units import IntensityMap
 
@@ -93,7 +93,7 @@ def evaluate(checkpoints: dict[str, Path], data: Path, args: argparse.Namespace)
         "data": {"datalist": str(data), "split": "test", "normalization": NORMALIZATION},
         "perturbations": [{"attack": a, "eps": eps_list, "eps_unit": "1/255",
                            "options": {} if a == "fgsm" else {"steps": steps}} for a in ATTACKS],
-        "out": str(args.out / "results"), "examples": 3, "device": str(pick_device(args.device))})
+        "out": str(args.out / "results"), "examples": 3, "device": str(resolve_device(args.device))})
     results = run_grid(grid, progress=not args.quick)
     print(f"report: {write_report(results)}")
     with ResultStore(results / "results.sqlite") as store:

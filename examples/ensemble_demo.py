@@ -23,11 +23,11 @@ from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.ensembles import SCORINGS, ensemble_table, load_ensemble_runs
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
+from medrobust.models.devices import resolve_device
 from medrobust.models.ensemble import build_ensemble
 from medrobust.report import write_report
 from medrobust.report.classification import ensemble_context
 from medrobust.training import TrainConfig, train_model
-from medrobust.training.loop import pick_device
 
 NORMALIZATION = "minmax:0,255"
 # MONAI's efficientnet-b0 never left chance on this set (lr 3e-3 and 3e-4; its first-epoch loss is
@@ -82,7 +82,7 @@ def main() -> None:
         "data": {"datalist": str(data), "split": "test"},
         "perturbations": [{"attack": "fgsm", "eps": eps, "eps_unit": "1/255"},
                           {"attack": "pgd", "eps": eps, "eps_unit": "1/255", "options": {"steps": steps}}],
-        "out": str(args.out / "results"), "examples": 3, "device": str(pick_device(args.device))})
+        "out": str(args.out / "results"), "examples": 3, "device": str(resolve_device(args.device))})
     out = run_grid(grid, progress=not args.quick)
     print_table(out / "results.sqlite")
     with ResultStore(out / "results.sqlite") as store:

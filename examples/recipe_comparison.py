@@ -35,9 +35,9 @@ from medrobust.demo import DEMO_MODEL_KWARGS, DEMO_TRAIN
 from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
+from medrobust.models.devices import resolve_device
 from medrobust.report import write_report
 from medrobust.training import TrainConfig, train_model
-from medrobust.training.loop import pick_device
 
 EPS = 4.0
 RECIPES: dict[str, dict[str, Any]] = {  # recipe -> parameters (all at L-inf EPS/255)
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--finetune", action="store_true",
                     help="start each adversarial recipe from the trained standard model (train --init)")
     args = ap.parse_args()
-    device = str(pick_device(args.device))
+    device = str(resolve_device(args.device))
     steps = 2 if args.quick else 10
     for task in (["seg", "cls"] if args.task == "both" else [args.task]):
         out = args.out / task

@@ -24,8 +24,8 @@ from pathlib import Path
 from medrobust.data.demo import build_demo_classification
 from medrobust.data.sources import open_split
 from medrobust.models import load_checkpoint
+from medrobust.models.devices import resolve_device
 from medrobust.training import TrainConfig, train_model
-from medrobust.training.loop import pick_device
 from medrobust.training.validation import RobustEvaluation, selection_metrics
 
 NORMALIZATION = "minmax:0,255"
@@ -47,7 +47,7 @@ def main() -> None:
     pgd = RobustEvaluation(eps=args.eps, steps=2 if args.quick else 10)
     base = TrainConfig(epochs=2 if args.quick else args.epochs, batch_size=16, lr=args.lr, seed=args.seed,
                        device=args.device, select_attack=pgd)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     kept = {}
     for select in ("clean", "robust"):
         result = train_model(data, "resnet18", args.out / select, recipe="fast_at", recipe_params={"eps": args.eps},

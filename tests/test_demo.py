@@ -39,6 +39,6 @@ def test_demo_grid_runs_and_worst_case_is_below_every_attack(tmp_path: Path) -> 
     for _, w in worst[worst["norm"] == "linf"].iterrows():
         same = linf[(linf["eps_stated"] == w["eps_stated"]) & (linf["case_id"] == w["case_id"])]
         assert w["score"] <= same["adv_score"].min() + 1e-12
-    html = write_report(results).read_text()
+    html = write_report(results).read_text(encoding="utf-8")
     assert 'id="worst-case"' in html and "worst case" in html.lower()
     assert "VAFA q_max" in html  # the frequency budget is named as such, not as an L2 ball

@@ -18,6 +18,7 @@ from medrobust.data.demo import build_demo_segmentation
 from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.grid import run_grid
 from medrobust.models.checkpoint import read_checkpoint_info
+from medrobust.models.devices import resolve_device
 from medrobust.training.api import train_model
 from medrobust.training.loop import TrainConfig
 
@@ -29,15 +30,16 @@ DEMO_MODEL_KWARGS = {"channels": [8, 16, 32, 64], "strides": [2, 2, 2], "num_res
 DEMO_TRAIN = TrainConfig(epochs=30, batch_size=2, lr=3e-3, scheduler="cosine", seed=0)
 
 
-def demo_model(root: Path, progress: bool = True) -> Path:
+def demo_model(root: Path, progress: bool = True, device: str = "auto") -> Path:
     """Build the demo set under ``root/data`` and train (or reuse) the demo model under ``root/model``.
 
-    A cached model is reused when its recorded training config and architecture match and
-    its history holds every epoch of ``DEMO_TRAIN``.
+    A cached model is reused when its recorded training config (the device aside) and
+    architecture match and its history holds every epoch of ``DEMO_TRAIN``.
 
     Args:
         root: the demo folder.
         progress: show the training progress bar.
+        device: where to train: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``, ...
 
     Returns:
         The path of the demo model's ``model.json``.
@@ -50,16 +52,21 @@ def demo_model(root: Path, progress: bool = True) -> Path:
     datalist = build_demo_segmentation(root / "data")
     run = root / "model"
     checkpoint = run / "model.json"
-    wanted = {"architecture": DEMO_MODEL, "train_config": DEMO_TRAIN.model_dump(mode="json")}
+    config = DEMO_TRAIN.model_copy(update={"device": device})
+
+    def settings(train_config: dict[str, Any] | None) -> dict[str, Any]:  # the device does not make another model
+        return {k: v for k, v in (train_config or {}).items() if k != "device"}
+
+    wanted = {"architecture": DEMO_MODEL, "train_config": settings(config.model_dump(mode="json"))}
     if checkpoint.exists():
         meta = json.loads(checkpoint.read_text())
         history = run / "history.csv"
         done = history.exists() and len(history.read_text().strip().splitlines()) - 1 >= DEMO_TRAIN.epochs
         if done and {"architecture": meta.get("architecture"),
-                     "train_config": (meta.get("extra") or {}).get("train_config")} == wanted:
+                     "train_config": settings((meta.get("extra") or {}).get("train_config"))} == wanted:
             console.print(f"reusing the trained demo model {checkpoint}")
             return checkpoint
-    train_model(datalist, DEMO_MODEL, run, model_kwargs=DEMO_MODEL_KWARGS, config=DEMO_TRAIN, progress=progress)
+    train_model(datalist, DEMO_MODEL, run, model_kwargs=DEMO_MODEL_KWARGS, config=config, progress=progress)
     return checkpoint
 
 
@@ -136,13 +143,15 @@ def demo_grid(checkpoint: Path, datalist: Path, results: Path, max_cases: int = 
     }
 
 
-def run_demo_grid(checkpoint: Path, root: Path, max_cases: int = 3) -> Path:
+def run_demo_grid(checkpoint: Path, root: Path, max_cases: int = 3, device: str = "auto") -> Path:
     """Run (or resume) the demo grid of ``checkpoint`` on ``root/data`` into ``root/results``.
 
     Args:
         checkpoint: the demo model's ``model.json`` (from :func:`demo_model`).
         root: the demo folder.
         max_cases: test cases in the grid.
+        device: where to evaluate (``auto``: CUDA when present); the grid records the device
+            it resolves to (``cpu`` on a machine without CUDA, as before).
 
     Returns:
         The results folder (``results.sqlite``, ``results.csv``, examples).
@@ -150,6 +159,6 @@ def run_demo_grid(checkpoint: Path, root: Path, max_cases: int = 3) -> Path:
     Example:
         >>> results = run_demo_grid(demo_model(Path("medrobust-demo")), Path("medrobust-demo"))  # doctest: +SKIP
     """
-    config = parse_config(demo_grid(checkpoint, root / "data" / "dataset.json", root / "results", max_cases),
-                          source="medrobust demo")
+    grid = demo_grid(checkpoint, root / "data" / "dataset.json", root / "results", max_cases)
+    config = parse_config({**grid, "device": str(resolve_device(device))}, source="medrobust demo")
     return run_grid(config)

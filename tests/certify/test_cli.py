@@ -36,7 +36,7 @@ def _args(setup: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
 def test_writes_results_and_maps_in_the_case_geometry(setup: tuple[Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(_args(setup, out, "--tau", "0.6", "--radii", "0,0.1")) == 0
-    report = json.loads((out / "certify.json").read_text())
+    report = json.loads((out / "certify.json").read_text(encoding="utf-8"))
     assert report["abstain_label"] == -1 and report["n"] == 20 and len(report["cases"]) == 2
     case = report["cases"][0]
     labels, meta = read_nifti(out / case["certified"])
@@ -86,7 +86,7 @@ def test_a_classifier_gets_a_certified_class_or_abstains_per_case(tmp_path: Path
             "--unit", "1/255", "--n", "30", "--n0", "5", "--out", str(out)]
     assert main([*argv, "--tau", "0.8"]) == 2 and not out.exists()  # tau is for segmenters
     assert main(argv) == 0
-    cases = json.loads((out / "certify.json").read_text())["cases"]
+    cases = json.loads((out / "certify.json").read_text(encoding="utf-8"))["cases"]
     assert len(cases) == 4 and {c["unit"] for c in cases} == {"1/255"}
     for case in cases:
         assert case["true_class"] in ("a", "b") and case["label"] in (-1, 0, 1)  # label: the certified index

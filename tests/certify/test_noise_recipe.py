@@ -64,6 +64,6 @@ def test_trains_in_the_loop_and_records_its_parameters(tmp_path: Path) -> None:
     result = fit(model, build_recipe("gaussian_noise", sigma=0.2), BlobSegmentation(4), BlobSegmentation(2, seed=1),
                  TrainConfig(epochs=1, batch_size=2, lr=1e-2, seed=0), tmp_path, classes=["background", "fore"],
                  progress=False)
-    meta = json.loads((tmp_path / "model.json").read_text())
+    meta = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert meta["recipe"] == "gaussian_noise" and result is not None
     assert meta["extra"]["recipe_params"] == {"sigma": 0.2, "unit": "model", "clean_weight": 0.0}

@@ -37,7 +37,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_train_writes_a_checkpoint_chosen_on_validation(trained: tuple[Path, Path]) -> None:
     _, checkpoint = trained
-    meta = json.loads(checkpoint.read_text())
+    meta = json.loads(checkpoint.read_text(encoding="utf-8"))
     assert meta["architecture"] == "unet" and len(meta["classes"]) == 3
     assert (checkpoint.parent / "model.safetensors").exists() and (checkpoint.parent / "history.csv").exists()
     assert meta["extra"]["normalization"] == "zscore"
@@ -48,11 +48,11 @@ def test_train_selects_on_robust_validation(trained: tuple[Path, Path], tmp_path
     run = tmp_path / "robust"
     assert main(["train", "--data", str(data), "--model", "unet", "--out", str(run), "--epochs", "2", "--lr", "0.01",
                  "--model-kwargs", TINY_UNET, "--select", "mean", "--select-eps", "8", "--select-steps", "2"]) == 0
-    header, *rows = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
+    header, *rows = [line.split(",") for line in (run / "history.csv").read_text(encoding="utf-8").splitlines()]
     clean, robust, score = (header.index(k) for k in ("val_clean_score", "val_robust_score", "val_score"))
     for row in rows:
         assert float(row[score]) == pytest.approx((float(row[clean]) + float(row[robust])) / 2)
-    config = json.loads((run / "model.json").read_text())["extra"]["train_config"]
+    config = json.loads((run / "model.json").read_text(encoding="utf-8"))["extra"]["train_config"]
     assert config["select"] == "mean" and config["select_attack"] == {"attack": "pgd", "eps": 8.0,
                                                                       "eps_unit": "1/255", "steps": 2}
 
@@ -79,7 +79,7 @@ def test_predict_writes_labels_with_the_source_affine(trained: tuple[Path, Path]
                  "--out", str(tmp_path / "pred")]) == 0
     preds = sorted((tmp_path / "pred").glob("*_pred.nii.gz"))
     assert len(preds) == 2
-    items = json.loads(data.read_text())["test"]
+    items = json.loads(data.read_text(encoding="utf-8"))["test"]
     source = nib.load(str(data.parent / items[0]["image"]))
     pred = nib.load(str(preds[0]))
     assert np.allclose(pred.affine, source.affine) and pred.shape == source.shape
@@ -91,7 +91,7 @@ def test_attack_writes_adversarial_images_and_manifest(trained: tuple[Path, Path
     out = tmp_path / "adv"
     assert main(["attack", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "test",
                  "--attack", "pgd", "--eps", "8", "--eps-unit", "1/255", "--steps", "3", "--out", str(out)]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["attack"] == "pgd" and len(manifest["cases"]) == 2
     case = manifest["cases"][0]
     assert case["linf_model"] > 0 and case["linf_raw"] > 0
@@ -128,7 +128,7 @@ def test_corrupt_nifti_is_named_and_exits_2(trained: tuple[Path, Path], tmp_path
     data, checkpoint = trained
     copy = tmp_path / "data"
     shutil.copytree(data.parent, copy)
-    victim = copy / json.loads(data.read_text())["test"][0]["image"]
+    victim = copy / json.loads(data.read_text(encoding="utf-8"))["test"][0]["image"]
     victim.write_bytes(victim.read_bytes()[:100])
     err = _exit_code_and_nothing_written(["predict", "--checkpoint", str(checkpoint), "--data",
                                           str(copy / "dataset.json"), "--out", str(tmp_path / "pred")],
@@ -141,7 +141,7 @@ def test_checkpoint_of_another_architecture_exits_2(trained: tuple[Path, Path], 
     data, checkpoint = trained
     fake = tmp_path / "ckpt"
     shutil.copytree(checkpoint.parent, fake)
-    meta = json.loads((fake / "model.json").read_text())
+    meta = json.loads((fake / "model.json").read_text(encoding="utf-8"))
     meta["kwargs"]["channels"] = [8, 16]
     (fake / "model.json").write_text(json.dumps(meta))
     err = _exit_code_and_nothing_written(["predict", "--checkpoint", str(fake / "model.json"), "--data", str(data),

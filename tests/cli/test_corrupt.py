@@ -55,9 +55,9 @@ def test_corrupted_folder_loads_back_with_the_source_affines(source: Path, tmp_p
         assert torch.equal(item["label"], ref["label"])
         assert not torch.allclose(item["image"], ref["image"])
         assert float((item["image"] - ref["image"]).abs().max()) < 300  # raw units of the source
-    first = json.loads((out / "dataset.json").read_text())["test"][0]
+    first = json.loads((out / "dataset.json").read_text(encoding="utf-8"))["test"][0]
     assert nib.load(str(out / first["image"])).get_data_dtype() == np.float32
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert set(manifest["cases"]) == set(ids) and manifest["seed"] == 0
     entry = manifest["cases"]["case1__motion_s3"]
     assert entry["severity"] == 3 and entry["params"]["through_plane_axis"] == 2
@@ -102,7 +102,7 @@ def test_a_truncated_volume_leaves_no_output(source: Path, tmp_path: Path, capsy
     """The header reads, the data does not: the failure comes mid-run and the staging folder goes."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    doc = json.loads(source.read_text())
+    doc = json.loads(source.read_text(encoding="utf-8"))
     for sub in ("imagesTs", "labelsTs"):
         (broken / sub).mkdir()
         for f in (source.parent / sub).iterdir():
@@ -119,7 +119,7 @@ def test_a_truncated_volume_leaves_no_output(source: Path, tmp_path: Path, capsy
 def test_acdc_c_preset_writes_one_draw_per_case_and_corruption(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "acdc-c"
     assert main(["corrupt", "--data", str(source), "--split", "test", "--preset", "acdc-c", "--out", str(out)]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     expected = {f"case{c}__{n}_acdc-c" for c in (0, 1) for n in ("motion", "spike", "ghosting", "bias_field")}
     assert set(manifest["cases"]) == expected and manifest["preset"] == "acdc-c"
     spike = manifest["cases"]["case0__spike_acdc-c"]

@@ -61,7 +61,7 @@ def test_predict_and_attack_take_the_ensemble(members: dict[str, Path], tmp_path
     assert len(rows) == 4 and {r["prediction"] for r in rows} <= {"healthy", "lesion"}
     assert main(["attack", "--checkpoint", str(ens / "model.json"), "--data", str(members["data"]), "--split", "test",
                  "--steps", "2", "--out", str(tmp_path / "adv")]) == 0
-    manifest = json.loads((tmp_path / "adv" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "adv" / "manifest.json").read_text(encoding="utf-8"))
     assert len(manifest["cases"]) == 4 and all(c["linf_model"] > 0 for c in manifest["cases"])
 
 

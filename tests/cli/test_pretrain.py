@@ -29,7 +29,7 @@ def test_pretrains_caches_and_feeds_the_assimilation_backbone(tmp_path: Path,
     assert main(["pretrain-natural", "--out", str(out), *TINY]) == 0
     assert "reusing" in capsys.readouterr().out and weights.stat().st_mtime_ns == stamp
     assert main(["pretrain-natural", "--out", str(out), *TINY, "--seed", "1"]) == 0  # new config: trained again
-    assert json.loads((out / "model.json").read_text())["extra"]["pretrain_config"]["seed"] == 1
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["extra"]["pretrain_config"]["seed"] == 1
     model, _ = load_checkpoint(out / "model.json")
     # backbone and its kwargs come from the checkpoint
     composite = build_model("assimilation", spatial_dims=2, in_channels=1, out_channels=2,

@@ -28,7 +28,7 @@ def test_train_init_records_the_checkpoint(data: Path, tmp_path: Path) -> None:
     net = build_model("unet", spatial_dims=3, in_channels=1, out_channels=3, **json.loads(TINY_UNET))
     save_checkpoint(tmp_path / "clean", net, classes=["background", "a", "b"])
     assert _train(data, tmp_path / "run", tmp_path / "clean", "--model-kwargs", TINY_UNET) == 0
-    assert json.loads((tmp_path / "run" / "model.json").read_text())["extra"]["init"] == str(tmp_path / "clean")
+    assert json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))["extra"]["init"] == str(tmp_path / "clean")
 
 
 def test_train_init_of_another_architecture_exits_2(data: Path, tmp_path: Path,

@@ -31,7 +31,7 @@ def test_tune_writes_a_resumable_study_and_best_parameters(data: Path, tmp_path:
     assert _tune(data, out, "--trials", "2") == 0
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
-    best = json.loads((out / "best_params.json").read_text())
+    best = json.loads((out / "best_params.json").read_text(encoding="utf-8"))
     assert set(best) == {"lr", "adv_weight", "steps"} and 1 <= best["steps"] <= 2 and 0.2 <= best["adv_weight"] <= 0.8
     values = [float(r["value"]) for r in rows]
     best_row = rows[values.index(max(values))]
@@ -43,12 +43,12 @@ def test_tune_writes_a_resumable_study_and_best_parameters(data: Path, tmp_path:
     assert len(rows) == 3
     searched = [(r["params_lr"], r["params_adv_weight"], r["params_steps"]) for r in rows]
     assert searched[2] not in searched[:2]  # the resumed study proposes new parameters, not trial 0's again
-    best = json.loads((out / "best_params.json").read_text())  # the new trial may have become the best
+    best = json.loads((out / "best_params.json").read_text(encoding="utf-8"))  # the new trial may have become the best
 
     run = tmp_path / "retrained"
     assert main(["train", "--data", str(data), "--out", str(run), "--recipe", "pgd_at", "--epochs", "1",
                  "--model-kwargs", TINY_UNET, "--params", str(out / "best_params.json")]) == 0
-    meta = json.loads((run / "model.json").read_text())
+    meta = json.loads((run / "model.json").read_text(encoding="utf-8"))
     assert meta["recipe"] == "pgd_at"
     assert meta["extra"]["recipe_params"]["adv_weight"] == pytest.approx(best["adv_weight"])
     assert meta["extra"]["train_config"]["lr"] == pytest.approx(best["lr"])  # --params wins over --lr

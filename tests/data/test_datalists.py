@@ -58,7 +58,7 @@ def test_decathlon_labels_sorted_by_index(decathlon):
 
 @pytest.mark.parametrize("split,content", [("validation", []), ("validation", None), ("test", [])])
 def test_empty_or_missing_split_names_json_and_split(decathlon, split, content):
-    doc = json.loads(decathlon.read_text())
+    doc = json.loads(decathlon.read_text(encoding="utf-8"))
     if content is None:
         del doc[split]
     else:
@@ -77,7 +77,7 @@ def test_decathlon_bad_inputs(decathlon, tmp_path):
     broken.write_text("{not json")
     with pytest.raises(DataError, match=r"broken\.json.*not valid JSON"):
         load_decathlon(broken, "training")
-    doc = json.loads(decathlon.read_text())
+    doc = json.loads(decathlon.read_text(encoding="utf-8"))
     doc["training"][1]["label"] = "./labelsTr/zz.nii.gz"
     decathlon.write_text(json.dumps(doc))
     with pytest.raises(DataError, match=r"training\[1\]\.label .*zz\.nii\.gz not found"):
@@ -144,4 +144,4 @@ def test_save_decathlon_round_trip(tmp_path):
     (train,) = load_decathlon(path, "training")
     (test,) = load_decathlon(path, "test")
     assert train["id"] == "c0" and test["label"] is None and "imagesTs" in test["image"]
-    assert json.loads(path.read_text())["numTraining"] == 2
+    assert json.loads(path.read_text(encoding="utf-8"))["numTraining"] == 2

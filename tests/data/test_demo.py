@@ -88,7 +88,7 @@ def test_demo_segmentation_small_is_deterministic_and_reused(tmp_path):
     kwargs = {"n_train": 2, "n_val": 1, "n_test": 1, "seed": 3, "spacing_mm": 7.0}
     datalist = build_demo_segmentation(tmp_path / "a", **kwargs)
     assert datalist.name == "dataset.json"
-    doc = json.loads(datalist.read_text())
+    doc = json.loads(datalist.read_text(encoding="utf-8"))
     assert [len(doc[s]) for s in ("training", "validation", "test")] == [2, 1, 1]
     assert load_decathlon_labels(datalist) == SEG_CLASSES == ["background", "gm", "wm", "csf"]
     test = load_decathlon(datalist, "test")

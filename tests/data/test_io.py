@@ -76,7 +76,7 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     write_json_atomic(target, {"a": 1})
     with pytest.raises(TypeError):
         write_json_atomic(target, {"a": object()})
-    assert json.loads(target.read_text()) == {"a": 1}
+    assert json.loads(target.read_text(encoding="utf-8")) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 

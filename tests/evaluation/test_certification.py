@@ -19,7 +19,7 @@ from tests.evaluation.test_grid import assets, grid_yaml  # noqa: F401  (module 
 def test_grid_certifies_and_the_report_draws_it_beside_the_l2_attacks(tmp_path: Path,
                                                                        assets: dict[str, Path]) -> None:  # noqa: F811
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [
         {"certify": "gaussian", "sigma": [0.25], "unit": "model", "n0": 4, "n": 16, "alpha": 0.01,
          "radii": [0.0, 0.5]},
@@ -36,7 +36,7 @@ def test_grid_certifies_and_the_report_draws_it_beside_the_l2_attacks(tmp_path: 
     assert (cert["adv_score"] == [json.loads(o)["certified"][0] for o in cert["options_json"]]).all()
     checks = certified_vs_empirical(df)
     assert checks["radius"].tolist() == [0.0, 0.5]  # the clean point (eps 0) and the attack's radius
-    html = write_report(out).read_text()
+    html = write_report(out).read_text(encoding="utf-8")
     assert "Certified robustness" in html and "empirical worst case" in html
 
 
@@ -62,7 +62,7 @@ def test_a_certified_score_above_the_empirical_worst_case_is_flagged() -> None:
 def test_bad_certification_entries_are_named(tmp_path: Path, assets: dict[str, Path],  # noqa: F811
                                              entry: dict, match: str) -> None:
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [entry]
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(GridConfigError, match=match):

@@ -115,7 +115,7 @@ def test_classification_grid_and_its_report(tmp_path: Path) -> None:
     assert set(df["adv_score"]) <= {0.0, 1.0} and df["adv_prob"].between(0, 1).all()
     assert (df["adv_score"] == (df["adv_pred"] == df["label"])).all()
     assert df["clean_per_class"].isna().all()
-    html = write_report(out).read_text()
+    html = write_report(out).read_text(encoding="utf-8")
     assert "the accuracy of resnet" in html and html.count("data:image/png;base64,") >= 1
 
 
@@ -127,7 +127,7 @@ def test_classification_grid_and_its_report(tmp_path: Path) -> None:
 def test_bad_input_fails_before_anything_is_written(tmp_path: Path, assets: dict[str, Path], breakage: dict,
                                                     match: str) -> None:
     path = grid_yaml(tmp_path, assets)
-    cfg = {**yaml.safe_load(path.read_text()), **breakage}
+    cfg = {**yaml.safe_load(path.read_text(encoding="utf-8")), **breakage}
     if cfg["data"].get("datalist") == "EMPTY":
         (tmp_path / "empty.json").write_text('{"labels": {"0": "background"}, "training": [], "test": []}')
         cfg["data"]["datalist"] = str(tmp_path / "empty.json")

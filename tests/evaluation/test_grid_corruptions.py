@@ -110,7 +110,7 @@ def test_thumbnails_and_the_report_section(results: Path) -> None:
     thumb = load_thumbnail(folder / thumbnail_name("motion", 3))
     assert thumb["clean"].shape == thumb["corrupted"].shape == (16, 16) and thumb["info"]["case_id"] == "phantom_002"
     assert not np.allclose(thumb["clean"], thumb["corrupted"])
-    html = write_report(results).read_text()
+    html = write_report(results).read_text(encoding="utf-8")
     section = html[html.index('<section id="corruptions">'):]
     section = section[:section.index("</section>")]
     assert 'href="#corruptions"' in html and "CE<sub>c</sub>" in section and "mCE" in section
@@ -135,7 +135,7 @@ def test_resume_recomputes_only_missing_rows_with_the_same_numbers(tmp_path: Pat
 @pytest.mark.slow
 def test_corruption_only_grid_reports_without_attacks(tmp_path: Path, assets: dict[str, Path]) -> None:
     out = run_grid(grid_yaml(tmp_path, assets, [{"corruption": "gamma", "severities": [4]}]), progress=False)
-    html = write_report(out).read_text()
+    html = write_report(out).read_text(encoding="utf-8")
     assert '<section id="corruptions">' in html and "holds no runs yet" not in html
     assert "mean foreground Dice of tiny averages" in html
 

@@ -43,7 +43,7 @@ def test_surface_dice_matches_monai_with_the_spacing() -> None:
 
 def test_grid_switch_reaches_the_rows(tmp_path: Path, assets: dict[str, Path]) -> None:  # noqa: F811
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg.update(include_background=True, metrics=["dice", "nsd"], nsd_tolerance_mm=2.0,
                perturbations=[{"attack": "fgsm", "eps": [4], "eps_unit": "1/255"}])
     path.write_text(yaml.safe_dump(cfg))
@@ -60,9 +60,9 @@ def test_report_states_the_background_protocol(tmp_path: Path) -> None:
     from tests.report.test_report import make_results
 
     results = make_results(tmp_path)
-    assert "background excluded" in write_report(results).read_text()
+    assert "background excluded" in write_report(results).read_text(encoding="utf-8")
     with ResultStore(results / "results.sqlite") as store:
         store.con.execute("UPDATE meta SET value = ? WHERE key = 'config_json'",
                           (json.dumps({"examples": 2, "include_background": True}),))
         store.con.commit()
-    assert "background included" in write_report(results).read_text()
+    assert "background included" in write_report(results).read_text(encoding="utf-8")

@@ -59,7 +59,7 @@ def test_mask_files_are_read_per_case_relative_to_the_grid(tmp_path: Path, asset
         data[: shape[0] // 2] = 1
         nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "masks" / f"{item['id']}.nii.gz"))
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [{"attack": "fgsm", "eps": [8], "eps_unit": "1/255", "region": {"mask": "masks/{id}.nii.gz"}}]
     path.write_text(yaml.safe_dump(cfg))
     from medrobust.evaluation.store import ResultStore
@@ -76,7 +76,7 @@ def test_mask_files_are_read_per_case_relative_to_the_grid(tmp_path: Path, asset
 ])
 def test_bad_regions_are_named(tmp_path: Path, assets: dict[str, Path], region: object, match: str) -> None:  # noqa: F811
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [{"attack": "fgsm", "eps": [8], "eps_unit": "1/255", "region": region}]
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises((GridConfigError, ValueError), match=match):

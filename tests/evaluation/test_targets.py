@@ -80,7 +80,7 @@ def test_targeted_segpgd_pushes_voxels_not_yet_at_the_target_at_step_one() -> No
 
 def test_grid_records_target_success_and_the_iterate_rule(tmp_path: Path, assets: dict[str, Path]) -> None:  # noqa: F811
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [{"attack": "pgd", "eps": [8], "eps_unit": "1/255", "options": {"steps": 2},
                              "target": {"map": {"class1": "background"}}, "name": "pgd-to-bg"},
                             {"attack": "pgd", "eps": [8], "eps_unit": "1/255", "options": {"steps": 2, "keep": "loss"}}]
@@ -104,7 +104,7 @@ def test_grid_rejects_bad_targets_and_attacks_of_another_task(tmp_path: Path, as
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     register_attack("cls-only", task="classification", replace=True)(PGD)
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [entry]
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(GridConfigError, match=match):
@@ -155,7 +155,7 @@ def test_per_case_target_label_files(tmp_path: Path, assets: dict[str, Path]) ->
         nib.save(nib.Nifti1Image(np.where(label == 1, 0, label).astype(np.int16), np.eye(4)),
                  str(tmp_path / "targets" / f"{item['id']}.nii.gz"))
     path = grid_yaml(tmp_path, assets)
-    cfg = yaml.safe_load(path.read_text())
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     cfg["perturbations"] = [{"attack": "pgd", "eps": [8], "eps_unit": "1/255", "options": {"steps": 2},
                              "target": {"labels": "targets/{id}.nii.gz"}}]
     path.write_text(yaml.safe_dump(cfg))

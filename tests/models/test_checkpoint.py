@@ -49,7 +49,7 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
 
 
 def test_header_fields(tmp_path: Path) -> None:
-    header = json.loads(_save(tmp_path, _unet(), ["a", "b", "c"]).read_text())
+    header = json.loads(_save(tmp_path, _unet(), ["a", "b", "c"]).read_text(encoding="utf-8"))
     assert header["format"] == "medrobust-checkpoint/1"
     assert header["kwargs"] == {"spatial_dims": 3, "in_channels": 1, "out_channels": 3,
                                 "channels": [4, 8], "strides": [2], "num_res_units": 1}
@@ -84,7 +84,7 @@ def test_other_class_count_lists_differing_shapes(tmp_path: Path) -> None:
     path = _save(tmp_path, _unet(out_channels=3), ["a", "b", "c"])
     with pytest.raises(CheckpointError, match=r"model\.safetensors.*differing shapes \(\d+\):.*\(3, .*\) vs model \(2, "):
         load_state_into(_unet(out_channels=2), path.with_name("model.safetensors"))
-    header = json.loads(path.read_text())
+    header = json.loads(path.read_text(encoding="utf-8"))
     header["kwargs"]["out_channels"] = 2
     path.write_text(json.dumps(header))
     with pytest.raises(CheckpointError, match="differing shapes"):
@@ -141,4 +141,4 @@ def test_save_rejects_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "model.json").exists()
     explicit = save_checkpoint(tmp_path, torch.nn.Conv3d(1, 2, 1), classes=["a", "b"], architecture="conv",
                                kwargs={"out_channels": 2})
-    assert json.loads(explicit.read_text())["architecture"] == "conv"
+    assert json.loads(explicit.read_text(encoding="utf-8"))["architecture"] == "conv"

@@ -331,7 +331,7 @@ def nnunet_inference(folder: Path, image: str) -> torch.Tensor:
     from nnunetv2.imageio.nibabel_reader_writer import NibabelIO
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
 
-    plans = json.loads((folder / "plans.json").read_text())
+    plans = json.loads((folder / "plans.json").read_text(encoding="utf-8"))
     data, _ = NibabelIO().read_images([image])  # (c, z, y, x)
     x = CTNormalization(use_mask_for_norm=False, intensityproperties=CT_PROPS).run(data[0].astype(np.float32))
     net = nnunet_network(plans)  # seeded: the weights write_nnunet saved
@@ -367,6 +367,10 @@ def test_evaluate_nnunet_grid_with_pgd_in_hu(nnunet_folder: Path, ct_data: Path,
     assert code == 0
     reference = {k: nnunet_inference(nnunet_folder, v["image"]) for k, v in split_cases(ct_data).items()}
     check_grid_against(out, ct_data, reference)
+    from medrobust.report import write_report
+
+    html = write_report(out).read_text(encoding="utf-8")
+    assert "1.5 x 1.5 x 2 mm" in html and "below the lower clip" in html  # spacing and the CT clip, stated
 
 
 @pytest.mark.parametrize(("broken", "expect"), [
@@ -381,3 +385,46 @@ def test_not_an_nnunet_result_exits_2(broken: str, expect: str, ct_data: Path, t
     code, out = run_grid_cli(tmp_path / "grid", {"nnunet": str(folder)}, ct_data)
     err = capsys.readouterr().err
     assert code == 2 and not out.exists() and expect in err and "models[0].nnunet" in err
+
+
+def _nnunet_mirrored(network: torch.nn.Module, x: torch.Tensor, mirror_axes: tuple[int, ...]) -> torch.Tensor:
+    """nnU-Net's ``nnUNetPredictor._internal_maybe_mirror_and_predict``, transcribed."""
+    import itertools
+
+    prediction = network(x)
+    axes = [m + 2 for m in mirror_axes]
+    combinations = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+    for dims in combinations:
+        prediction += torch.flip(network(torch.flip(x, dims)), dims)
+    return prediction / (len(combinations) + 1)
+
+
+def test_nnunet_mirroring_is_nnunets_test_time_augmentation(nnunet_folder: Path, ct_data: Path) -> None:
+    plain, mirrored = load_source("nnunet", nnunet_folder), load_source("nnunet", nnunet_folder, mirror=True)
+    lm = load_model(mirrored, ct_data, "test")
+    net = nnunet_network(json.loads((nnunet_folder / "plans.json").read_text(encoding="utf-8"))).eval()
+    for case in lm.split.dataset:
+        x = case["image"][None]
+        with torch.no_grad():
+            ours = lm.model(x)
+            reference = _nnunet_mirrored(net, x.permute(0, 1, 4, 3, 2), (0, 1, 2)).permute(0, 1, 4, 3, 2)
+            assert float((ours - reference).abs().max()) < TOL
+            assert float((ours - plain.network(x)).abs().max()) > 10 * TOL  # the augmentation changes the logits
+    assert any("mirroring test-time augmentation over axes [0, 1, 2]" in n for n in mirrored.notes)
+    x = lm.split.dataset[0]["image"][None].requires_grad_(True)
+    lm.model(x).sum().backward()  # an attack differentiates through it
+    assert x.grad is not None and bool(x.grad.abs().sum() > 0)
+
+
+def test_nnunet_data_is_resampled_to_the_plan_spacing(nnunet_folder: Path, tmp_path: Path) -> None:
+    """Cases at 1 mm are opened at the plan's 1.5 x 1.5 x 2 mm, the grid the network (and the attack) sees."""
+    rng = np.random.default_rng(1)
+    cases = [{"id": "fine", "image": rng.normal(0, 100, (24, 24, 24)).astype(np.float32),
+              "label": (rng.random((24, 24, 24)) > 0.5).astype(np.uint8)}]
+    save_decathlon(tmp_path, {"training": cases, "test": cases}, ["background", "spleen"], np.eye(4),
+                   name="ct", description="1 mm CT-like case", modality="CT")
+    lm = load_model(load_source("nnunet", nnunet_folder), tmp_path / "dataset.json", "test")
+    item = lm.split.dataset[0]
+    assert tuple(item["image"].shape[1:]) == (16, 16, 12)
+    assert [round(float(s), 3) for s in item["meta"]["spacing"]] == [1.5, 1.5, 2.0]
+    assert lm.info.extra["spacing"] == [1.5, 1.5, 2.0]

@@ -16,7 +16,7 @@ from tests.reliability.conftest import MakeData
 
 def _edit_header(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], Path]:
     def apply(checkpoint: Path) -> Path:
-        header = json.loads(checkpoint.read_text())
+        header = json.loads(checkpoint.read_text(encoding="utf-8"))
         change(header)
         checkpoint.write_text(json.dumps(header))
         return checkpoint

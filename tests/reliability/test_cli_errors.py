@@ -38,7 +38,7 @@ def test_out_that_is_a_file(tmp_path: Path, make_data: MakeData, checkpoint: Pat
     assert main(argv) == 2
     err = _error(capsys)
     assert ("out: " if command == "evaluate" else "--out: ") in err and f"{out}" in err and "is a file" in err
-    assert out.read_text() == "keep me"
+    assert out.read_text(encoding="utf-8") == "keep me"
 
 
 @no_cuda
@@ -109,7 +109,7 @@ def test_report_with_mathtext_in_a_model_name(tmp_path: Path) -> None:
         for eps, adv in ((2.0, 0.7), (4.0, 0.5)):
             store.add_run({**run, "eps_stated": eps, "adv_score": adv})
     assert main(["report", str(tmp_path)]) == 0
-    assert name in (tmp_path / "report.html").read_text()
+    assert name in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("flags, expect", [

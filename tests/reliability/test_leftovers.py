@@ -70,7 +70,7 @@ def test_killed_attack_resumes_without_force(tmp_path: Path, make_data: MakeData
         assert store.count() == 1
     assert main(_attack_args(checkpoint, data, out)) == 0
     assert "(1 done before, resumed)" in capsys.readouterr().out
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert sorted(c["id"] for c in manifest["cases"]) == ["c0", "c1", "c2"]
     assert sorted(p.name for p in out.glob("*.nii.gz")) == ["c0.nii.gz", "c1.nii.gz", "c2.nii.gz"]
     with ResultStore(out / "results.sqlite") as store:

@@ -38,13 +38,13 @@ def test_predict_and_corrupt_write_hostile_ids_inside_out(tmp_path: Path, make_d
     before = {p for p in tmp_path.rglob("*") if p.is_file()}
     out = tmp_path / "deep" / "pred"
     assert main(["predict", "--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out)]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert [c["id"] for c in manifest["cases"]] == HOSTILE[:4]
     assert all((out / c["prediction"]).is_file() for c in manifest["cases"])
     corrupted = tmp_path / "deep" / "corrupted"
     assert main(["corrupt", "--data", str(data), "--corruptions", "noise", "--severities", "1",
                  "--out", str(corrupted)]) == 0
-    doc = json.loads((corrupted / "dataset.json").read_text())
+    doc = json.loads((corrupted / "dataset.json").read_text(encoding="utf-8"))
     assert sorted(e["id"] for e in doc["test"]) == sorted(f"{c}__noise_s1" for c in HOSTILE[:4])
     assert all((corrupted / e["label"]).is_file() and (corrupted / e["image"]).is_file() for e in doc["test"])
     assert files_outside(tmp_path, tmp_path / "deep", before) == []

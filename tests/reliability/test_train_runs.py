@@ -53,9 +53,9 @@ def test_resume_with_other_flags_is_refused_naming_them(run: tuple[Path, Path],
     assert "--seed was 0, now 7" in err and "--lr was 0.001, now 0.05" in err and "--restart" in err
     assert (out / "model.safetensors").read_bytes() == weights  # nothing touched
     assert _train(data, out, "--seed", "7", "--lr", "0.05", "--resume-anyway") == 0
-    assert json.loads((out / "provenance.json").read_text())["config"]["--seed"] == 7
+    assert json.loads((out / "provenance.json").read_text(encoding="utf-8"))["config"]["--seed"] == 7
     assert _train(data, out, "--seed", "3", "--restart") == 0
-    assert json.loads((out / "model.json").read_text())["extra"]["train_config"]["seed"] == 3  # trained anew
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["extra"]["train_config"]["seed"] == 3  # trained anew
 
 
 def test_resume_after_an_input_file_changed_names_the_file(run: tuple[Path, Path],
@@ -85,7 +85,7 @@ def test_odd_volume_shapes_train_with_no_size_flags(tmp_path: Path, shape: tuple
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     data = _dataset(tmp_path / "data", shape)
     assert _train(data, tmp_path / "run") == 0
-    spec = json.loads((tmp_path / "run" / "model.json").read_text())
+    spec = json.loads((tmp_path / "run" / "model.json").read_text(encoding="utf-8"))
     roi = spec["roi_size"]
     assert all(r % 4 == 0 and r <= s for r, s in zip(roi, shape)) and spec["extra"]["patch_size"] == roi
     assert f"patch and ROI {'x'.join(map(str, roi))} chosen from the data" in capsys.readouterr().out

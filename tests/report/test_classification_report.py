@@ -64,11 +64,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.slow
 def test_class_folders_run_end_to_end_through_the_cli(run: dict[str, Path]) -> None:
-    meta = json.loads((run["root"] / "r18" / "model.json").read_text())
+    meta = json.loads((run["root"] / "r18" / "model.json").read_text(encoding="utf-8"))
     assert meta["classes"] == CLASSES and meta["extra"]["image_size"] == [32, 32]  # mixed sizes, resized as stated
-    manifest = json.loads((run["root"] / "adv" / "manifest.json").read_text())
+    manifest = json.loads((run["root"] / "adv" / "manifest.json").read_text(encoding="utf-8"))
     assert len(manifest["cases"]) == 4
-    html = run["report"].read_text()
+    html = run["report"].read_text(encoding="utf-8")
     for section in ("classification", "gradcam", "ensembles"):
         assert f'<section id="{section}"' in html
     for text in ("balanced accuracy", "AUROC", "true \\ predicted", "hard vote", "transfer from r18", "joint (mean logits)"):
@@ -116,7 +116,7 @@ def test_gradcam_section_renders_in_headless_chromium(run: dict[str, Path], chro
     assert srcs and all(base64.b64decode(s.split(",", 1)[1]).startswith(PNG_MAGIC) for s in srcs)
     # Headless Chromium does not scroll to #gradcam before its screenshot, so the other sections
     # are hidden by CSS: the Grad-CAM section then fills the top of the page, rendered as is.
-    html = run["report"].read_text()
+    html = run["report"].read_text(encoding="utf-8")
     shots = {}
     for keep in ("gradcam", "none"):
         page = tmp_path / f"{keep}.html"
@@ -150,7 +150,7 @@ def test_nifti_classification_csv_runs_end_to_end(tmp_path: Path) -> None:
             "perturbations": [{"attack": "fgsm", "eps": [8], "eps_unit": "1/255"}]}
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
     assert main(["evaluate", str(tmp_path / "grid.yaml"), "--no-progress"]) == 0
-    html = (tmp_path / "results" / "report.html").read_text()
+    html = (tmp_path / "results" / "report.html").read_text(encoding="utf-8")
     assert '<section id="classification"' in html and "r18-3d · case" in html  # a Grad-CAM panel
     (cams,) = (tmp_path / "results" / "examples").glob("*.gradcam.npz")
     loaded = load_example_cams(cams)

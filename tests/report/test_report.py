@@ -81,7 +81,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_report_has_every_section_and_decodable_images(report: Path) -> None:
-    html = report.read_text()
+    html = report.read_text(encoding="utf-8")
     for section in SECTIONS:
         assert f'<section id="{section}">' in html
     srcs = images(html)
@@ -93,7 +93,7 @@ def test_report_has_every_section_and_decodable_images(report: Path) -> None:
 
 
 def test_summary_states_clean_and_worst_numbers(report: Path) -> None:
-    html = report.read_text()
+    html = report.read_text(encoding="utf-8")
     # worst case at eps 8/255 is pgd: mean over cases of max(clean - 0.72 * (1 + 0.1 c), 0)
     clean = np.mean([0.82, 0.84, 0.86])
     worst = np.mean([max(0.82 + 0.02 * c - 0.72 * (1 + 0.1 * c), 0) for c in range(3)])
@@ -106,7 +106,7 @@ def test_summary_states_clean_and_worst_numbers(report: Path) -> None:
 
 
 def test_worst_case_table_beside_each_attack(report: Path) -> None:
-    table = report.read_text().split('<section id="worst-case">')[1].split("</section>")[0]
+    table = report.read_text(encoding="utf-8").split('<section id="worst-case">')[1].split("</section>")[0]
     rows = re.findall(r"<tr><td>\d/255</td>(.*?)</tr>", table)
     assert len(rows) == 2 * 4  # two models x (clean point + three eps)
     for row in rows:
@@ -119,11 +119,11 @@ def test_examples_missing_files_are_skipped_and_empty_store_renders(tmp_path: Pa
     folder = make_results(tmp_path / "r", examples=1)
     for f in (folder / EXAMPLES_DIR).iterdir():
         f.unlink()
-    html = write_report(folder).read_text()
+    html = write_report(folder).read_text(encoding="utf-8")
     assert "No example slices were saved." in html and len(images(html)) == 2
     empty = tmp_path / "empty"
     ResultStore(empty / "results.sqlite", "h").close()
-    html = write_report(empty).read_text()
+    html = write_report(empty).read_text(encoding="utf-8")
     assert "holds no runs yet" in html and all(f'id="{s}"' in html for s in SECTIONS)
     with pytest.raises(ValueError, match="results.sqlite"):
         write_report(tmp_path / "nowhere")

@@ -42,4 +42,4 @@ def test_report_names_how_each_attack_ran(tmp_path: Path) -> None:
     assert ["unet", "pgd", "pgd: 10 steps, loss ce, 1 restart, random start; keeps the iterate that hurts the "
             "metric most", "-"] in ctx["methods"]["rows"]
     assert main(["report", str(results)]) == 0
-    assert "Attacks as run" in (results / "report.html").read_text()
+    assert "Attacks as run" in (results / "report.html").read_text(encoding="utf-8")

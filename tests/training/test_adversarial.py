@@ -62,7 +62,7 @@ def test_self_adaptive_recipe_logs_its_schedule(tmp_path: Path) -> None:
     recipe = build_recipe("self_adaptive", eps=0.1, eps_unit="model", check_every=1)
     fit(tiny_unet(), recipe, BlobSegmentation(4), BlobSegmentation(2, seed=1), TrainConfig(epochs=3, batch_size=2),
         tmp_path, classes=["background", "blob"], progress=False)
-    header, *rows = (tmp_path / "history.csv").read_text().splitlines()
+    header, *rows = (tmp_path / "history.csv").read_text(encoding="utf-8").splitlines()
     cols = header.split(",")
     iters = [float(r.split(",")[cols.index("attack_iters")]) for r in rows]
     assert iters[0] == 1 and iters[1] == 2  # epoch check_every adds an iteration

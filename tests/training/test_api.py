@@ -59,7 +59,7 @@ def test_init_starts_from_the_checkpoint_with_a_fresh_optimizer(phantoms: Path, 
     assert not all(torch.allclose(fresh[k], clean[k], atol=1e-6) for k in clean)  # seed 7 alone starts elsewhere
     steps = {float(s["step"]) for s in load_state(tmp_path / "tuned" / "last")["optimizer"]["state"].values()}
     assert steps == {2.0}  # 4 cases, batch 2, one epoch: only this run's steps
-    meta = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    meta = json.loads((tmp_path / "tuned" / "model.json").read_text(encoding="utf-8"))
     assert meta["extra"]["init"] == str(tmp_path / "clean" / "model.json")
 
 

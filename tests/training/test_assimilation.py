@@ -75,5 +75,5 @@ def test_fit_writes_an_assimilation_checkpoint(tmp_path: Path) -> None:
     model, info = load_checkpoint(result.checkpoint)
     assert info.recipe == "assimilation" and info.extra["recipe_params"]["alpha"] == 0.5
     assert model(torch.zeros(1, 1, 24, 24)).shape == (1, 2)
-    header = (tmp_path / "history.csv").read_text().splitlines()[0]
+    header = (tmp_path / "history.csv").read_text(encoding="utf-8").splitlines()[0]
     assert "train_glcm_loss" in header and "train_task_loss" in header

@@ -203,7 +203,7 @@ def test_shared_loop_selects_on_validation_resumes_and_saves_one_checkpoint(tmp_
 
     run(1)
     best = run(2)  # resumes after epoch 1
-    history = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
+    history = (tmp_path / "run" / "history.csv").read_text(encoding="utf-8").strip().splitlines()
     assert len(history) == 3 and "train_hard_seg" in history[0] and "val_score" in history[0]
     model, info = load_checkpoint(tmp_path / "run" / "model.json")
     assert isinstance(model, CooperativeNet) and info.recipe == "cooperative"

@@ -75,7 +75,7 @@ def test_resume_mid_training_repeats_the_uninterrupted_run(recipe: str, tmp_path
     assert a.keys() == b.keys() and any(k.startswith(".model.") for k in a)
     for key in a:  # weights, optimizer moments and the recipe's state (self-adaptive schedule ...)
         assert torch.equal(a[key], b[key]), key
-    assert len((tmp_path / "split" / "history.csv").read_text().splitlines()) == 4  # header + 3 epochs
+    assert len((tmp_path / "split" / "history.csv").read_text(encoding="utf-8").splitlines()) == 4  # header + 3 epochs
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_every_recipe_trains_under_torchrun_with_ranks_in_sync(tmp_path: Path) -
             assert torch.isfinite(value).all(), (recipe, name)
             assert torch.equal(value, ranks[1][name]), (recipe, name)  # the averaged step keeps ranks equal
         assert any(not torch.equal(ranks[0][n], initial[n].detach()) for n in initial), recipe  # it trained
-        states = [(tmp_path / recipe / f"recipe{r}.json").read_text() for r in (0, 1)]
+        states = [(tmp_path / recipe / f"recipe{r}.json").read_text(encoding="utf-8") for r in (0, 1)]
         assert states[0] == states[1], recipe  # e.g. one self-adaptive schedule, not one per rank
 
 

@@ -33,7 +33,7 @@ def test_training_learns_and_keeps_best_validation_checkpoint(tmp_path: Path) ->
     assert best > 0.5  # a 2-class blob task; chance-level Dice of an untrained net is far lower
     model, info = load_checkpoint(tmp_path / "run" / "model.json")
     assert info.recipe == "standard" and info.classes == ["background", "blob"]
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    history = (tmp_path / "run" / "history.csv").read_text(encoding="utf-8").splitlines()
     assert len(history) == 7 and "val_score" in history[0]
     scores = [float(r.split(",")[history[0].split(",").index("val_score")]) for r in history[1:]]
     assert max(scores) == pytest.approx(best) and info.extra["epoch"] == scores.index(max(scores)) + 1
@@ -41,7 +41,7 @@ def test_training_learns_and_keeps_best_validation_checkpoint(tmp_path: Path) ->
 
 def test_resume_refuses_another_recipe(tmp_path: Path) -> None:
     _train(tmp_path / "run", epochs=1)
-    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text(encoding="utf-8"))
     assert state is not None
 
     class Other(Recipe):

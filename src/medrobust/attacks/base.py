@@ -275,6 +275,21 @@ def _is_sliding_window(model: nn.Module) -> bool:
     return isinstance(model, SlidingWindow)
 
 
+def _reduced_precision(model: nn.Module, device_type: str, dtype: torch.dtype) -> nn.Module:
+    """``model`` with its forward under autocast to ``dtype``, its logits float32.
+
+    A SlidingWindow's network is wrapped instead, so the attack keeps its window-by-window
+    gradient and the blending stays float32.
+    """
+    if not _is_sliding_window(model):
+        return _ReducedPrecision(model, device_type, dtype)
+    from medrobust.models.wrappers import SlidingWindow
+
+    sw = cast(SlidingWindow, model)
+    return SlidingWindow(_ReducedPrecision(sw.model, device_type, dtype), sw.roi_size, sw.overlap,
+                         sw.sw_batch_size, sw.mode, sw.sigma_scale)
+
+
 class Attack:
     """Base class: configuration, validation, the frozen-model context and the gradient loop.
 
@@ -467,7 +482,7 @@ class Attack:
         # Under a caller's autocast only the model's forward keeps the reduced precision: the
         # loss, the step, the projection (and VAFA's DCT and quantisation) run in float32.
         with frozen(model), torch.autocast(device_type, enabled=False):
-            net = model if amp is None or _is_sliding_window(model) else _ReducedPrecision(model, device_type, amp)
+            net = model if amp is None else _reduced_precision(model, device_type, amp)
             result = self._attack(net, x.detach(), y, AttackState.create(self.budget, x, alpha, mask, gen))
         if x.is_cuda:
             torch.cuda.synchronize(x.device)

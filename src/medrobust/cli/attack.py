@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,22 @@ from rich.progress import track
 from medrobust.attacks.frequency import PRESETS
 from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_task
 from medrobust.cli import app
-from medrobust.cli.options import budget_error, check_out_folder, check_overlap, parse_size, refuse_existing
+from medrobust.cli.options import (
+    attack_amp,
+    budget_error,
+    check_out_folder,
+    check_overlap,
+    parse_size,
+    refuse_existing,
+)
 from medrobust.data.folders import removed_if_empty
 from medrobust.evaluation.config import AttackSpec
-from medrobust.evaluation.core import attack_for, check_fits, evaluate_run, prepare_case
+from medrobust.evaluation.core import attack_for, check_fits, evaluate_run, prepare_cases
 from medrobust.evaluation.examples import save_adversarial
 from medrobust.evaluation.loading import load_model
 from medrobust.evaluation.store import ResultStore, stored_config_hash
 from medrobust.evaluation.types import RunSettings
+from medrobust.models.devices import resolve_device
 from medrobust.units import IntensityMap
 
 console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
@@ -57,14 +66,14 @@ def parse_target_flag(text: str | None) -> str | dict[str, Any] | None:
 def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | None, loss: str | None,
                 step_size: float | None, restarts: int, q_max: float, block_size: str | None,
                 ssim_weight: float | None, preset: str | None = None, target: str | None = None,
-                keep: str | None = None) -> AttackSpec:
+                keep: str | None = None, amp: bool = False) -> AttackSpec:
     """The grid entry equivalent to the command line's flat flags.
 
     A frequency attack's budget is ``--q-max``; the others' is ``--eps`` in ``--eps-unit``
     and ``--norm``.
 
     ``steps`` None is 20, except under a ``preset``, which then sets it (as it sets the SSIM
-    weight when ``ssim_weight`` is None).
+    weight when ``ssim_weight`` is None). ``amp`` runs the model's forward in bfloat16.
     """
     if attack.lower() not in attack_names():
         raise ValueError(f"--attack: unknown attack {attack!r}; allowed: {', '.join(attack_names())}")
@@ -90,7 +99,7 @@ def attack_spec(attack: str, eps: float, eps_unit: str, norm: str, steps: int | 
     if keep is not None:
         options["keep"] = keep
     try:
-        return AttackSpec(attack=attack.lower(), options=options, target=parse_target_flag(target), **fields)
+        return AttackSpec(attack=attack.lower(), options=options, target=parse_target_flag(target), amp=amp, **fields)
     except ValidationError as err:
         first = err.errors(include_url=False)[0]
         flag = _FLAGS.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "--attack"
@@ -122,6 +131,12 @@ def attack(
     keep: str | None = typer.Option(None, "--keep", help="Iterate kept per case: metric (default: the one that hurts "
                                     "the metric most) or loss (the highest loss)."),
     overlap: float = typer.Option(0.25, "--overlap", help="Sliding-window overlap in [0, 1) for whole volumes."),
+    sw_batch_size: int = typer.Option(1, "--sw-batch-size", min=1, help="Windows per sliding-window forward."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Cases of equal shape per clean forward pass "
+                                   "(attacks still run case by case; the rows do not depend on it)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."),
+    amp: str = typer.Option("none", "--amp", help="bf16: the model's forward in bfloat16 (loss, gradient sign, "
+                            "projection and scores stay float32); none: float32."),
     max_cases: int | None = typer.Option(None, "--max-cases", min=1, help="Only the first N cases."),
     seed: int = typer.Option(0, "--seed", help="Seed of random starts."),
     out: Path = typer.Option(..., "--out", help="Folder for adversarial NIfTIs (raw units, source affine) + manifest.json."),
@@ -134,10 +149,11 @@ def attack(
     (written after the case's image and manifest entry) are skipped.
     """
     spec = attack_spec(attack_name, eps, eps_unit, norm, steps, loss, step_size, restarts, q_max, block_size,
-                       ssim_weight, preset, target, keep)
+                       ssim_weight, preset, target, keep, amp=bool(attack_amp(amp)))
     check_overlap(overlap, "--overlap")
+    # device and batch sizes change how the cases run, not the rows; amp only when on (hashes stay as before)
     config = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "seed": seed, "overlap": overlap,
-              **spec.model_dump(mode="json")}
+              **spec.model_dump(mode="json", exclude=None if spec.amp else {"amp"})}
     config_json = json.dumps(config, sort_keys=True)
     settings = RunSettings(seed, hashlib.sha256(config_json.encode()).hexdigest()[:16])
     check_out_folder(out, "--out")
@@ -145,6 +161,8 @@ def attack(
     if not (store_path.exists() and stored_config_hash(store_path) in (None, settings.config_hash)):
         refuse_existing(out, "--out", force)  # else resume this very attack (or one that stored no row yet)
     lm = load_model(checkpoint, data, split, max_cases=max_cases)
+    target_device = resolve_device(device)
+    lm.model.to(target_device)
     try:
         check_fits(spec, lm)
     except ValueError as err:
@@ -159,18 +177,24 @@ def attack(
     fields = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "seed": seed}
     with removed_if_empty(out, scratch=_STORE_FILES), ResultStore(store_path, settings.config_hash, config_json) as store:
         done = store.done_keys()
-        resumed = 0
-        for i in track(range(len(ds)), description=f"{spec.label} eps={spec.eps[0]:g} {spec.eps_unit}", console=console):
-            if (lm.name, spec.label, float(spec.eps[0]), str(ds[i]["id"])) in done:
-                resumed += 1
-                continue
-            case = prepare_case(lm, ds[i], settings, roi_size=lm.info.roi_size, overlap=overlap)
+        resumed: list[str] = []
+
+        def pending() -> Iterator[dict[str, Any]]:
+            for i in track(range(len(ds)), description=f"{spec.label} eps={spec.eps[0]:g} {spec.eps_unit}",
+                           console=console):
+                if (lm.name, spec.label, float(spec.eps[0]), str(ds[i]["id"])) in done:
+                    resumed.append(str(ds[i]["id"]))
+                    continue
+                yield ds[i]
+
+        for case in prepare_cases(lm, pending(), settings, device=target_device, roi_size=lm.info.roi_size,
+                                  overlap=overlap, sw_batch_size=sw_batch_size, batch_size=batch_size):
             run = evaluate_run(lm, spec, spec.eps[0], case, settings)
             save_adversarial(out, case, run.row, run.x, fields)
             store.add_run(run.row)  # last: a stored row means the case's image and manifest entry are written
         rows = store.to_dataframe()
     adv_scores = dict(zip(rows["case_id"], rows["adv_score"]))
     scores = [round(float(adv_scores[str(ds[i]["id"])]), 4) for i in range(len(ds))]
-    console.print(f"{len(scores)} cases attacked{f' ({resumed} done before, resumed)' if resumed else ''}; "
+    console.print(f"{len(scores)} cases attacked{f' ({len(resumed)} done before, resumed)' if resumed else ''}; "
                   f"adversarial {rows['score_name'].iloc[0]} per case: {scores}; "
                   f"manifest: {out / 'manifest.json'}; rows: {out / 'results.sqlite'}")

@@ -19,6 +19,7 @@ from medrobust.cli.options import check_overlap, parse_floats, refuse_existing
 from medrobust.data.io import atomic_path, write_json_atomic
 from medrobust.data.safe_names import UniqueNames
 from medrobust.evaluation.loading import load_model
+from medrobust.models.devices import resolve_device
 from medrobust.units import IntensityMap
 
 console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
@@ -95,7 +96,7 @@ def certify(
         raise ValueError("--tau: applies to segmentation models only; a classifier's radius uses its own bound")
     if len(ds) == 0:
         raise ValueError(f"--split: {data} has no cases in split {split!r}")
-    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    target = resolve_device(device)
     model = lm.model.to(target)
     first = ds[0]
     try:  # built on the first case, so a unit its IntensityMap cannot convert fails before anything is written

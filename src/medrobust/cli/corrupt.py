@@ -5,9 +5,11 @@ Output (``--out``)::
     dataset.json      the source's labels/modality; "test" lists one entry per
                       case x corruption x severity, id ``<case>__<corruption>_s<severity>``
                       (``--preset``: ``<case>__<corruption>_<preset>``, one draw per case)
-    imagesTs/         corrupted images, float32 NIfTI, source affine and header, raw units
+    imagesTs/         corrupted images, float32, raw units, in the source's format and geometry
+                      (NRRD, MHA; NIfTI for NIfTI sources, with their header, and DICOM series)
     labelsTs/         the source labels (checked as every command checks them), copied once
-                      per case and shared by its entries
+                      per case and shared by its entries (a detached header or DICOM series
+                      becomes one file: MHA, NRRD or NIfTI)
     manifest.json     source, seed, table values and every drawn parameter per entry
 
 File names are the ids made safe and unique (:mod:`medrobust.data.safe_names`); the
@@ -24,7 +26,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 import typer
@@ -35,10 +36,13 @@ from medrobust.cli import app
 from medrobust.cli.options import parse_floats, refuse_existing
 from medrobust.corruptions import CORRUPTION_NAMES, SEVERITY_TABLE, check_name, check_severity, corrupt
 from medrobust.corruptions.presets import PRESETS, corrupt_preset
-from medrobust.data.datalists import load_decathlon, load_decathlon_labels
-from medrobust.data.io import DataError, is_nifti, read_nifti, write_json_atomic, write_nifti
+from medrobust.data.datalists import load_decathlon_labels
+from medrobust.data.io import VOLUME_FORMATS, DataError, image_format, write_json_atomic
+from medrobust.data.nnunet_raw import load_datalist
+from medrobust.data.readers import read_image
 from medrobust.data.safe_names import UniqueNames
 from medrobust.data.transforms import make_dataset
+from medrobust.data.writers import copy_image, copy_suffix, output_note, output_suffix, write_image
 
 console = Console(markup=False, highlight=False, soft_wrap=True)  # paths and names printed verbatim
 _STAGE_PREFIX = ".tmp-corrupt-"
@@ -68,18 +72,14 @@ def parse_severities(text: str) -> list[int]:
 def _check_inputs(data: Path, split: str, max_cases: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The datalist and its items, every file opened (headers only) before any output."""
     if not (data.is_file() and data.suffix.lower() == ".json"):
-        raise ValueError(f"--data: {data} is not a Decathlon dataset.json (corrupt writes NIfTI volumes)")
-    items = load_decathlon(data, split)[:max_cases]  # case ids unique (see unique_ids)
+        raise ValueError(f"--data: {data} is not a dataset.json (Decathlon or nnU-Net raw)")
+    items = load_datalist(data, split)[:max_cases]  # case ids unique (see unique_ids)
     doc = json.loads(data.read_text(encoding="utf-8"))
     for it in items:
         images = [it["image"]] if isinstance(it["image"], str) else list(it["image"])
         for path in images + ([it["label"]] if it["label"] else []):
-            if not is_nifti(path):
-                raise DataError(f"{path}: not a NIfTI file; corrupt needs .nii or .nii.gz volumes")
-            try:
-                nib.load(path)
-            except Exception as err:  # nibabel raises several types for unreadable headers
-                raise DataError(f"{path}: cannot read the NIfTI header ({err})") from err
+            if image_format(path) not in VOLUME_FORMATS:
+                raise DataError(f"{path}: not a volume; corrupt needs NIfTI, NRRD, MetaImage or DICOM series")
     # Labels are published as they are: check them as every other command does (one channel,
     # the image's grid, integer values among the declared classes) before anything is written.
     classes = load_decathlon_labels(data) if "labels" in doc else None
@@ -110,8 +110,8 @@ def _read_case(item: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any], list
     paths = [item["image"]] if isinstance(item["image"], str) else list(item["image"])
     arrays, meta = [], None
     for p in paths:
-        arr, m = read_nifti(p)
-        arrays.append(arr[None] if arr.ndim == 3 else arr)
+        arr, m = read_image(p)
+        arrays.append(arr)
         meta = meta or m
     return torch.from_numpy(np.concatenate(arrays)), meta or {}, paths
 
@@ -121,15 +121,15 @@ def _write_entry(stage: Path, stem: str, image: torch.Tensor, meta: dict[str, An
 
     Returns the relative image paths.
     """
-    arrays = image.numpy().astype(np.float32)
+    arrays, suffix = image.numpy().astype(np.float32), output_suffix(paths[0])
     if len(paths) == 1:  # one file, 3D (C = 1) or 4D
-        names = [f"imagesTs/{stem}.nii.gz"]
+        names = [f"imagesTs/{stem}{suffix}"]
         chunks = [arrays[0] if arrays.shape[0] == 1 else arrays]
     else:  # one file per channel, as in the source
-        names = [f"imagesTs/{stem}_{k:04d}.nii.gz" for k in range(len(paths))]
+        names = [f"imagesTs/{stem}_{k:04d}{suffix}" for k in range(len(paths))]
         chunks = list(arrays)
     for name, chunk in zip(names, chunks):
-        write_nifti(stage / name, chunk, meta["affine"], header=meta.get("header"), dtype=np.float32)
+        write_image(stage / name, chunk, meta["affine"], header=meta.get("header"), dtype=np.float32)
     return [f"./{n}" for n in names]
 
 
@@ -177,7 +177,7 @@ def _publish(stage: Path, out: Path) -> None:
 
 @app.command("corrupt")
 def corrupt_command(
-    data: Path = typer.Option(..., "--data", help="Decathlon dataset.json of NIfTI volumes."),
+    data: Path = typer.Option(..., "--data", help="Decathlon or nnU-Net raw dataset.json of volumes."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     corruptions: str = typer.Option(",".join(CORRUPTION_NAMES), "--corruptions",
                                     help=f"Comma-separated, from: {', '.join(CORRUPTION_NAMES)}."),
@@ -219,10 +219,8 @@ def corrupt_command(
                 image, meta, paths = _read_case(item)
                 label = None
                 if item["label"]:
-                    suffix = ".nii.gz" if item["label"].endswith(".gz") else ".nii"
-                    label = f"./labelsTs/{label_names.name(str(item['id']), suffix)}"
-                    (stage / "labelsTs").mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(item["label"], stage / label)
+                    label = f"./labelsTs/{label_names.name(str(item['id']), copy_suffix(item['label']))}"
+                    copy_image(item["label"], stage / label)
                 for name in names:
                     for s in levels:
                         out_id = f"{item['id']}__{name}_{preset or f's{s}'}"
@@ -248,7 +246,7 @@ def corrupt_command(
             "reference_range": f"--window {window}" if window else "each case's min..max per channel",
             "through_plane": through_plane, "preset": preset,
             "severity_table": PRESETS[preset] if preset else {n: SEVERITY_TABLE[n] for n in names},
-            "images": "float32 NIfTI in the source's raw units, source affine and header", "cases": manifest_cases})
+            "images": f"float32 in the source's raw units, {output_note(items[0]['image'])}", "cases": manifest_cases})
         _publish(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)

@@ -30,16 +30,18 @@ def print_clean_dice(checkpoint: Path) -> None:
 def demo(
     out: Path = typer.Option(Path("medrobust-demo"), "--out", help="Folder for data, model, results and report."),
     max_cases: int = typer.Option(3, "--max-cases", min=1, help="Test cases in the robustness grid."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps: "
+                               "where the model trains and the grid runs."),
 ) -> None:
     """Build the MNI152 demo set, train a small 3D UNet (cached) and run the robustness grid.
 
     Writes results.sqlite, results.csv and report.html, and prints the summary.
     """
     start = time.perf_counter()
-    checkpoint = demo_model(out)
+    checkpoint = demo_model(out, device=device)
     print_clean_dice(checkpoint)
     trained = time.perf_counter()
-    results = run_demo_grid(checkpoint, out, max_cases)
+    results = run_demo_grid(checkpoint, out, max_cases, device=device)
     print_summary(results)
     report = write_report(results)
     done = time.perf_counter()

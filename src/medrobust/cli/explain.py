@@ -28,6 +28,7 @@ from medrobust.data.safe_names import UniqueNames
 from medrobust.evaluation.core import attack_for
 from medrobust.evaluation.explain import GradCAMExplainer, explain_pair
 from medrobust.evaluation.loading import load_model
+from medrobust.models.devices import resolve_device
 from medrobust.models.inference import infer
 from medrobust.units import IntensityMap
 
@@ -84,6 +85,7 @@ def explain(
     seed: int = typer.Option(0, "--seed", help="Seed of random starts."),
     out: Path = typer.Option(..., "--out", help="Folder for the overlays/maps and iou.csv."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty --out."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Grad-CAM maps of clean and adversarial cases, and the IoU of their top regions."""
     if attack_name.lower() not in attack_names():
@@ -96,9 +98,10 @@ def explain(
     if opened.split.task != "classification":
         raise ValueError(f"--checkpoint: {checkpoint} with {data} is a {opened.split.task} task; "
                          "explain needs a classifier (labels per case)")
-    ds, model, classes = opened.split.dataset, opened.model, opened.info.classes
+    target = resolve_device(device)
+    ds, model, classes = opened.split.dataset, opened.model.to(target), opened.info.classes
     explainer = GradCAMExplainer(model, target_layer)
-    first = ds[0]["image"].unsqueeze(0)
+    first = ds[0]["image"].unsqueeze(0).to(target)
     try:
         attack_for(spec, eps, first, IntensityMap.from_dict(ds[0]["meta"]["intensity"]))
     except (ValueError, TypeError) as err:
@@ -109,7 +112,7 @@ def explain(
     for i in track(range(len(ds)), description=f"Grad-CAM, {attack_name} eps={eps} {eps_unit}", console=console):
         torch.manual_seed(seed + i)
         item = ds[i]
-        x, y = item["image"].unsqueeze(0), torch.as_tensor(item["label"]).reshape(1)
+        x, y = item["image"].unsqueeze(0).to(target), torch.as_tensor(item["label"]).reshape(1).to(target)
         budget, attack = attack_for(spec, eps, x, IntensityMap.from_dict(item["meta"]["intensity"]))
         x_adv = attack(model, x, y).detach()
         clean, adv, iou = explain_pair(explainer, x, x_adv, top)

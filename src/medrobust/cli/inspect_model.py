@@ -62,6 +62,7 @@ def inspect_model(
                                              "(python, torchscript): ct:LO,HI, zscore, linear-hu:OFFSET,SCALE,LO,HI, ..."),
     fold: str | None = typer.Option(None, "--fold", help="nnU-Net fold (0-4 or all)."),
     configuration: str | None = typer.Option(None, "--configuration", help="nnU-Net configuration (3d_fullres, ...)."),
+    mirror: bool = typer.Option(False, "--mirror", help="nnU-Net: mirroring test-time augmentation inside the model."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a TorchScript file, whose code runs when loaded."),
 ) -> None:
     """Load a model from its source and print its architecture, classes, spacing, intensity map and ROI."""
@@ -70,7 +71,7 @@ def inspect_model(
         "classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None, "weights": weights,
         "kwargs": parse_json_object(kwargs, "--kwargs") if kwargs else None, "normalization": normalization,
         "fold": fold,
-        "configuration": configuration, "trust_code": trust_code or None}
+        "configuration": configuration, "mirror": mirror or None, "trust_code": trust_code or None}
     model = load_source(chosen, source, **{k: v for k, v in options.items() if v is not None})
     table = Table(title=f"model source: {source}", show_header=False)
     for field, value in describe(model):

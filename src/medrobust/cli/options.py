@@ -6,9 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from medrobust.models.devices import check_device
+from medrobust.models.devices import check_device, resolve_device
 
 
 def parse_size(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -145,10 +143,37 @@ def check_shared_options(args: list[str]) -> None:
         check_device(device, "--device")
     if _value(args, "--amp") == "fp16":
         name = device or "auto"
-        resolved = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-        if torch.device(resolved).type != "cuda":
+        if resolve_device(name).type != "cuda":
             raise ValueError(f"--amp: fp16 needs a CUDA device, and --device is {name}"
                              f"{' (no CUDA here)' if name == 'auto' else ''}; use --amp bf16 or none on the CPU")
+
+
+def attack_amp(text: str | None) -> bool | None:
+    """``--amp`` of the attack commands: ``bf16`` runs the model's forward in bfloat16, ``none`` in float32.
+
+    Args:
+        text: the flag's value, or None (not given).
+
+    Returns:
+        True for ``bf16``, False for ``none``, None when not given.
+
+    Raises:
+        ValueError: any other value, naming ``--amp``.
+
+    Example:
+        >>> attack_amp("bf16"), attack_amp("none"), attack_amp(None)
+        (True, False, None)
+        >>> attack_amp("fp16")
+        Traceback (most recent call last):
+        ...
+        ValueError: --amp: attacks take bf16 or none, got 'fp16' (fp16 gradients need the loss scaling an attack does not do)
+    """
+    if text is None:
+        return None
+    if text not in ("bf16", "none"):
+        raise ValueError(f"--amp: attacks take bf16 or none, got {text!r} (fp16 gradients need the loss scaling an "
+                         "attack does not do)")
+    return text == "bf16"
 
 
 _BUDGET_FLAGS = (("step_size", "--step-size"), ("steps", "--steps"), ("loss", "--loss"), ("restarts", "--restarts"),

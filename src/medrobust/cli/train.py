@@ -10,6 +10,7 @@ from rich.console import Console
 
 from medrobust.cli import app
 from medrobust.cli.options import check_out_folder, parse_json_object, parse_size
+from medrobust.tracking import check_tracker
 from medrobust.training import RECIPES, TrainConfig
 from medrobust.training.api import train_model
 
@@ -73,9 +74,13 @@ def train(
     select_eps: float = typer.Option(4.0, "--select-eps", help="L-inf eps of robust selection."),
     select_eps_unit: str = typer.Option("1/255", "--select-eps-unit", help="1/255, HU, raw or model."),
     select_steps: int = typer.Option(10, "--select-steps", min=1, help="Attack steps of robust selection."),
+    log: str = typer.Option("none", "--log", help="Experiment tracking: none, tensorboard (event files in "
+                            "OUT/tensorboard; extra medrobust[log]) or mlflow (MLflow's tracking URI): each "
+                            "epoch's losses, validation scores and self-adaptive schedule."),
 ) -> None:
     """Train a model; the best checkpoint is chosen on the validation split only."""
     check_out_folder(out, "--out")
+    check_tracker(log, "--log")
     recipe_params = parse_json_object(params, "--params")
     loop_keys: dict[str, Any] = {k: recipe_params.pop(k) for k in ("lr", "weight_decay", "epochs", "batch_size")
                                  if k in recipe_params}
@@ -89,6 +94,6 @@ def train(
                          model_kwargs=parse_json_object(model_kwargs, "--model-kwargs"), config=config,
                          normalization=normalization, patch_size=parse_size(patch_size, "--patch-size"),
                          augment=augment, init=init, restart=restart, resume_anyway=resume_anyway,
-                         log=console.print)
+                         log=console.print, tracking=log)
     console.print(f"best validation score {result.best_metric:.4f} at epoch {result.best_epoch}; "
                   f"checkpoint: {result.checkpoint}")

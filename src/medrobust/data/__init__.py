@@ -1,7 +1,10 @@
 """medrobust.data: reading and writing images, datalists, datasets and demo data.
 
-- :mod:`~medrobust.data.io`: NIfTI / PNG read and write (atomic), ``DataError``.
-- :mod:`~medrobust.data.datalists`: Decathlon ``dataset.json``, class folders, CSV.
+- :mod:`~medrobust.data.io`: NIfTI / PNG read and write (atomic), formats, ``DataError``.
+- :mod:`~medrobust.data.readers`: every format through MONAI's ``LoadImage`` (NIfTI, NRRD,
+  MetaImage, DICOM series); :mod:`~medrobust.data.writers`: outputs in the source's format.
+- :mod:`~medrobust.data.datalists`: Decathlon ``dataset.json``, class folders, CSV;
+  :mod:`~medrobust.data.nnunet_raw`: nnU-Net v2 raw datasets.
 - :mod:`~medrobust.data.transforms`: ``make_dataset`` (checks, spacing, crop/pad,
   normalisation recorded as an ``IntensityMap``, augmentation) and ``collate``.
 - :mod:`~medrobust.data.demo`: MNI152 demo sets; :mod:`~medrobust.data.phantoms`: phantoms.

@@ -5,7 +5,9 @@ Three forms, each returning items ``{"image": abs path (or list of paths, one pe
 
 - Decathlon ``dataset.json`` (``training`` / ``validation`` / ``test`` lists of
   ``{"image", "label"}``; the MSD form where ``test`` lists plain path strings is accepted);
-  relative paths are resolved against the JSON's folder.
+  relative paths are resolved against the JSON's folder. An image is a file in any format
+  :func:`~medrobust.data.io.image_format` names, or a folder holding one DICOM series.
+  (nnU-Net v2 raw datasets: :mod:`medrobust.data.nnunet_raw`.)
 - Class folders ``root/<class>/*.png|jpg|jpeg`` (2D classification, as in Kaggle MRI sets).
 - A CSV with columns ``image,label`` (e.g. NIfTI classification sets); optional ``id`` and
   ``split`` columns.
@@ -22,16 +24,25 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.data.io import IMAGE_2D_SUFFIXES, DataError, write_json_atomic, write_nifti
+from medrobust.data.io import (
+    IMAGE_2D_SUFFIXES,
+    METAIMAGE_SUFFIXES,
+    NRRD_SUFFIXES,
+    DataError,
+    write_json_atomic,
+    write_nifti,
+)
 
 SPLITS = ("training", "validation", "test")
 SPLIT_ALIASES = {"train": "training", "val": "validation", "valid": "validation", "testing": "test"}
 
 
 def case_id(path: str | Path) -> str:
-    """File name without its image suffix: ``imagesTr/brain_003.nii.gz`` -> ``brain_003``."""
+    """File name without its image suffix: ``imagesTr/brain_003.nii.gz`` -> ``brain_003``; a folder's name."""
     name = Path(path).name
-    for suffix in (".nii.gz", ".nii", *IMAGE_2D_SUFFIXES):
+    if Path(path).is_dir():
+        return name
+    for suffix in (".nii.gz", ".nii", ".dcm", *NRRD_SUFFIXES, *METAIMAGE_SUFFIXES, *IMAGE_2D_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
@@ -98,7 +109,8 @@ def unique_ids(items: list[dict[str, Any]], explicit: Sequence[bool], where: str
     return items
 
 
-def _read_json(json_path: Path) -> dict[str, Any]:
+def read_datalist_json(json_path: Path) -> dict[str, Any]:
+    """The JSON object in ``json_path``; DataError naming it when missing, invalid or not an object."""
     if not json_path.is_file():
         raise DataError(f"{json_path}: datalist not found")
     try:
@@ -139,7 +151,10 @@ def load_decathlon(json_path: str | Path, split: str) -> list[dict[str, Any]]:
     key = SPLIT_ALIASES.get(split, split)
     if key not in SPLITS:
         raise DataError(f"unknown split {split!r} for {json_path}; allowed: {', '.join(SPLITS)}")
-    data = _read_json(json_path)
+    data = read_datalist_json(json_path)
+    if "file_ending" in data and not any(k in data for k in SPLITS):
+        raise DataError(f"{json_path}: an nnU-Net v2 raw dataset.json (it has 'file_ending' and no "
+                        "'training' list); read it with medrobust.data.nnunet_raw.load_datalist")
     entries = data.get(key)
     if not entries:
         raise DataError(f"{json_path}: split {key!r} is missing or empty; a non-empty list of "
@@ -174,7 +189,7 @@ def load_decathlon(json_path: str | Path, split: str) -> list[dict[str, Any]]:
 
 
 def load_decathlon_labels(json_path: str | Path) -> list[str]:
-    """Class names from the ``labels`` entry (``{"0": "background", ...}`` or a list).
+    """Class names from ``labels``: ``{"0": "background", ...}``, a list, or nnU-Net's ``{"background": 0, ...}``.
 
     Args:
         json_path: the Decathlon ``dataset.json``.
@@ -184,7 +199,8 @@ def load_decathlon_labels(json_path: str | Path) -> list[str]:
 
     Raises:
         DataError: no ``labels`` entry, a key that is not an index, or indices that are not
-            exactly 0..K-1 (a gap such as {0, 1, 2, 4} would shift the names).
+            exactly 0..K-1 (a gap such as {0, 1, 2, 4} would shift the names); nnU-Net
+            region-based labels or an ``ignore`` label.
 
     Example:
         >>> import json, tempfile
@@ -193,6 +209,9 @@ def load_decathlon_labels(json_path: str | Path) -> list[str]:
         >>> _ = path.write_text(json.dumps({"labels": {"1": "liver", "0": "background"}}))
         >>> load_decathlon_labels(path)
         ['background', 'liver']
+        >>> _ = path.write_text(json.dumps({"labels": {"background": 0, "tumour": 2, "liver": 1}}))  # nnU-Net v2
+        >>> load_decathlon_labels(path)
+        ['background', 'liver', 'tumour']
         >>> _ = path.write_text(json.dumps({"labels": {"0": "bg", "1": "a", "2": "b", "4": "c"}}))
         >>> load_decathlon_labels(path)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -200,11 +219,20 @@ def load_decathlon_labels(json_path: str | Path) -> list[str]:
         medrobust.data.io.DataError: ...dataset.json: 'labels' keys must be consecutive ... missing [3]
     """
     json_path = Path(json_path)
-    labels = _read_json(json_path).get("labels")
+    labels = read_datalist_json(json_path).get("labels")
     if isinstance(labels, list) and labels:
         return [str(v) for v in labels]
     if not isinstance(labels, dict) or not labels:
         raise DataError(f"{json_path}: no 'labels' entry (e.g. {{\"0\": \"background\", \"1\": \"organ\"}})")
+    if all(not str(k).strip().isdigit() for k in labels):  # nnU-Net v2: name -> value
+        if any(not isinstance(v, int) for v in labels.values()):
+            raise DataError(f"{json_path}: 'labels' maps names to regions ({labels}); region-based nnU-Net labels are "
+                            "not supported, give one integer value per class")
+        if "ignore" in labels:
+            raise DataError(f"{json_path}: 'labels' has an 'ignore' label; nnU-Net's ignore label is not supported")
+        if len(set(labels.values())) != len(labels):
+            raise DataError(f"{json_path}: 'labels' gives one value to several names ({labels})")
+        labels = {str(v): k for k, v in labels.items()}
     bad = [k for k in labels if not str(k).strip().isdigit()]
     if bad:
         raise DataError(f"{json_path}: 'labels' key {bad[0]!r} is not a class index; keys must be 0..K-1, "

@@ -1,5 +1,10 @@
 """Reading and writing images: NIfTI (nibabel) and 2D PNG/JPEG (Pillow), written atomically.
 
+This module stays light (no MONAI, no SimpleITK): it names the image formats
+(:func:`image_format`) and the files an image path stands for (:func:`image_files`).
+NRRD, MetaImage and DICOM series are read by :mod:`medrobust.data.readers` (through
+MONAI's ``LoadImage``) and written by :mod:`medrobust.data.writers`.
+
 Every reader raises :class:`DataError` (a ``ValueError``) whose message names the file and
 the problem: missing, unreadable/corrupt (e.g. a truncated ``.nii.gz``), or holding NaN/Inf.
 Every writer goes through :func:`atomic_path`, so a failure never leaves a partial file.
@@ -21,6 +26,12 @@ from PIL import Image
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
+DICOM_SUFFIXES = (".dcm",)
+VOLUME_FORMATS = ("nifti", "nrrd", "metaimage", "dicom")
+SUPPORTED = ("NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), DICOM (a folder holding one "
+             "series, or a .dcm file), PNG/JPEG (.png, .jpg, .jpeg)")
 
 
 class DataError(ValueError):
@@ -35,6 +46,81 @@ def is_nifti(path: str | Path) -> bool:
 def is_image_2d(path: str | Path) -> bool:
     """Whether ``path`` names a 2D image file (PNG, JPEG, ...) by its suffix."""
     return str(path).lower().endswith(IMAGE_2D_SUFFIXES)
+
+
+def image_format(path: str | Path) -> str:
+    """The format of the image at ``path``, from its suffix (a folder is a DICOM series).
+
+    Args:
+        path: an image file, or a folder holding one DICOM series.
+
+    Returns:
+        ``"nifti"``, ``"nrrd"``, ``"metaimage"``, ``"dicom"`` or ``"image2d"`` (PNG/JPEG).
+
+    Raises:
+        DataError: the path does not exist, or its suffix is none of the supported ones.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "ct.nrrd").write_bytes(b""), (folder / "notes.txt").write_text("")
+        >>> image_format(folder), image_format(folder / "ct.nrrd")
+        ('dicom', 'nrrd')
+        >>> image_format(folder / "notes.txt")
+        Traceback (most recent call last):
+        ...
+        medrobust.data.io.DataError: .../notes.txt: unsupported image format; allowed: NIfTI (.nii, .nii.gz), ...
+    """
+    p = Path(path)
+    if p.is_dir():
+        return "dicom"
+    if not p.exists():
+        raise DataError(f"{p}: file not found")
+    name = p.name.lower()
+    for fmt, suffixes in (("nifti", NIFTI_SUFFIXES), ("nrrd", NRRD_SUFFIXES), ("metaimage", METAIMAGE_SUFFIXES),
+                          ("dicom", DICOM_SUFFIXES), ("image2d", IMAGE_2D_SUFFIXES)):
+        if name.endswith(suffixes):
+            return fmt
+    raise DataError(f"{p}: unsupported image format; allowed: {SUPPORTED}")
+
+
+def _detached_data_file(header: Path) -> Path | None:
+    """The data file a detached header (``.mhd``, ``.nhdr``) names, when it is one file beside it."""
+    key = "elementdatafile" if header.suffix.lower() == ".mhd" else "data file"
+    try:
+        lines = header.read_text(encoding="latin-1", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, sep, value = line.partition("=" if key == "elementdatafile" else ":")
+        if sep and name.strip().lower() == key and value.strip() not in ("", "LOCAL", "LIST"):
+            return header.parent / value.strip().split()[0]
+    return None
+
+
+def image_files(path: str | Path) -> list[str]:
+    """The files whose content an image path stands for (what provenance records hash).
+
+    Args:
+        path: an image file or a DICOM folder.
+
+    Returns:
+        A folder's files (sorted, hidden ones left out), a detached header (``.mhd``,
+        ``.nhdr``) followed by its data file when that exists, or ``[path]``.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "ct.mhd").write_text("NDims = 3" + chr(10) + "ElementDataFile = ct.raw" + chr(10))
+        >>> _ = (folder / "ct.raw").write_bytes(b"")
+        >>> [Path(f).name for f in image_files(folder / "ct.mhd")], [Path(f).name for f in image_files(folder)]
+        (['ct.mhd', 'ct.raw'], ['ct.mhd', 'ct.raw'])
+    """
+    p = Path(path)
+    if p.is_dir():
+        return [str(f) for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    data = _detached_data_file(p) if p.suffix.lower() in (".mhd", ".nhdr") else None
+    return [str(p)] + ([str(data)] if data is not None and data.is_file() and data != p else [])
 
 
 @contextmanager

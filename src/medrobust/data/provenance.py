@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medrobust.data.io import write_json_atomic
+from medrobust.data.io import image_files, write_json_atomic
 
 PROVENANCE_NAME = "provenance.json"
 
@@ -103,7 +103,9 @@ def item_files(items: Iterable[Mapping[str, Any]]) -> list[str]:
         items: datalist items ``{"image": path | [paths], "label": path | int | None, ...}``.
 
     Returns:
-        Their file paths, in item order (integer class labels are not files).
+        Their file paths, in item order (integer class labels are not files; a DICOM
+        folder stands for its files, a ``.mhd``/``.nhdr`` header for itself and its data
+        file: :func:`~medrobust.data.io.image_files`).
 
     Example:
         >>> item_files([{"image": ["t1.nii.gz", "t2.nii.gz"], "label": "seg.nii.gz"}, {"image": "a.png", "label": 1}])
@@ -112,9 +114,10 @@ def item_files(items: Iterable[Mapping[str, Any]]) -> list[str]:
     files: list[str] = []
     for item in items:
         image = item["image"]
-        files += [str(image)] if isinstance(image, (str, Path)) else [str(p) for p in image]
+        for path in [image] if isinstance(image, (str, Path)) else image:
+            files += image_files(path)
         if isinstance(item.get("label"), (str, Path)):
-            files.append(str(item["label"]))
+            files += image_files(item["label"])
     return files
 
 

@@ -1,30 +1,30 @@
 """One entry point from a path the user gives to a dataset split.
 
 Accepted sources:
-- a Decathlon ``dataset.json`` (3D or 2D NIfTI segmentation; splits training/validation/test),
+- a Decathlon ``dataset.json`` (3D or 2D segmentation; splits training/validation/test),
+- an nnU-Net v2 raw ``dataset.json`` (``channel_names``, ``file_ending``, ``imagesTr``...;
+  splits train/val from ``splits_final.json`` fold 0, ``train:K``/``val:K`` fold K, test =
+  ``imagesTs``; see :mod:`medrobust.data.nnunet_raw`),
 - a folder of class folders ``<root>/<split>/<class>/*.png`` (2D classification),
-- a CSV ``image,label[,split]`` of NIfTI or PNG images (classification).
-Split names: ``train``/``training``, ``val``/``validation``, ``test``.
+- a CSV ``image,label[,split]`` of images (classification).
+Images are NIfTI, NRRD, MetaImage, DICOM series folders or PNG/JPEG
+(:mod:`medrobust.data.readers`). Split names: ``train``/``training``, ``val``/``validation``,
+``test``.
 """
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from medrobust.data.datalists import (
-    load_class_folders,
-    load_classification_csv,
-    load_decathlon,
-    load_decathlon_labels,
-)
-from medrobust.data.io import DataError
+from medrobust.data.datalists import load_class_folders, load_classification_csv, load_decathlon_labels
+from medrobust.data.io import DataError, is_image_2d
+from medrobust.data.nnunet_raw import load_datalist
 from medrobust.data.transforms import MedicalDataset, make_dataset
 
 Task = Literal["segmentation", "classification"]
-_DECATHLON_SPLITS = {"train": "training", "training": "training", "val": "validation",
-                     "validation": "validation", "test": "test"}
 _FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "validation": "val", "test": "test"}
 
 
@@ -65,10 +65,11 @@ def _csv_items(csv_path: Path, split: str) -> tuple[list[dict[str, Any]], list[s
 
 def open_split(path: str | Path, split: str, *, normalization: str | None = None,
                spatial_size: tuple[int, ...] | None = None, augment: bool = False,
-               max_cases: int | None = None) -> Split:
+               max_cases: int | None = None, spacing: Sequence[float] | None = None) -> Split:
     """Open ``split`` of the dataset at ``path`` (see the module docstring for the forms).
 
-    ``normalization`` defaults to "zscore" for NIfTI and "minmax" for PNG/JPEG.
+    ``normalization`` defaults to "zscore" for volumes and "minmax" for PNG/JPEG; ``spacing``
+    (mm) resamples volumes to that voxel size (a model that states one, e.g. nnU-Net's plan).
     Raises DataError (a ValueError) naming the path when the source or split is unusable.
     """
     src = Path(path)
@@ -84,16 +85,14 @@ def open_split(path: str | Path, split: str, *, normalization: str | None = None
         items, classes = _csv_items(src, split)
         task = "classification"
     else:
-        if split not in _DECATHLON_SPLITS:
-            raise DataError(f"unknown split {split!r}; allowed: {', '.join(_DECATHLON_SPLITS)}")
-        items = load_decathlon(src, _DECATHLON_SPLITS[split])
+        items = load_datalist(src, split)
         classes = load_decathlon_labels(src)
         task = "segmentation"
     if max_cases is not None:
         items = items[:max_cases]
-    is_nifti = str(items[0]["image"]).endswith((".nii", ".nii.gz"))
-    norm = normalization or ("zscore" if is_nifti else "minmax")
-    dataset = make_dataset(items, task=task, normalization=norm, spatial_size=spatial_size,
+    first_image = items[0]["image"] if isinstance(items[0]["image"], str) else items[0]["image"][0]
+    norm = normalization or ("minmax" if is_image_2d(first_image) else "zscore")
+    dataset = make_dataset(items, task=task, normalization=norm, spatial_size=spatial_size, spacing=spacing,
                            num_classes=len(classes), augment=augment)
     first = dataset[0]["image"]
     return Split(dataset=dataset, classes=classes, task=task, spatial_dims=first.ndim - 1,

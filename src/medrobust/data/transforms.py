@@ -10,9 +10,10 @@
               "spacing": (3,) float64 mm of the returned grid, "source": image path,
               "intensity": IntensityMap.to_dict() of the normalisation applied}}
 
-Files are read by :mod:`medrobust.data.io` and checked here *outside* any MONAI
-``Compose``, because MONAI re-raises every error inside a transform chain as a
-``RuntimeError``; our checks must reach the user as ``DataError`` naming the file.
+Files are read by :mod:`medrobust.data.readers` (MONAI's ``LoadImage``, one file at a
+time) and checked here *outside* any MONAI ``Compose``, because MONAI re-raises every error
+inside a transform chain as a ``RuntimeError``; our checks must reach the user as
+``DataError`` naming the file.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from monai.transforms import (
 from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset
 
-from medrobust.data.io import DataError, is_image_2d, is_nifti, read_image_2d, read_nifti
+from medrobust.data.io import DataError
+from medrobust.data.readers import read_image
 from medrobust.units import IntensityMap
 
 TASKS = ("segmentation", "classification")
@@ -113,13 +115,9 @@ class Normalization:
 
 
 def _read(path: str) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """(array (C, *spatial) float32, affine 4x4, spacing mm) of a NIfTI or 2D image file."""
-    if is_nifti(path):
-        array, meta = read_nifti(path)
-        return (array[None] if array.ndim == 3 else array), meta["affine"], meta["spacing"]
-    if is_image_2d(path):
-        return read_image_2d(path), np.eye(4), (1.0, 1.0, 1.0)
-    raise DataError(f"{path}: unsupported image format; allowed: .nii, .nii.gz, .png, .jpg, .jpeg")
+    """(array (C, *spatial) float32, affine 4x4, spacing mm) of any supported image (see data.readers)."""
+    array, meta = read_image(path)
+    return array, meta["affine"], meta["spacing"]
 
 
 def _check_same_grid(path: str, shape: tuple[int, ...], affine: np.ndarray, ref: str,

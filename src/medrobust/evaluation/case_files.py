@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medrobust.data.io import read_nifti
 from medrobust.data.safe_names import safe_name
 
 __all__ = ["read_case_map"]
 
 
 def read_case_map(pattern: str, case_id: str, spatial: tuple[int, ...], what: str) -> tuple[np.ndarray, Path]:
-    """The NIfTI of ``pattern`` for one case, on the grid the model sees.
+    """The image file of ``pattern`` for one case (NIfTI, NRRD, MHA, ...), on the grid the model sees.
 
     Args:
         pattern: a path with ``{id}`` (replaced by the case id's safe name, as outputs are named).
@@ -39,7 +38,10 @@ def read_case_map(pattern: str, case_id: str, spatial: tuple[int, ...], what: st
     path = Path(pattern.replace("{id}", safe_name(case_id)))
     if not path.is_file():
         raise ValueError(f"{what} {path} (case {case_id!r}) does not exist")
-    data, _ = read_nifti(path)
+    from medrobust.data.readers import read_image  # lazy: MONAI and SimpleITK; a config stays light
+
+    data, _ = read_image(path)
+    data = data[0] if data.shape[0] == 1 else data  # one channel: the map itself
     if tuple(data.shape) != tuple(spatial):
         raise ValueError(f"{what} {path} has shape {tuple(data.shape)}, the image {tuple(spatial)} (per-case maps "
                          "must be on the grid the model sees; resampled cases need resampled maps)")

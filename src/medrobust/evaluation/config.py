@@ -45,8 +45,10 @@ from medrobust.units import Unit
 METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "accuracy", "ssim", "psnr")
 # Fields that change what is written, never the numbers: excluded from the config hash.
 _OUTPUT_ONLY = {"out", "examples", "save_adversarial", "masking_check"}
+# How the runs are batched, never what they give (tests/evaluation/test_batching.py): not hashed either.
+_EXECUTION_ONLY = {"batch_size", "sw_batch_size"}
 MODEL_SOURCES: tuple[str, ...] = ("checkpoint", "bundle", "python", "torchscript", "nnunet")
-_SOURCE_OPTIONS = ("weights", "kwargs", "classes", "normalization", "fold", "configuration", "trust_code")
+_SOURCE_OPTIONS = ("weights", "kwargs", "classes", "normalization", "fold", "configuration", "mirror", "trust_code")
 _MODEL_SUFFIXES = {".json", ".yaml", ".yml", ".pt", ".pth", ".safetensors", ".ts"}
 
 
@@ -93,8 +95,9 @@ class ModelSpec(_Strict):
         bundle: a MONAI bundle folder.
         python: ``"package.module:factory"`` (with ``weights``, ``kwargs``, ``classes``).
         torchscript: a TorchScript file (runs its code: needs ``trust_code: true``).
-        nnunet: an nnU-Net v2 trained-model folder (with ``fold``, ``configuration``).
-        weights, kwargs, classes, normalization, fold, configuration, trust_code: the
+        nnunet: an nnU-Net v2 trained-model folder (with ``fold``, ``configuration`` and
+            ``mirror``: nnU-Net's mirroring test-time augmentation inside the model, off by default).
+        weights, kwargs, classes, normalization, fold, configuration, mirror, trust_code: the
             source's options (each source names those it takes).
 
     Example:
@@ -120,6 +123,7 @@ class ModelSpec(_Strict):
     normalization: str | None = None
     fold: int | Literal["all"] | None = None
     configuration: str | None = None
+    mirror: bool | None = None
     trust_code: bool | None = None
 
     @field_validator("checkpoint", "bundle", "torchscript", "nnunet", "weights")
@@ -229,6 +233,9 @@ class AttackSpec(_Strict):
             ``body``, ``{classes: [names], margin_mm: m}`` or ``{mask: "folder/{id}.nii.gz"}``
             (a relative mask pattern is resolved against the grid file's folder); None:
             everywhere.
+        amp: run the model's forward in bfloat16 (``torch.autocast``) while the attack's loss,
+            gradient sign, projection and the scores stay float32; rows record it in
+            ``options_json`` (``"amp": "bf16"``) and ``method``.
 
     Example:
         >>> from medrobust.evaluation.config import AttackSpec
@@ -247,6 +254,7 @@ class AttackSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     target: str | dict[str, Any] | None = None
     region: str | dict[str, Any] | None = None
+    amp: bool = False
 
     @field_validator("region")
     @classmethod
@@ -482,7 +490,13 @@ class GridConfig(_Strict):
         overlap: sliding-window overlap in [0, 1).
         examples: example slices kept per model (the worst cases).
         masking_check: run the gradient-masking checks.
-        device: the torch device to evaluate on.
+        device: the torch device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:N``
+            or ``mps``; under torchrun a bare ``cuda`` or ``auto`` means ``cuda:LOCAL_RANK``.
+            ``medrobust evaluate --device`` overrides it.
+        batch_size: cases of equal shape whose clean prediction is one forward pass (>= 1);
+            attacks still run case by case, each seeded by its run, so rows do not depend on it.
+        sw_batch_size: windows per forward of the sliding window over volumes larger than
+            the ROI (>= 1); memory grows with it. Neither batch size enters the config hash.
 
     Example:
         >>> import tempfile
@@ -518,6 +532,8 @@ class GridConfig(_Strict):
     examples: int = Field(default=3, ge=0)
     masking_check: bool = False
     device: str = "cpu"
+    batch_size: int = Field(default=1, ge=1)
+    sw_batch_size: int = Field(default=1, ge=1)
 
     @field_validator("out")
     @classmethod
@@ -540,10 +556,13 @@ class GridConfig(_Strict):
         """Stable 16-hex digest of everything that changes the numbers (see :class:`GridConfig`).
 
         Covers the validated config (JSON, sorted keys) minus output-only fields (out,
-        examples, save_adversarial, masking_check) plus the SHA-256 of each checkpoint's files, so a
-        retrained model in the same folder is a different grid.
+        examples, save_adversarial, masking_check) and the batch sizes, plus the SHA-256 of each
+        checkpoint's files, so a retrained model in the same folder is a different grid.
         """
-        body = self.model_dump(mode="json", exclude=_OUTPUT_ONLY)
+        body = self.model_dump(mode="json", exclude=_OUTPUT_ONLY | _EXECUTION_ONLY)
+        for entry in body["perturbations"]:
+            if entry.get("amp") is False:  # the default: hashes stay as before
+                entry.pop("amp")
         body["models"] = [{k: v for k, v in m.items() if v is not None} for m in body["models"]]  # hashes stay as before
         if body.get("per_channel_ranges") is None:  # the default: hashes stay as before
             body.pop("per_channel_ranges", None)
@@ -677,3 +696,37 @@ def load_config(path: str | Path) -> GridConfig:
     except yaml.YAMLError as exc:
         raise GridConfigError(f"grid config {path} is not valid YAML: {exc}") from None
     return parse_config(data, base_dir=path.parent, source=str(path))
+
+
+def with_overrides(cfg: GridConfig, source: str, *, amp: bool | None = None, **keys: Any) -> GridConfig:
+    """The grid with keys replaced by command-line flags, validated again (None keeps the YAML's value).
+
+    Args:
+        cfg: the validated grid (its paths are absolute, so no base folder is needed).
+        source: how error messages name the config.
+        amp: set every attack entry's ``amp``; None: as the entries say.
+        **keys: top-level keys (``device``, ``batch_size``, ``sw_batch_size``) and their values.
+
+    Returns:
+        A new :class:`GridConfig` (``cfg`` itself when nothing is overridden).
+
+    Raises:
+        GridConfigError: a value the key does not take (the message names the key).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "model.json").write_text("{}")
+        >>> cfg = parse_config({"models": [{"name": "m", "checkpoint": "model.json"}], "data": {"demo": "segmentation"},
+        ...                     "perturbations": [{"attack": "fgsm", "eps": [4], "eps_unit": "1/255"}]}, folder)
+        >>> new = with_overrides(cfg, "grid.yaml", amp=True, device="auto", batch_size=None)
+        >>> new.device, new.batch_size, new.perturbations[0].amp, new.config_hash != cfg.config_hash
+        ('auto', 1, True, True)
+    """
+    given = {k: v for k, v in keys.items() if v is not None}
+    if not given and amp is None:
+        return cfg
+    data = {**cfg.model_dump(mode="json", exclude_unset=False), **given}
+    if amp is not None:
+        data["perturbations"] = [{**p, "amp": amp} if "attack" in p else p for p in data["perturbations"]]
+    return parse_config(data, base_dir=cfg.out.parent, source=source)

@@ -33,10 +33,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ from medrobust.models.inference import infer, windowed
 from medrobust.units import Budget, IntensityMap, budget_for_case
 
 PerturbationSpec = AttackSpec | CorruptionSpec | CertifySpec
+# the ``method`` note of an attack entry run with ``amp: true``
+AMP_NOTE = "model forward in bf16 (autocast), loss, step and projection in fp32"
 
 
 def run_seed(seed: int, model: str, perturbation: str, eps: float, case_id: str) -> int:
@@ -148,7 +151,7 @@ def valid_range(x: torch.Tensor, imap: IntensityMap) -> tuple[float, float]:
 
 
 def prepare_case(lm: LoadedModel, item: dict[str, Any], settings: RunSettings, *, device: str | torch.device = "cpu",
-                 roi_size: Sequence[int] | None = None, overlap: float = 0.25) -> Case:
+                 roi_size: Sequence[int] | None = None, overlap: float = 0.25, sw_batch_size: int = 1) -> Case:
     """A dataset item made ready for its runs: tensors, windowed model, clean outcome.
 
     Args:
@@ -158,6 +161,7 @@ def prepare_case(lm: LoadedModel, item: dict[str, Any], settings: RunSettings, *
         device: where the tensors go (the model must already be there).
         roi_size: the sliding-window ROI (default: the checkpoint's).
         overlap: sliding-window overlap.
+        sw_batch_size: windows per forward of the sliding window.
 
     Returns:
         The :class:`Case` (x (1, C, *spatial), y (1, 1, *spatial) or (1,)).
@@ -177,11 +181,80 @@ def prepare_case(lm: LoadedModel, item: dict[str, Any], settings: RunSettings, *
         >>> tuple(case.x.shape), case.clean.score, case.data_range
         ((1, 1, 4, 4), 1.0, 1.0)
     """
-    x = item["image"].unsqueeze(0).to(device)
+    return next(prepare_cases(lm, [item], settings, device=device, roi_size=roi_size, overlap=overlap,
+                              sw_batch_size=sw_batch_size))
+
+
+def prepare_cases(lm: LoadedModel, items: Iterable[dict[str, Any]], settings: RunSettings, *,
+                  device: str | torch.device = "cpu", roi_size: Sequence[int] | None = None, overlap: float = 0.25,
+                  sw_batch_size: int = 1, batch_size: int = 1) -> Iterator[Case]:
+    """Dataset items made ready for their runs, in order; up to ``batch_size`` at a time.
+
+    Consecutive items of equal image shape share one clean forward pass (a batch of up to
+    ``batch_size``); each :class:`Case` is then exactly what :func:`prepare_case` gives (B = 1).
+    Items are read lazily: a batch is prepared once it is full or the next shape differs.
+
+    Args:
+        lm: the model and its split.
+        items: dataset items (``image`` (C, *spatial), ``label``, ``id``, ``meta``).
+        settings: the evaluation's settings (HD95 / SSIM wanted?).
+        device: where the tensors go (the model must already be there).
+        roi_size: the sliding-window ROI (default: the checkpoint's).
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward of the sliding window.
+        batch_size: items per clean forward pass (>= 1).
+
+    Yields:
+        One :class:`Case` per item, in the items' order.
+
+    Example:
+        >>> import torch
+        >>> from pathlib import Path
+        >>> from medrobust.data.sources import Split
+        >>> from medrobust.models.checkpoint import CheckpointInfo
+        >>> imap = IntensityMap(0.0, 1.0, (0.0, 1.0)).to_dict()
+        >>> items = [{"image": torch.rand(1, 4, 4), "label": i % 2, "id": f"c{i}", "meta": {"intensity": imap}}
+        ...          for i in range(3)]
+        >>> info = CheckpointInfo(path=Path("m.json"), architecture="demo", kwargs={}, classes=["a", "b"])
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+        >>> lm = LoadedModel("m", net, info, Split(items, ["a", "b"], "classification", 2, 1, Path("."), "none"))
+        >>> settings = RunSettings(seed=0, config_hash="h")
+        >>> batched = list(prepare_cases(lm, items, settings, batch_size=2))
+        >>> [c.id for c in batched], [c.clean.score for c in batched] == [
+        ...     prepare_case(lm, item, settings).clean.score for item in items]
+        (['c0', 'c1', 'c2'], True)
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    group: list[dict[str, Any]] = []
+    for item in items:
+        if group and tuple(item["image"].shape) != tuple(group[0]["image"].shape):
+            yield from _prepared(lm, group, settings, device, roi_size, overlap, sw_batch_size)
+            group = []
+        group.append(item)
+        if len(group) == batch_size:
+            yield from _prepared(lm, group, settings, device, roi_size, overlap, sw_batch_size)
+            group = []
+    if group:
+        yield from _prepared(lm, group, settings, device, roi_size, overlap, sw_batch_size)
+
+
+def _prepared(lm: LoadedModel, group: list[dict[str, Any]], settings: RunSettings, device: str | torch.device,
+              roi_size: Sequence[int] | None, overlap: float, sw_batch_size: int) -> Iterator[Case]:
+    """The cases of items of one shape, their clean logits from one forward pass."""
+    xs = [item["image"].unsqueeze(0).to(device) for item in group]
+    model = windowed(lm.model, xs[0], roi_size or lm.info.roi_size, overlap, sw_batch_size)
+    batch_logits = infer(model, xs[0] if len(xs) == 1 else torch.cat(xs))
+    for i, (item, x) in enumerate(zip(group, xs)):
+        # a copy of each case's logits, so a case does not keep the whole batch's alive
+        logits = batch_logits if len(xs) == 1 else batch_logits[i:i + 1].clone()
+        yield _case(lm, item, x, model, logits, settings, device)
+
+
+def _case(lm: LoadedModel, item: dict[str, Any], x: torch.Tensor, model: torch.nn.Module, logits: torch.Tensor,
+          settings: RunSettings, device: str | torch.device) -> Case:
     y = torch.as_tensor(item["label"]).unsqueeze(0).to(device)
     imap = IntensityMap.from_dict(item["meta"]["intensity"])
-    model = windowed(lm.model, x, roi_size or lm.info.roi_size, overlap)
-    logits = infer(model, x)
     lo, hi = valid_range(x, imap)
     # SSIMReference equals metrics.ssim (MONAI's SSIMMetric, to 1e-5) but filters separably:
     # MONAI's dense 11^3 window cost ~7% of a 10-step PGD per row on the demo volumes.
@@ -340,9 +413,12 @@ def perturb(spec: AttackSpec | CorruptionSpec, level: float, case: Case, seed: i
     if ranges is not None:  # the attack runs where every channel spans [0, 1]
         x, net = ranges.to_unit(x), ranges.model(net)
     budget, attack = attack_for(spec, level, x, case.imap)
-    result = attack.run(net, x, case.y if y is None else y, mask)
+    # amp: only the model's forward runs in bfloat16; Attack.run keeps its own arithmetic in float32
+    with torch.autocast(x.device.type, dtype=torch.bfloat16) if spec.amp else contextlib.nullcontext():
+        result = attack.run(net, x, case.y if y is None else y, mask)
     history = result.loss_history
-    method = attack.describe() + (f"; {METHOD_NOTE}" if ranges is not None else "")
+    method = (attack.describe() + (f"; {METHOD_NOTE}" if ranges is not None else "")
+              + (f"; {AMP_NOTE}" if spec.amp else ""))
     return Perturbed(result.x_adv if ranges is None else ranges.restore(case.x, x, result.x_adv),
                      time.perf_counter() - t0, budget, float(history[0, 0]) if history.numel() else None,
                      float(result.best_loss[0]) if result.best_loss.numel() else None,
@@ -405,7 +481,8 @@ def evaluate_run(lm: LoadedModel, spec: PerturbationSpec, level: float, case: Ca
         assert done.budget is not None
         eps_model = done.eps_model(case.x)
         details = {"attack": spec.attack, "norm": spec.norm, "eps_unit": spec.eps_unit,
-                   "options_json": json.dumps(spec.options, sort_keys=True), "eps_model": eps_model,
+                   "options_json": json.dumps({**spec.options, **({"amp": "bf16"} if spec.amp else {})},
+                                              sort_keys=True), "eps_model": eps_model,
                    "eps_raw": float(case.imap.model_delta_to_raw(eps_model)), "iterate_rule": done.iterate_rule,
                    "method": done.method}
         if region is not None and mask is not None:

@@ -1,4 +1,4 @@
-"""Files the grid writes beside the store: example slices (``.npz``) and adversarial NIfTI.
+"""Files the grid writes beside the store: example slices (``.npz``) and adversarial images.
 
 The grid keeps, per model, the ``k`` cases whose worst run lowered the score the most
 (``drop = clean_score - adv_score``; for classifiers plus a small term for the fall of the
@@ -376,13 +376,13 @@ def load_example(path: Path) -> dict[str, Any]:
 
 def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
                      manifest_fields: Mapping[str, Any] | None = None) -> Path | None:
-    """Record a run in the folder's ``manifest.json``; a segmentation case's image as NIfTI.
+    """Record a run in the folder's ``manifest.json``; a segmentation case's image in its source's format.
 
     The adversarial image is written in raw units, float32 (the one implementation for the
     grid and ``medrobust attack``). When the case was not resampled, the image is the source scan plus the perturbation in
-    raw units (source affine and header; intensities outside a CT window survive);
+    raw units (source geometry, NIfTI header; intensities outside a CT window survive);
     otherwise (resampled, or channels from several files) the adversarial image mapped back
-    to raw units on the dataset's grid, channels last.
+    to raw units on the dataset's grid. The format is the source's (:mod:`medrobust.data.writers`).
 
     Args:
         folder: where the image and the manifest go.
@@ -394,7 +394,7 @@ def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
         manifest_fields: extra top-level manifest entries (checkpoint, data, seed, ...).
 
     Returns:
-        The image's path ``folder/<name>.nii.gz``, or None for a classification case
+        The image's path ``folder/<name><suffix>``, or None for a classification case
         (recorded in the manifest only). The name is the case id made safe and unique in
         the folder (:class:`~medrobust.data.safe_names.UniqueNames`); the manifest maps
         each id to its file.
@@ -431,6 +431,7 @@ def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
         {'norm': 'linf', 'eps': 2.0, 'unit': 'HU'}
     """
     from medrobust.data.io import write_json_atomic
+    from medrobust.data.writers import output_note, output_suffix
 
     source = case.item["meta"]["source"]
     manifest_path = folder / "manifest.json"
@@ -438,12 +439,13 @@ def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
     names = UniqueNames({c["id"]: c["image"] for c in manifest["cases"] if c.get("image")})
     path = None
     if case.segmentation:
-        path = _write_adversarial_nifti(folder / names.name(row.case_id, ".nii.gz"), case, x_adv)
+        path = _write_adversarial(folder / names.name(row.case_id, output_suffix(source)), case, x_adv)
     manifest.update({"model": row.model, "attack": row.attack, "options": json.loads(row.options_json or "{}"),
                      "budget": {"norm": row.norm, "eps": row.eps_stated, "unit": row.eps_unit},
                      "images": "raw intensities of the source scan plus the perturbation mapped to raw units, "
-                               "float32, source affine and header", **(manifest_fields or {})})
+                               "float32, source geometry (and NIfTI header)", **(manifest_fields or {})})
     entry = {"id": row.case_id, "image": path.name if path else None, "source": str(source),
+             **({"format": output_note(source)} if path else {}),
              "score_name": row.score_name, "clean_score": row.clean_score, "adv_score": row.adv_score,
              **{k: getattr(row, k) for k in ("linf_raw", "l2_raw", "linf_model", "l2_model")}}
     manifest["cases"] = [c for c in manifest["cases"] if c.get("id") != row.case_id] + [entry]
@@ -451,22 +453,20 @@ def save_adversarial(folder: Path, case: Case, row: Row, x_adv: torch.Tensor,
     return path
 
 
-def _write_adversarial_nifti(path: Path, case: Case, x_adv: torch.Tensor) -> Path:
+def _write_adversarial(path: Path, case: Case, x_adv: torch.Tensor) -> Path:
     """The adversarial image in raw units at ``path`` (see :func:`save_adversarial`)."""
-    from medrobust.data.io import read_nifti, write_nifti
-
+    from medrobust.data.readers import read_image
+    from medrobust.data.writers import write_image
     x, imap, source = case.x, case.imap, case.item["meta"]["source"]
     delta = (imap.model_to_raw(x_adv[0].double()) - imap.model_to_raw(x[0].double())).cpu().numpy()
-    single_file = isinstance(source, (str, Path)) and str(source).endswith((".nii", ".nii.gz"))
-    raw, meta = read_nifti(source) if single_file else (None, {})
-    if raw is not None and raw.size == delta.size:
+    raw, meta = read_image(source) if isinstance(source, (str, Path)) else (None, {})
+    if raw is not None and raw.size == delta.size:  # raw (C, X, Y, Z) as read
         image, affine, header = raw + delta.reshape(raw.shape), meta["affine"], meta.get("header")
-    else:
+    else:  # (C, *grid): the writer puts NIfTI channels last
         grid = case.item["meta"].get("grid_affine", case.item["meta"]["affine"])
-        image = imap.model_to_raw(x_adv[0].double()).cpu().numpy()
-        image = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
-        affine, header = np.asarray(grid, dtype=np.float64), None
-    return write_nifti(path, image.astype(np.float32), affine, header=header, dtype=np.float32)
+        image, affine, header = imap.model_to_raw(x_adv[0].double()).cpu().numpy(), np.asarray(grid, np.float64), None
+    image = image[0] if image.shape[0] == 1 else image
+    return write_image(path, image.astype(np.float32), affine, header=header, dtype=np.float32)
 
 
 def adversarial_folder(out: Path, row: Row) -> Path:

@@ -13,14 +13,17 @@ transaction. An ensemble classifier also gets its clean, transfer and joint rows
 ``(seed, model, perturbation, eps, case)``, so a resumed grid gives the same numbers as an
 uninterrupted one.
 
-Under ``torchrun`` (WORLD_SIZE > 1) cases are sharded by rank; each rank writes its own
-``results.rank{r}.sqlite`` and rank 0 merges them after a barrier (no pickling between
-ranks). Rank 0 then writes the gradient-masking checks and ``results.csv``. The report is
-written by the caller (``medrobust.report.write_report``): evaluation never imports report.
+Under ``torchrun`` (WORLD_SIZE > 1) cases are sharded by rank; each rank evaluates on its
+own device (``device: cuda`` or ``auto`` means ``cuda:LOCAL_RANK``; the process group is NCCL
+on CUDA, gloo otherwise), writes its own ``results.rank{r}.sqlite``, and rank 0 merges them
+after a barrier (no pickling between ranks). Rank 0 then writes the gradient-masking checks
+and ``results.csv``. The report is written by the caller (``medrobust.report.write_report``):
+evaluation never imports report.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from rich.progress import (
 )
 
 from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, GridConfigError, load_config
-from medrobust.evaluation.core import PerturbationSpec, attack_for, check_fits, evaluate_run, prepare_case, valid_range
+from medrobust.evaluation.core import PerturbationSpec, attack_for, check_fits, evaluate_run, prepare_cases, valid_range
 from medrobust.evaluation.ensembles import is_ensemble_classifier, run_ensemble_case
 from medrobust.evaluation.examples import (
     EXAMPLES_DIR,
@@ -55,18 +58,22 @@ from medrobust.evaluation.robustness import masking_checks
 from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
 from medrobust.evaluation.thumbnails import save_thumbnail, thumbnail_path
 from medrobust.evaluation.types import Case, LoadedModel, Row, RunSettings
-from medrobust.models.devices import check_device
+from medrobust.models.devices import check_device, process_group_backend, resolve_device
 from medrobust.units import IntensityMap, budget_for_case
 
 STORE_NAME = "results.sqlite"
 
 
-def world() -> tuple[int, int]:
+def world(device: torch.device | None = None) -> tuple[int, int]:
     """This process's place among the evaluation's processes.
+
+    Args:
+        device: the device this rank evaluates on (default the CPU): under torchrun the group
+            it joins uses NCCL for a CUDA device, gloo otherwise (as training does).
 
     Returns:
         (rank, world size): torch.distributed's if initialised, else torchrun's environment
-        (initialising a gloo group), else (0, 1).
+        (initialising the process group), else (0, 1).
 
     Example:
         >>> world()
@@ -78,7 +85,7 @@ def world() -> tuple[int, int]:
         return dist.get_rank(), dist.get_world_size()
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1:
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend=process_group_backend(device or torch.device("cpu")))
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -107,7 +114,7 @@ def _load(cfg: GridConfig) -> list[LoadedModel]:
         if key not in splits:
             try:
                 splits[key] = open_split(datalist, cfg.data.split, normalization=key[0], max_cases=cfg.data.max_cases,
-                                         spatial_size=key[1])
+                                         spatial_size=key[1], spacing=key[2])
             except (ValueError, IndexError) as err:
                 raise GridConfigError(f"data: {datalist} split {cfg.data.split!r}: {err or 'no cases'}") from None
         split = splits[key]
@@ -164,11 +171,7 @@ def prepare(cfg: GridConfig) -> list[LoadedModel]:
         raise GridConfigError(f"out: results store {cfg.out / STORE_NAME} was written by a different grid config "
                               f"(hash {previous}, this config {cfg.config_hash}); choose another `out` folder")
     try:
-        torch.device(cfg.device)
-    except RuntimeError as err:
-        raise GridConfigError(f"device: {err}; allowed: cpu, cuda, cuda:N, mps") from None
-    try:
-        check_device(cfg.device, "device")  # CUDA/MPS really present
+        check_device(cfg.device, "device")  # a device name, and CUDA/MPS really present
     except ValueError as err:
         raise GridConfigError(str(err)) from None
     loaded = _load(cfg)
@@ -186,26 +189,43 @@ class _Runner:
     """The loop of one rank over its cases; holds the store and the example keeper."""
 
     def __init__(self, cfg: GridConfig, store: ResultStore, done: set[tuple[str, str, float, str]],
-                 progress: Progress, task: TaskID) -> None:
+                 progress: Progress, task: TaskID, device: torch.device) -> None:
         self.cfg, self.store, self.done, self.progress, self.task = cfg, store, done, progress, task
+        self.device = device
         self.settings = RunSettings(cfg.seed, cfg.config_hash, frozenset(cfg.metrics), cfg.include_background,
                                     cfg.nsd_tolerance_mm, cfg.per_channel_ranges)
         stored = store.to_dataframe()  # corruption runs never compete for the adversarial examples
         self.keeper = ExampleKeeper(cfg.out / EXAMPLES_DIR, cfg.examples, stored[stored["kind"] == "attack"])
         self.first_case: dict[str, str] = {}
 
-    def case(self, lm: LoadedModel, item: dict[str, Any]) -> None:
-        """Run every unfinished (perturbation, eps) of one case; one store row each."""
-        case_id = str(item["id"])
-        todo: list[tuple[PerturbationSpec, float]] = [
-            (p, e) for p in self.cfg.perturbations for e in p.levels if (lm.name, p.label, float(e), case_id) not in self.done]
-        self.progress.advance(self.task, sum(len(p.levels) for p in self.cfg.perturbations) - len(todo))
+    def _todo(self, lm: LoadedModel, case_id: str) -> list[tuple[PerturbationSpec, float]]:
+        """The (perturbation, eps) of a case without a stored row."""
+        return [(p, e) for p in self.cfg.perturbations for e in p.levels
+                if (lm.name, p.label, float(e), case_id) not in self.done]
+
+    def _pending(self, lm: LoadedModel, items: Iterable[dict[str, Any]], ensemble: bool) -> Iterator[dict[str, Any]]:
+        """The items with work left (the others count as done on the progress bar)."""
+        for item in items:
+            todo = self._todo(lm, str(item["id"]))
+            self.progress.advance(self.task, sum(len(p.levels) for p in self.cfg.perturbations) - len(todo))
+            if todo or ensemble:
+                yield item
+
+    def cases(self, lm: LoadedModel, items: Iterable[dict[str, Any]]) -> None:
+        """Run every unfinished (perturbation, eps) of each case; one store row each.
+
+        Cases of equal shape are prepared ``batch_size`` at a time (one clean forward pass);
+        each run is then the case's own, so the rows do not depend on the batch size.
+        """
         ensemble = is_ensemble_classifier(lm)
-        if not todo and not ensemble:
-            return
-        c = prepare_case(lm, item, self.settings, device=self.cfg.device, roi_size=self.cfg.roi_size,
-                         overlap=self.cfg.overlap)
-        for p, level in todo:
+        for c in prepare_cases(lm, self._pending(lm, items, ensemble), self.settings, device=self.device,
+                               roi_size=self.cfg.roi_size, overlap=self.cfg.overlap,
+                               sw_batch_size=self.cfg.sw_batch_size, batch_size=self.cfg.batch_size):
+            self._case(lm, c, ensemble)
+
+    def _case(self, lm: LoadedModel, c: Case, ensemble: bool) -> None:
+        """Run every unfinished (perturbation, eps) of one prepared case; one store row each."""
+        for p, level in self._todo(lm, c.id):
             run = evaluate_run(lm, p, level, c, self.settings)
             if isinstance(p, CorruptionSpec):
                 self._thumbnail(lm, c, run.row, run.x, run.perturbed.params or {})
@@ -252,7 +272,7 @@ class _Runner:
                                                           "pred_adv": int(pred_adv)})
 
 
-def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel]) -> list[dict[str, Any]]:
+def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel], device: torch.device) -> list[dict[str, Any]]:
     """``gradient_masking_check`` (PGD steps, Square, whole-range PGD) on each model's first case.
 
     At the grid's largest L-inf budget.
@@ -267,17 +287,17 @@ def _sanity_checks(cfg: GridConfig, loaded: list[LoadedModel]) -> list[dict[str,
     rows = []
     for lm in loaded:
         item = lm.split.dataset[0]
-        x = item["image"].unsqueeze(0).to(cfg.device)
-        y = torch.as_tensor(item["label"]).unsqueeze(0).to(cfg.device)
+        x = item["image"].unsqueeze(0).to(device)
+        y = torch.as_tensor(item["label"]).unsqueeze(0).to(device)
         budget = budget_for_case("linf", max(spec.eps), spec.eps_unit, x, IntensityMap.from_dict(item["meta"]["intensity"]))
-        report = gradient_masking_check(windowed(lm.model, x, cfg.roi_size or lm.info.roi_size, cfg.overlap), x, y,
-                                        budget, seed=cfg.seed)
+        model = windowed(lm.model, x, cfg.roi_size or lm.info.roi_size, cfg.overlap, cfg.sw_batch_size)
+        report = gradient_masking_check(model, x, y, budget, seed=cfg.seed)
         rows.append({"model": lm.name, "attack": f"sanity check at eps {max(spec.eps):g} {spec.eps_unit} "
                      f"(case {item['id']})", "likely_masking": report.likely_masking, "reasons": report.summary()})
     return rows
 
 
-def _finish(cfg: GridConfig, loaded: list[LoadedModel], rank: int, size: int) -> None:
+def _finish(cfg: GridConfig, loaded: list[LoadedModel], rank: int, size: int, device: torch.device) -> None:
     """Merge rank shards (rank 0, after a barrier), then masking checks and results.csv."""
     if size > 1:
         import torch.distributed as dist
@@ -292,7 +312,7 @@ def _finish(cfg: GridConfig, loaded: list[LoadedModel], rank: int, size: int) ->
                 Path(f"{shard}{suffix}").unlink(missing_ok=True)
         df = store.to_dataframe()
         checks = masking_checks(df) if len(df) else []
-        store.write_checks(checks + (_sanity_checks(cfg, loaded) if cfg.masking_check else []))
+        store.write_checks(checks + (_sanity_checks(cfg, loaded, device) if cfg.masking_check else []))
         store.export_csv(cfg.out / "results.csv")
     prune_cams(cfg.out / EXAMPLES_DIR)
 
@@ -313,7 +333,8 @@ def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:
     """
     cfg = config if isinstance(config, GridConfig) else load_config(config)
     loaded = prepare(cfg)
-    rank, size = world()
+    device = resolve_device(cfg.device)  # under torchrun a bare cuda or auto is cuda:LOCAL_RANK
+    rank, size = world(device)
     name = STORE_NAME if size == 1 else f"results.rank{rank}.sqlite"
     try:
         store = ResultStore(cfg.out / name, cfg.config_hash, cfg.model_dump_json())
@@ -331,15 +352,15 @@ def run_grid(config: GridConfig | str | Path, progress: bool = True) -> Path:
                 TimeRemainingColumn())
         with Progress(*cols, disable=not progress or rank != 0) as bar:
             for lm in loaded:
-                lm.model.to(torch.device(cfg.device))
+                lm.model.to(device)
                 first = lm.split.dataset[0]
                 store.set_model(lm.name, lm.split.task, list(lm.info.classes), first["meta"]["intensity"],
                                 {"architecture": lm.info.architecture, "recipe": lm.info.recipe,
-                                 "checkpoint": str(lm.info.path), "normalization": lm.split.normalization})
+                                 "checkpoint": str(lm.info.path), "normalization": lm.split.normalization,
+                                 "spacing": lm.info.extra.get("spacing"), "notes": lm.info.extra.get("notes") or []})
                 cases = range(rank, len(lm.split.dataset), size)
                 task = bar.add_task(escape(lm.name), total=len(cases) * per_case)  # a name is not markup
-                runner = _Runner(cfg, store, done, bar, task)
-                for i in cases:
-                    runner.case(lm, lm.split.dataset[i])
-    _finish(cfg, loaded, rank, size)
+                runner = _Runner(cfg, store, done, bar, task, device)
+                runner.cases(lm, (lm.split.dataset[i] for i in cases))
+    _finish(cfg, loaded, rank, size, device)
     return cfg.out

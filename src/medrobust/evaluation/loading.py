@@ -15,29 +15,31 @@ from medrobust.models.checkpoint import CheckpointInfo
 from medrobust.models.sources import SourceModel, load_source
 from medrobust.models.sources import checkpoint as checkpoint_source
 
-SplitKey = tuple[str | None, tuple[int, ...] | None]
+SplitKey = tuple[str | None, tuple[int, ...] | None, tuple[float, ...] | None]
 
 
 def split_key(info: CheckpointInfo, normalization: str | None = None) -> SplitKey:
-    """(normalisation, image size) a model's data is opened with; models sharing it share a split.
+    """(normalisation, image size, spacing) a model's data is opened with; models sharing it share a split.
 
     Args:
         info: the checkpoint's parsed ``model.json``.
         normalization: an override (a grid's ``data.normalization``); default the checkpoint's.
 
     Returns:
-        (normalisation spec or None, spatial size of classifiers or None).
+        (normalisation spec or None, spatial size of classifiers or None, the voxel spacing in
+        mm the source states (nnU-Net's plan) or None: volumes are resampled to it).
 
     Example:
         >>> from pathlib import Path
         >>> info = CheckpointInfo(path=Path("m.json"), architecture="unet", kwargs={}, classes=["bg", "fg"],
         ...                       extra={"normalization": "zscore"})
         >>> split_key(info)
-        ('zscore', None)
+        ('zscore', None, None)
     """
     extra = info.extra or {}
     size = tuple(extra.get("image_size") or ()) or None  # classifiers: every split resized as in training
-    return normalization or extra.get("normalization"), size
+    spacing = tuple(float(s) for s in extra.get("spacing") or ()) or None
+    return normalization or extra.get("normalization"), size, spacing
 
 
 def channel_mismatch(info: CheckpointInfo, split: Split) -> str | None:
@@ -141,8 +143,9 @@ def load_model(checkpoint: Path | SourceModel, data: Path, split: str, *, name: 
     """
     source = checkpoint if isinstance(checkpoint, SourceModel) else checkpoint_source.load(checkpoint)
     info = source.info
-    normalization, size = split_key(info)
-    opened = open_split(data, split, normalization=normalization, max_cases=max_cases, spatial_size=size)
+    normalization, size, spacing = split_key(info)
+    opened = open_split(data, split, normalization=normalization, max_cases=max_cases, spatial_size=size,
+                        spacing=spacing)
     problem = class_mismatch(info, opened)
     if problem:
         raise ValueError(f"{info.path}: {problem} ({data} split {split!r})")

@@ -29,7 +29,7 @@ def needs_window(x: torch.Tensor, roi_size: Sequence[int] | None) -> bool:
 
 
 def windowed(model: nn.Module, x: torch.Tensor, roi_size: Sequence[int] | None,
-             overlap: float = 0.25) -> nn.Module:
+             overlap: float = 0.25, sw_batch_size: int = 1) -> nn.Module:
     """``model`` itself, or wrapped in :class:`SlidingWindow` when ``x`` exceeds the ROI.
 
     Args:
@@ -37,10 +37,11 @@ def windowed(model: nn.Module, x: torch.Tensor, roi_size: Sequence[int] | None,
         x: images ``(B, C, *spatial)`` the model will see.
         roi_size: the model's window, or None.
         overlap: window overlap in [0, 1) of the wrapper (default 0.25).
+        sw_batch_size: windows per forward of the wrapper (default 1).
 
     Returns:
-        ``model``, or ``SlidingWindow(model, roi_size, overlap)``; a model that already is a
-        SlidingWindow is never wrapped again.
+        ``model``, or ``SlidingWindow(model, roi_size, overlap, sw_batch_size)``; a model that
+        already is a SlidingWindow is never wrapped again.
 
     Example:
         >>> import torch
@@ -48,9 +49,12 @@ def windowed(model: nn.Module, x: torch.Tensor, roi_size: Sequence[int] | None,
         >>> x = torch.zeros(1, 1, 12, 12, 12)
         >>> type(windowed(net, x, (8, 8, 8))).__name__, windowed(net, x, None) is net
         ('SlidingWindow', True)
+        >>> windowed(net, x, (8, 8, 8), sw_batch_size=4).sw_batch_size
+        4
     """
     if needs_window(x, roi_size) and not isinstance(model, SlidingWindow):
-        return SlidingWindow(model, roi_size=tuple(roi_size), overlap=overlap)  # type: ignore[arg-type]
+        return SlidingWindow(model, roi_size=tuple(roi_size), overlap=overlap,  # type: ignore[arg-type]
+                             sw_batch_size=sw_batch_size)
     return model
 
 

@@ -47,6 +47,18 @@ def _methods(df: pd.DataFrame) -> dict[str, Any]:
                    for _, r in seen.iterrows()])
 
 
+def _models(models: dict[str, Any]) -> dict[str, Any]:
+    """Each model as it was loaded: source, architecture, the spacing its data was resampled to, notes."""
+    rows = []
+    for name, model in sorted(models.items()):
+        info = model.get("info") or {}
+        spacing = info.get("spacing")
+        rows.append([name, info.get("architecture") or "-", info.get("checkpoint") or "-",
+                     " x ".join(f"{float(s):g}" for s in spacing) + " mm" if spacing else "as stored",
+                     " ".join(f"{n}." for n in info.get("notes") or []) or "-"])
+    return _table(["model", "architecture", "source", "data resampled to", "notes"], rows)
+
+
 def _worst_case_tables(df: pd.DataFrame, tasks: dict[str, str]) -> list[dict[str, Any]]:
     """Per model and budget group: worst case beside every single attack at each eps."""
     curves, worst = rb.attack_curves(df), rb.worst_case_curve(df)
@@ -98,6 +110,7 @@ def build_context(results_dir: str | Path) -> dict[str, Any]:
                            "headline": None, "methods": None, "auc": None, "worst": [], "per_class": None, "quality": None, "checks": None,
                            "examples": []}
     ctx["include_background"] = bool(config.get("include_background", False))
+    ctx["models"] = _models(models)
     ctx["per_channel_off"] = config.get("per_channel_ranges") is False
     ctx["per_channel_runs"] = (int(df["method"].fillna("").str.contains(PER_CHANNEL_NOTE, regex=False).sum())
                                if "method" in df else 0)

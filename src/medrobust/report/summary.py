@@ -100,3 +100,38 @@ def summarise(df: pd.DataFrame, tasks: dict[str, str], checks: pd.DataFrame | No
                fmt_score(h["clean"], task), fmt_score(h["worst"], task), fmt_score(h["auc"], task), str(h["strongest"])]
         out.append(Summary(sentence, row))
     return out
+
+
+def summary_scalars(df: pd.DataFrame) -> dict[str, float]:
+    """The scalars a grid logs: clean score, mean score per perturbation and level, worst case.
+
+    Args:
+        df: the ``runs`` dataframe of a results store (``ResultStore.to_dataframe``).
+
+    Returns:
+        ``{"<model>/clean": .., "<model>/<perturbation>/<level>": .., "<model>/worst_case_auc/<norm> <unit>": ..,
+        "<model>/worst_case/<norm> <unit>": ..}`` (the worst case at the largest eps).
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame([{"model": "m", "perturbation": "pgd", "attack": "pgd", "kind": "attack", "norm": "linf",
+        ...                     "eps_unit": "1/255", "eps_stated": 4.0, "case_id": "a", "clean_score": 0.9,
+        ...                     "adv_score": 0.5, "task": "segmentation"}])
+        >>> from medrobust.report.summary import summary_scalars
+        >>> summary_scalars(df)["m/pgd/4"]
+        0.5
+    """
+    out: dict[str, float] = {}
+    if df.empty:
+        return out
+    for model, rows in df.groupby("model"):
+        out[f"{model}/clean"] = float(rows.drop_duplicates("case_id")["clean_score"].mean())
+        for (pert, level), runs in rows.groupby(["perturbation", "eps_stated"]):
+            out[f"{model}/{pert}/{level:g}"] = float(runs["adv_score"].mean())
+    heads = rb.headline(df[df["kind"] == "attack"]) if (df["kind"] == "attack").any() else None
+    for _, head in (heads.iterrows() if heads is not None else iter(())):
+        group = f"{head['norm']} {head['eps_unit']}"
+        out[f"{head['model']}/worst_case/{group}"] = float(head["worst"])
+        out[f"{head['model']}/worst_case_auc/{group}"] = float(head["auc"])
+    return out
+

@@ -27,6 +27,7 @@ from medrobust.data.transforms import make_dataset
 from medrobust.models.checkpoint import CheckpointError, load_state_into, read_checkpoint_info
 from medrobust.models.devices import check_amp, check_device
 from medrobust.models.registry import build_model, model_spec, network_stride
+from medrobust.tracking import open_tracker
 from medrobust.training.loop import FitResult, TrainConfig, fit, seed_everything
 from medrobust.training.recipes import build_recipe
 from medrobust.training.sizes import choose_sizes
@@ -141,7 +142,8 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
                 config: TrainConfig | None = None, normalization: str | None = None,
                 patch_size: tuple[int, ...] | None = None, augment: bool = False,
                 init: Path | None = None, progress: bool = True, restart: bool = False,
-                resume_anyway: bool = False, log: Callable[[str], None] | None = None) -> FitResult:
+                resume_anyway: bool = False, log: Callable[[str], None] | None = None,
+                tracking: str = "none") -> FitResult:
     """Build the model for the dataset's shape and classes, then run the training loop.
 
     The train split may be cropped/padded to ``patch_size``; validation runs on whole
@@ -179,6 +181,8 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
         resume_anyway: resume even when the inputs or settings differ from those ``out``
             recorded (the new ones are recorded).
         log: called with a line saying which patch/ROI was chosen from the data, if any.
+        tracking: ``none``, ``tensorboard`` (event files in ``out/tensorboard``) or ``mlflow``:
+            each epoch's row of ``history.csv`` is logged there too.
 
     Returns:
         The loop's result: best epoch, its validation score and the checkpoint path.
@@ -251,5 +255,9 @@ def train_model(data: Path, model_name: str, out: Path, *, recipe: str = "standa
                              **({"init": str(init)} if init is not None else {})}
     if choice is not None:
         extra.update(patch_size=list(choice.patch_size) if choice.patch_size else None, size_choice=choice.reason)
-    return fit(model, recipe_obj, train.dataset, val.dataset, config, out,
-               classes=train.classes, intensity=intensity, extra=extra, progress=progress)
+    tracker = open_tracker(tracking, out / "tensorboard")
+    try:
+        return fit(model, recipe_obj, train.dataset, val.dataset, config, out,
+                   classes=train.classes, intensity=intensity, extra=extra, progress=progress, tracker=tracker)
+    finally:
+        tracker.close()

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from medrobust.models.devices import process_group_backend
+
 
 @dataclass(frozen=True)
 class World:
@@ -34,7 +36,7 @@ def init_world(device: torch.device) -> World:
     if size <= 1:
         return World()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=process_group_backend(device))
     return World(rank=dist.get_rank(), size=dist.get_world_size())
 
 

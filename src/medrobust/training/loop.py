@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -35,6 +34,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from medrobust.data.io import atomic_path
 from medrobust.data.transforms import collate
 from medrobust.models.checkpoint import save_checkpoint
+from medrobust.models.devices import resolve_device
+from medrobust.tracking import Tracker
 from medrobust.training.distributed import average_gradients, barrier, broadcast_float, init_world
 from medrobust.training.recipes import Recipe, StepInfo
 from medrobust.training.state import load_state, save_state
@@ -80,20 +81,6 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def pick_device(name: str) -> torch.device:
-    """The device a name means; ``auto``: CUDA if present, else CPU.
-
-    Under torchrun a bare ``cuda`` (or ``auto``) means this process's GPU, ``cuda:LOCAL_RANK``,
-    so the ranks do not share GPU 0.
-    """
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # NCCL collectives run on the current device
-    return device
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global generators."""
     random.seed(seed)
@@ -137,7 +124,7 @@ def _write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, config: TrainConfig,
         out_dir: str | Path, *, classes: Sequence[str], intensity: IntensityMap | None = None,
-        extra: dict[str, Any] | None = None, progress: bool = True) -> FitResult:
+        extra: dict[str, Any] | None = None, progress: bool = True, tracker: Tracker | None = None) -> FitResult:
     """Train ``model`` with ``recipe``; keep the best checkpoint on ``val_set``.
 
     Args:
@@ -151,13 +138,14 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
         intensity: the dataset's IntensityMap (when one map fits all cases), for the checkpoint.
         extra: more JSON-able facts for the checkpoint (e.g. the normalisation's name).
         progress: show a progress bar.
+        tracker: also receives each epoch's row (main process only), e.g. TensorBoard.
 
     Returns:
         FitResult with the best validation metric (mean foreground Dice for segmentation,
         balanced accuracy for classification) and the epoch it was reached.
     """
     out = Path(out_dir)
-    device = pick_device(config.device)
+    device = resolve_device(config.device)
     world = init_world(device)
     seed_everything(config.seed)
     model.to(device)
@@ -248,6 +236,8 @@ def fit(model: nn.Module, recipe: Recipe, train_set: Dataset, val_set: Dataset, 
                                   "recipe": recipe.name, "recipe_state": recipe.state_dict(), "epoch": epoch,
                                   "best": best, "best_epoch": best_epoch, "history": history})
                 _write_history(out / "history.csv", history)
+                if tracker is not None:
+                    tracker.log(epoch + 1, row)
             barrier(world)
             bar.update(epoch_task, advance=1, info=f"val {best:.3f} (best, epoch {best_epoch})")
     return FitResult(best_metric=best, best_epoch=best_epoch, checkpoint=out / "model.json", history=history)

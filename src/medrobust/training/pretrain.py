@@ -28,9 +28,9 @@ from rich.console import Console
 from skimage import data as skdata
 
 from medrobust.models.checkpoint import HEADER_NAME, CheckpointError, read_checkpoint_info, save_checkpoint
+from medrobust.models.devices import resolve_device
 from medrobust.models.pretrained import head_prefix
 from medrobust.models.registry import build_model
-from medrobust.training.loop import pick_device
 from medrobust.units import IntensityMap
 
 console = Console()
@@ -221,7 +221,7 @@ def pretrain_natural(out: str | Path, *, backbone: str = "resnet18", backbone_kw
     if head_prefix(model) is None:
         raise ValueError(f"--backbone must be a classifier (resnet18/34/50, densenet121, efficientnet-b0), "
                          f"got {backbone!r}")
-    dev = pick_device(device)
+    dev = resolve_device(device)
     model.to(dev).train()
     photos = load_photos(4 * patch_size)
     gen = torch.Generator().manual_seed(seed)

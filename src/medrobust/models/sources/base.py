@@ -167,7 +167,8 @@ def source_model(network: nn.Module, kind: str, path: str | Path, classes: Seque
     except ValueError as err:
         raise SourceError(f"{kind} {path}: {err}") from None
     extra: dict[str, Any] = {"normalization": normalization, "source": kind, "task": task,
-                             "spacing": [float(s) for s in spacing] if spacing is not None else None}
+                             "spacing": [float(s) for s in spacing] if spacing is not None else None,
+                             "notes": [str(n) for n in notes]}
     info = CheckpointInfo(path=Path(str(path)), architecture=architecture or f"{kind}:{type(network).__name__}",
                           kwargs={"in_channels": in_channels} if in_channels else {},  # checked against the data
                           classes=[str(c) for c in classes], intensity=intensity,

@@ -15,13 +15,19 @@ the voxels nnU-Net sees. Intensities: ``CTNormalization`` (clip to the foregroun
 99.5 percentiles, z-score with the plan's mean and std) is the fixed IntensityMap in HU;
 ``ZScoreNormalization`` is medrobust's per-case z-score (non-zero voxels' statistics);
 ``NoNormalization``, ``RescaleTo01Normalization`` and ``RGBTo01Normalization`` map to
-``none``, ``minmax`` and ``minmax:0,255``. Not done here: nnU-Net's resampling to the plan's
-spacing (evaluate data already at that spacing; the spacing is reported), its crop to
-the non-zero region, and mirroring test-time augmentation (off).
+``none``, ``minmax`` and ``minmax:0,255``. Images are resampled to the plan's spacing when
+they are opened (the model states its spacing; evaluation resamples with MONAI's
+``Spacingd``, trilinear, where nnU-Net uses third-order splines), so the attack perturbs the
+image the network sees and the report states that spacing. Mirroring test-time augmentation
+(``mirror=True``, off by default) is part of the differentiable model:
+:class:`MirrorAverage` averages the logits over the checkpoint's
+``inference_allowed_mirroring_axes``, as nnU-Net's predictor does. Not done here: the crop
+to the non-zero region.
 """
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +82,44 @@ class AxisOrder(nn.Module):
         """
         y = self.network(x.permute(0, 1, *(2 + o for o in self.order)))
         return y.permute(0, 1, *(2 + i for i in self.inverse))
+
+
+class MirrorAverage(nn.Module):
+    """nnU-Net's mirroring test-time augmentation, differentiable: the mean of the logits over flips.
+
+    The prediction on ``x`` plus, for every non-empty combination of ``axes``, the
+    prediction on ``x`` flipped along them, flipped back; divided by their count (nnU-Net's
+    ``_internal_maybe_mirror_and_predict``).
+
+    Args:
+        network: the network.
+        axes: spatial axes (0-based, the network's order) it may mirror.
+
+    Example:
+        >>> net = MirrorAverage(nn.Conv3d(1, 2, 3, padding=1), (0, 1, 2))
+        >>> len(net.combinations), net(torch.rand(1, 1, 4, 4, 4)).shape
+        (7, torch.Size([1, 2, 4, 4, 4]))
+    """
+
+    def __init__(self, network: nn.Module, axes: Sequence[int]) -> None:
+        super().__init__()
+        self.network = network
+        dims = [int(a) + 2 for a in axes]
+        self.combinations = [c for k in range(len(dims)) for c in itertools.combinations(dims, k + 1)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The averaged logits.
+
+        Args:
+            x: ``(B, C, *spatial)``.
+
+        Returns:
+            ``(B, K, *spatial)``.
+        """
+        out = self.network(x)
+        for dims in self.combinations:
+            out = out + torch.flip(self.network(torch.flip(x, dims)), dims)
+        return out / (len(self.combinations) + 1)
 
 
 def _read_json(path: Path, source: str) -> dict[str, Any]:
@@ -148,8 +192,8 @@ def build_network(arch: dict[str, Any], in_channels: int, out_channels: int, sou
     return network
 
 
-def read_checkpoint(path: Path, source: str) -> dict[str, torch.Tensor]:
-    """``network_weights`` of nnU-Net's ``checkpoint_final.pth``, read with ``weights_only=True``.
+def read_checkpoint(path: Path, source: str) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+    """``network_weights`` and mirroring axes of nnU-Net's ``checkpoint_final.pth``, read with ``weights_only=True``.
 
     Only numpy's ``dtype`` classes and scalar reconstructor are allow-listed, for the
     numbers nnU-Net logs; nothing that runs code is.
@@ -159,7 +203,7 @@ def read_checkpoint(path: Path, source: str) -> dict[str, torch.Tensor]:
         source: how messages name the folder.
 
     Returns:
-        The network's state dict.
+        The network's state dict, and ``inference_allowed_mirroring_axes`` (default all three).
 
     Raises:
         SourceError: a missing file, a file that needs more than plain types, or no
@@ -170,7 +214,7 @@ def read_checkpoint(path: Path, source: str) -> dict[str, torch.Tensor]:
         >>> tmp = Path(tempfile.mkdtemp())
         >>> torch.save({"network_weights": {"w": torch.ones(1)}, "_best_ema": np.float64(0.9)}, tmp / "c.pth")
         >>> read_checkpoint(tmp / "c.pth", "nnunet run")
-        {'w': tensor([1.])}
+        ({'w': tensor([1.])}, (0, 1, 2))
     """
     if not path.is_file():
         raise SourceError(f"{source}: {path.relative_to(path.parents[1])} not found (fold or checkpoint missing)")
@@ -187,7 +231,8 @@ def read_checkpoint(path: Path, source: str) -> dict[str, torch.Tensor]:
     weights = checkpoint.get("network_weights") if isinstance(checkpoint, dict) else None
     if not isinstance(weights, dict):
         raise SourceError(f"{source}: {path} has no 'network_weights' (not an nnU-Net v2 checkpoint)")
-    return dict(weights)
+    axes = checkpoint.get("inference_allowed_mirroring_axes") or (0, 1, 2)
+    return dict(weights), tuple(int(a) for a in axes)
 
 
 def _intensity(conf: dict[str, Any], plans: dict[str, Any], source: str) -> tuple[str, list[str]]:
@@ -214,13 +259,16 @@ def _intensity(conf: dict[str, Any], plans: dict[str, Any], source: str) -> tupl
                                       "voxels lie below the lower clip, where a perturbation changes nothing"]
 
 
-def load(folder: str | Path, *, fold: int | str = 0, configuration: str | None = None) -> SourceModel:
+def load(folder: str | Path, *, fold: int | str = 0, configuration: str | None = None,
+         mirror: bool = False) -> SourceModel:
     """Load an nnU-Net v2 trained model (network, weights, classes, intensity map, patch, spacing).
 
     Args:
         folder: the ``<Trainer>__<Plans>__<configuration>`` folder.
         fold: 0-4 or ``"all"``.
         configuration: a configuration of ``plans.json`` (default: the folder name's last part).
+        mirror: nnU-Net's mirroring test-time augmentation inside the model (attacks then
+            differentiate through it); off by default.
 
     Returns:
         The :class:`SourceModel` (its network wrapped in :class:`AxisOrder`).
@@ -254,15 +302,20 @@ def load(folder: str | Path, *, fold: int | str = 0, configuration: str | None =
         raise SourceError(f"{source}: configuration {name!r} is {len(patch)}D; medrobust loads 3D nnU-Net models")
     network = build_network(conf.get("architecture") or {}, in_channels, len(classes), source)
     weights = folder / f"fold_{fold}" / CHECKPOINT
-    load_weights(network, read_checkpoint(weights, source), weights, source)
+    state, mirror_axes = read_checkpoint(weights, source)
+    load_weights(network, state, weights, source)
     spec, notes = _intensity(conf, plans, source)
     transpose = [int(t) for t in plans.get("transpose_forward") or (0, 1, 2)]
     order = [(2, 1, 0)[t] for t in transpose]  # network axis j takes our axis order[j]
     ours = np.argsort(order)
     spacing = [float(s) for s in conf.get("spacing") or []]
-    notes.append(f"nnU-Net resamples every image to {' x '.join(f'{spacing[i]:g}' for i in ours)} mm and crops it to "
-                 "its non-zero region; medrobust does neither: evaluate images already at that spacing")
-    return source_model(AxisOrder(network, order), "nnunet", folder, classes, normalization=spec,
+    notes.append(f"images are resampled to the plan's spacing {' x '.join(f'{spacing[i]:g}' for i in ours)} mm "
+                 "(trilinear; nnU-Net uses third-order splines) and attacked there; nnU-Net's crop to the non-zero "
+                 "region is not done")
+    notes.append(f"mirroring test-time augmentation over axes {list(mirror_axes)} (nnU-Net's order), inside the "
+                 "attacked model" if mirror else "mirroring test-time augmentation off (mirror: true turns it on)")
+    net: nn.Module = MirrorAverage(network, mirror_axes) if mirror else network
+    return source_model(AxisOrder(net, order), "nnunet", folder, classes, normalization=spec,
                         roi_size=[patch[i] for i in ours], spatial_dims=3, in_channels=in_channels,
                         spacing=[spacing[i] for i in ours] if len(spacing) == 3 else None,
                         architecture=f"nnunet:{type(network).__name__}", notes=notes)
