@@ -1,6 +1,7 @@
 """Test helpers: a small scan in NIfTI, and the same scan as a DICOM series and as NRRD/MHA (offline, SimpleITK)."""
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,11 @@ def write_dicom_series(nifti: Path, folder: Path, series_uid: str = "1.2.826.0.1
         for key, value in tags.items():
             slice_.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"slice{first_instance + z:03d}.dcm"))
-        writer.Execute(slice_)
+        saved = locale.setlocale(locale.LC_ALL)
+        try:
+            writer.Execute(slice_)
+        finally:  # GDCM's DICOM writer leaves the process in the C locale (ASCII text I/O for later tests)
+            locale.setlocale(locale.LC_ALL, saved)
     return folder
 
 
