@@ -39,6 +39,7 @@ from medrobust.cli import (  # noqa: E402,F401,E501
     inspect_model,
     predict,
     pretrain,
+    reproduce,
     train,
     tune,
 )
