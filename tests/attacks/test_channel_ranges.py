@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medrobust.attacks.channel_ranges import METHOD_NOTE, ChannelRanges
-from medrobust.evaluation.config import AttackSpec
-from medrobust.evaluation.core import perturb
+from medrobust.attacks.channel_ranges import ChannelRanges
+from medrobust.evaluation.core import PER_CHANNEL_NOTE, perturb
+from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.types import Case, Outcome
 from medrobust.training import build_recipe
 from medrobust.training.adversarial import PGDAdversarialTraining
@@ -57,7 +57,7 @@ def test_evaluation_budget_is_per_channel_by_default(attack: str) -> None:
     assert bool((used > 0.5 * EPS / 255).all())  # every channel moved, each by its own 1/255
     low, high = ranges.low.reshape(1, 4), (ranges.low + ranges.width).reshape(1, 4)
     assert bool((done.x.flatten(2).amin(2) >= low - 1e-6).all() and (done.x.flatten(2).amax(2) <= high + 1e-6).all())
-    assert done.method is not None and METHOD_NOTE in done.method
+    assert done.method is not None and PER_CHANNEL_NOTE in done.method
     assert done.eps_model(x) == pytest.approx(EPS / 255 * max(float(w) for w in width[0]), rel=1e-5)
 
 
@@ -68,7 +68,7 @@ def test_switched_off_the_sample_range_gives_the_narrow_channel_a_larger_budget(
     done = perturb(spec, EPS, _case(x, model), seed=0, per_channel=False)
     narrow = float(_per_channel_linf(x, done.x)[0, 2] / ChannelRanges.of(x).width.reshape(4)[2])
     assert narrow > 5 * EPS / 255
-    assert done.method is not None and METHOD_NOTE not in done.method
+    assert done.method is not None and PER_CHANNEL_NOTE not in done.method
 
 
 def test_single_channel_and_clipped_data_keep_one_range() -> None:

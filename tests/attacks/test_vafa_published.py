@@ -23,8 +23,8 @@ from medrobust.attacks.frequency import VAFA, dice_ce_with_background
 from medrobust.attacks.ssim import SSIMReference
 from medrobust.cli import main
 from medrobust.cli.attack import attack_spec
-from medrobust.evaluation.config import AttackSpec
 from medrobust.evaluation.core import attack_for
+from medrobust.evaluation.specs import AttackSpec
 from medrobust.losses import get_loss
 from medrobust.units import Budget, IntensityMap
 

@@ -14,9 +14,10 @@ import yaml
 
 from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.data.sources import Split
-from medrobust.evaluation.config import AttackSpec, load_config, parse_config
+from medrobust.evaluation.config import load_config, parse_config
 from medrobust.evaluation.core import AMP_NOTE, evaluate_run, perturb, prepare_case, prepare_cases
 from medrobust.evaluation.grid import run_grid
+from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.store import ResultStore
 from medrobust.evaluation.types import LoadedModel, RunSettings
 from medrobust.models.checkpoint import CheckpointInfo, save_checkpoint

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from medrobust.attacks import FGSM, attack_names, register_attack
-from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfigError, load_config, parse_config
+from medrobust.evaluation.config import GridConfigError, load_config, parse_config
+from medrobust.evaluation.specs import AttackSpec, CorruptionSpec
 
 
 @pytest.fixture()

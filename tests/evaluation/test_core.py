@@ -16,9 +16,9 @@ from medrobust.attacks import Attack, AttackResult, AttackState, register_attack
 from medrobust.cli import main
 from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.data.sources import open_split
-from medrobust.evaluation.config import AttackSpec, CorruptionSpec
 from medrobust.evaluation.core import evaluate_run, prepare_case, run_seed, score
 from medrobust.evaluation.grid import run_grid
+from medrobust.evaluation.specs import AttackSpec, CorruptionSpec
 from medrobust.evaluation.store import RUN_COLUMNS, ResultStore
 from medrobust.evaluation.types import LoadedModel, Row, RunSettings
 from medrobust.models.checkpoint import load_checkpoint, save_checkpoint

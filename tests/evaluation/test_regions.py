@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
-from medrobust.evaluation.config import AttackSpec, GridConfigError
+from medrobust.evaluation.config import GridConfigError
 from medrobust.evaluation.core import evaluate_run, prepare_case
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.regions import parse_region
+from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.types import RunSettings
 from tests.evaluation.test_core import assets, loaded  # noqa: F401  (module fixture)
 from tests.evaluation.test_grid import grid_yaml

@@ -45,8 +45,8 @@ def test_vaft_rejects_a_negative_frequency_weight() -> None:
 
 
 def test_vaft_attacks_each_z_scored_case_within_its_own_range_as_evaluation_does() -> None:
-    from medrobust.evaluation.config import AttackSpec
     from medrobust.evaluation.core import attack_for
+    from medrobust.evaluation.specs import AttackSpec
     from medrobust.units import IntensityMap
 
     torch.manual_seed(0)

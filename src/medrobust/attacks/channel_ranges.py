@@ -28,8 +28,6 @@ from torch import nn
 
 from medrobust.units import IntensityMap
 
-METHOD_NOTE = "budget per (case, channel) range"  # appended to an attack's description in rows and reports
-
 
 def wants_channel_ranges(setting: bool | None, x: torch.Tensor, intensity: IntensityMap | None, unit: str) -> bool:
     """Whether a budget runs in per-(sample, channel) ranges.

@@ -24,10 +24,10 @@ from medrobust.cli.options import (
     refuse_existing,
 )
 from medrobust.data.folders import removed_if_empty
-from medrobust.evaluation.config import AttackSpec
 from medrobust.evaluation.core import attack_for, check_fits, evaluate_run, prepare_cases
 from medrobust.evaluation.examples import save_adversarial
 from medrobust.evaluation.loading import load_model
+from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.store import ResultStore, stored_config_hash
 from medrobust.evaluation.types import RunSettings
 from medrobust.models.devices import resolve_device

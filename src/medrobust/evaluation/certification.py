@@ -11,7 +11,7 @@ import json
 import time
 
 from medrobust.certify import ClassCertificate, SegCertificate, Smoothed
-from medrobust.evaluation.config import CertifySpec
+from medrobust.evaluation.specs import CertifySpec
 from medrobust.evaluation.types import Case, LoadedModel, Row, RunSettings
 
 __all__ = ["certify_row"]

@@ -15,7 +15,7 @@ Example:
     >>> import torch
     >>> from pathlib import Path
     >>> from medrobust.data.sources import Split
-    >>> from medrobust.evaluation.config import AttackSpec
+    >>> from medrobust.evaluation.specs import AttackSpec
     >>> from medrobust.models.checkpoint import CheckpointInfo
     >>> from medrobust.units import IntensityMap
     >>> _ = torch.manual_seed(0)
@@ -45,16 +45,18 @@ import torch
 
 from medrobust import metrics
 from medrobust.attacks import Attack, get_attack
-from medrobust.attacks.channel_ranges import METHOD_NOTE, ChannelRanges, channel_ranges_for
+from medrobust.attacks.channel_ranges import ChannelRanges, channel_ranges_for
 from medrobust.attacks.registry import attack_budget_kind, attack_names, attack_task
 from medrobust.attacks.ssim import SSIMReference
 from medrobust.evaluation.certification import certify_row
-from medrobust.evaluation.config import AttackSpec, CertifySpec, CorruptionSpec
+from medrobust.evaluation.specs import AttackSpec, CertifySpec, CorruptionSpec
 from medrobust.evaluation.types import Case, LoadedModel, Outcome, Row, RunSettings, meta_spacing
 from medrobust.models.inference import infer, windowed
 from medrobust.units import Budget, IntensityMap, budget_for_case
 
 PerturbationSpec = AttackSpec | CorruptionSpec | CertifySpec
+# the ``method`` note of an attack run with per-(case, channel) budgets (attacks/channel_ranges.py)
+PER_CHANNEL_NOTE = "budget per (case, channel) range"
 # the ``method`` note of an attack entry run with ``amp: true``
 AMP_NOTE = "model forward in bf16 (autocast), loss, step and projection in fp32"
 
@@ -417,7 +419,7 @@ def perturb(spec: AttackSpec | CorruptionSpec, level: float, case: Case, seed: i
     with torch.autocast(x.device.type, dtype=torch.bfloat16) if spec.amp else contextlib.nullcontext():
         result = attack.run(net, x, case.y if y is None else y, mask)
     history = result.loss_history
-    method = (attack.describe() + (f"; {METHOD_NOTE}" if ranges is not None else "")
+    method = (attack.describe() + (f"; {PER_CHANNEL_NOTE}" if ranges is not None else "")
               + (f"; {AMP_NOTE}" if spec.amp else ""))
     return Perturbed(result.x_adv if ranges is None else ranges.restore(case.x, x, result.x_adv),
                      time.perf_counter() - t0, budget, float(history[0, 0]) if history.numel() else None,

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from medrobust.attacks import Attack
-from medrobust.evaluation.config import AttackSpec
 from medrobust.evaluation.core import attack_for, run_seed
+from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.store import ENSEMBLE_COLUMNS, ENSEMBLE_SCORINGS, ResultStore, load_ensemble_runs
 from medrobust.evaluation.types import Case, LoadedModel, RunSettings
 from medrobust.models.ensemble import Ensemble

@@ -39,7 +39,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from medrobust.evaluation.config import AttackSpec, CorruptionSpec, GridConfig, GridConfigError, load_config
+from medrobust.evaluation.config import GridConfig, GridConfigError, load_config
 from medrobust.evaluation.core import PerturbationSpec, attack_for, check_fits, evaluate_run, prepare_cases, valid_range
 from medrobust.evaluation.ensembles import is_ensemble_classifier, run_ensemble_case
 from medrobust.evaluation.examples import (
@@ -55,6 +55,7 @@ from medrobust.evaluation.explain import prune_cams, save_example_cams
 from medrobust.evaluation.input_record import changed_inputs, record_inputs
 from medrobust.evaluation.loading import SplitKey, class_mismatch, load_spec, split_key
 from medrobust.evaluation.robustness import masking_checks
+from medrobust.evaluation.specs import AttackSpec, CorruptionSpec
 from medrobust.evaluation.store import ResultStore, StoreError, stored_config_hash
 from medrobust.evaluation.thumbnails import save_thumbnail, thumbnail_path
 from medrobust.evaluation.types import Case, LoadedModel, Row, RunSettings

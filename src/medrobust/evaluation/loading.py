@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medrobust.data.sources import Split, open_split
-from medrobust.evaluation.config import ModelSpec
+from medrobust.evaluation.specs import ModelSpec
 from medrobust.evaluation.types import LoadedModel
 from medrobust.models.checkpoint import CheckpointInfo
 from medrobust.models.sources import SourceModel, load_source
