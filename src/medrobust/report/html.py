@@ -13,8 +13,8 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from medrobust.attacks.channel_ranges import METHOD_NOTE as PER_CHANNEL_NOTE
 from medrobust.evaluation import robustness as rb
+from medrobust.evaluation.core import PER_CHANNEL_NOTE
 from medrobust.evaluation.examples import EXAMPLES_DIR, load_example, select_examples
 from medrobust.evaluation.store import ResultStore
 from medrobust.report.certify_section import certify_context
