@@ -41,7 +41,7 @@ def test_page_holds_every_claim_with_its_verdict_and_interval(tmp_path: Path) ->
         for text in (r.published, r.ours_published, r.ours_strongest, r.verdict, r.effect.describe()):
             assert text in section, text
     assert html.count('src="data:image/png;base64,') == 7
-    assert "holds when the 95% bootstrap interval" in html  # the rule is stated
+    assert "holds when the 95% bootstrap interval" in html and "its mean reaches the" in html  # the rule is stated
 
 
 @pytest.mark.slow

@@ -27,6 +27,12 @@ def test_no_effect_does_not_hold() -> None:
     assert verdict(_effect(-np.abs(values) - 0.05)) == "does not hold"  # reversed
 
 
+def test_a_real_effect_below_the_margin_does_not_hold() -> None:
+    values = np.random.default_rng(4).normal(0.005, 0.002, 40)
+    effect = _effect(values)
+    assert effect.low > 0 and effect.high < MARGIN and verdict(effect) == "does not hold"
+
+
 def test_a_wide_interval_is_inconclusive() -> None:
     values = np.array([0.30, -0.25, 0.20])  # three cases that disagree
     effect = _effect(values)

@@ -7,7 +7,15 @@ one module per claim registers itself when imported here.
 """
 from __future__ import annotations
 
-from medrobust.reproduce import claim_pgd_overstates  # noqa: F401  (registers its claim)
+from medrobust.reproduce import (  # noqa: F401  (each registers its claim)
+    claim_assimilation,
+    claim_cooperative,
+    claim_ensemble,
+    claim_pgd_overstates,
+    claim_self_adaptive,
+    claim_vafa,
+    claim_vaft,
+)
 from medrobust.reproduce.claims import CLAIMS, ClaimContext, ClaimResult
 from medrobust.reproduce.run import reproduce
 

@@ -6,8 +6,9 @@ gets a percentile bootstrap interval over cases (``scipy.stats.bootstrap``); wit
 training seeds the cases of all seeds are resampled together, stratified by seed, so the
 interval covers the spread between seeds too. The rule, stated on every page:
 
-- **holds**: the whole interval lies above 0 (the effect is there, in the claimed direction);
-- **does not hold**: the whole interval lies below the claim's margin (the effect is absent,
+- **holds**: the whole interval lies above 0 and the mean reaches the claim's margin (the
+  effect is there, in the claimed direction, and as large as the claim means);
+- **does not hold**: the whole interval lies below the margin (the effect is absent,
   reversed, or smaller than the smallest effect the claim would mean);
 - **inconclusive**: otherwise (the interval is too wide to tell).
 
@@ -22,8 +23,8 @@ import numpy as np
 from scipy import stats
 
 VERDICTS: tuple[str, ...] = ("holds", "does not hold", "inconclusive", "smoke run")
-RULE = ("holds when the 95% bootstrap interval of the effect lies above 0; does not hold when it lies below the "
-        "claim's margin; inconclusive otherwise")
+RULE = ("holds when the 95% bootstrap interval of the effect lies above 0 and its mean reaches the claim's margin; "
+        "does not hold when the interval lies below the margin; inconclusive otherwise")
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,12 @@ def verdict(effect: Effect, *, smoke: bool = False) -> str:
         'does not hold'
         >>> verdict(Effect(0.02, -0.10, 0.14, 3, 1, 0.02, "Dice"))
         'inconclusive'
+        >>> verdict(Effect(0.005, 0.001, 0.010, 40, 3, 0.02, "Dice"))  # real but below the margin
+        'does not hold'
     """
     if smoke:
         return "smoke run"
-    if effect.low > 0:
+    if effect.low > 0 and effect.mean >= effect.margin:
         return "holds"
     if effect.high < effect.margin:
         return "does not hold"
