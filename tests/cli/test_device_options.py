@@ -12,13 +12,11 @@ import torch
 import yaml
 
 from medrobust.cli import main
-from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.evaluation.core import AMP_NOTE
 from medrobust.evaluation.grid import world
 from medrobust.evaluation.store import ResultStore
-from medrobust.models.checkpoint import save_checkpoint
 from medrobust.models.devices import resolve_device
-from medrobust.models.registry import build_model
+from tests.evaluation.assets import tiny_grid_assets
 
 MODEL_COMMANDS = ["train", "pretrain-natural", "tune", "certify", "attack", "evaluate", "predict", "explain", "demo"]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
@@ -26,14 +24,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messa
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("device-assets")
-    data = build_phantom_segmentation(root / "data", shape=(16, 16, 16), n_train=1, n_val=1, n_test=2)
-    torch.manual_seed(0)
-    net = build_model("unet", spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,),
-                      num_res_units=0)
-    ckpt = save_checkpoint(root / "ckpt", net, classes=["background", "class1", "class2"],
-                           extra={"normalization": "zscore"})
-    return {"datalist": data / "dataset.json", "checkpoint": ckpt}
+    return tiny_grid_assets(tmp_path_factory.mktemp("device-assets"), n_test=2)
 
 
 def _grid(folder: Path, assets: dict[str, Path], **extra: Any) -> Path:

@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 
-from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.data.sources import Split
 from medrobust.evaluation.config import load_config, parse_config
 from medrobust.evaluation.core import AMP_NOTE, evaluate_run, perturb, prepare_case, prepare_cases
@@ -20,24 +19,17 @@ from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.store import ResultStore
 from medrobust.evaluation.types import LoadedModel, RunSettings
-from medrobust.models.checkpoint import CheckpointInfo, save_checkpoint
-from medrobust.models.registry import build_model
+from medrobust.models.checkpoint import CheckpointInfo
 from medrobust.models.wrappers import SlidingWindow
 from medrobust.units import IntensityMap
+from tests.evaluation.assets import tiny_grid_assets
 
 VOLATILE = ["id", "seconds", "attack_seconds", "created"]
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("batching-assets")
-    data = build_phantom_segmentation(root / "data", shape=(16, 16, 16), n_train=1, n_val=1, n_test=3)
-    torch.manual_seed(0)
-    net = build_model("unet", spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,),
-                      num_res_units=0)
-    ckpt = save_checkpoint(root / "ckpt", net, classes=["background", "class1", "class2"],
-                           extra={"normalization": "zscore"})
-    return {"datalist": data / "dataset.json", "checkpoint": ckpt}
+    return tiny_grid_assets(tmp_path_factory.mktemp("batching-assets"), n_test=3)
 
 
 def _grid(folder: Path, assets: dict[str, Path], **extra: Any) -> Path:

@@ -14,16 +14,15 @@ from torch import nn
 
 from medrobust.attacks import Attack, AttackResult, AttackState, register_attack
 from medrobust.cli import main
-from medrobust.data.phantoms import build_phantom_segmentation
 from medrobust.data.sources import open_split
 from medrobust.evaluation.core import evaluate_run, prepare_case, run_seed, score
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.specs import AttackSpec, CorruptionSpec
 from medrobust.evaluation.store import RUN_COLUMNS, ResultStore
 from medrobust.evaluation.types import LoadedModel, Row, RunSettings
-from medrobust.models.checkpoint import load_checkpoint, save_checkpoint
-from medrobust.models.registry import build_model
+from medrobust.models.checkpoint import load_checkpoint
 from medrobust.units import expand_to
+from tests.evaluation.assets import tiny_grid_assets
 
 
 class ShiftUp(Attack):
@@ -48,14 +47,7 @@ register_attack("test-shift-up")(ShiftUp)
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("core")
-    data = build_phantom_segmentation(root / "data", shape=(16, 16, 16), n_train=1, n_val=1, n_test=2)
-    torch.manual_seed(0)
-    net = build_model("unet", spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8), strides=(2,),
-                      num_res_units=0)
-    ckpt = save_checkpoint(root / "ckpt", net, classes=["background", "class1", "class2"],
-                           extra={"normalization": "zscore"})
-    return {"datalist": data / "dataset.json", "checkpoint": ckpt}
+    return tiny_grid_assets(tmp_path_factory.mktemp("core"), n_test=2)
 
 
 def loaded(assets: dict[str, Path]) -> LoadedModel:
