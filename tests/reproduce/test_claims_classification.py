@@ -12,7 +12,7 @@ import pytest
 
 from medrobust.cli import main
 from medrobust.data.demo import build_demo_classification
-from medrobust.reproduce.claim_assimilation import balanced_test, case_robust_accuracy, case_table, setup_effect
+from medrobust.reproduce.claim_assimilation import case_robust_accuracy, case_table, setup_effect
 from medrobust.reproduce.claim_ensemble import case_protocols
 from medrobust.reproduce.claims import ClaimContext
 
@@ -92,13 +92,13 @@ def test_case_protocols_scores_the_vote_under_transfer_and_the_worst_joint_attac
 def test_balanced_test_alternates_the_classes(tmp_path: Path) -> None:
     data = build_demo_classification(tmp_path / "data", n_train=2, n_val=2, n_test=6, size=16)
     ctx = ClaimContext(tmp_path / "claim", tmp_path / "models")
-    path = balanced_test(ctx, data, 4)
+    path = ctx.balanced_test(data, 4)
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["label"] for r in rows] == ["healthy", "lesion", "healthy", "lesion"]
     assert all(Path(r["image"]).is_file() and r["split"] == "test" for r in rows)
     stamp = path.stat().st_mtime_ns
-    assert balanced_test(ctx, data, 4) == path and path.stat().st_mtime_ns == stamp  # unchanged: not rewritten
+    assert ctx.balanced_test(data, 4) == path and path.stat().st_mtime_ns == stamp  # unchanged: not rewritten
 
 
 @pytest.mark.slow

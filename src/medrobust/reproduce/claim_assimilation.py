@@ -19,17 +19,12 @@ each eps, averaged over eps) minus transfer's (positive: assimilation helps); ma
 """
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from medrobust.data.datalists import load_class_folders
-from medrobust.data.io import atomic_path
 from medrobust.data.sources import open_split
 from medrobust.evaluation import robustness as rb
 from medrobust.models import build_model, read_checkpoint_info
@@ -109,33 +104,6 @@ def transfer_start(ctx: ClaimContext, data: Path, pretrained: Path, seed: int) -
     return save_checkpoint(out, model, classes=train.classes, recipe="pretrain-natural",
                            extra={"normalization": NORMALIZATION, "pretrained": str(pretrained),
                                   "load_report": report.summary()})
-
-
-def balanced_test(ctx: ClaimContext, data: Path, n: int) -> Path:
-    """A CSV datalist of ``n`` test cases of the class-folder set, the classes taken in turn.
-
-    A grid's ``max_cases`` keeps the first cases, which in a class-folder set are all of the
-    first class; this list alternates the classes instead.
-
-    Args:
-        ctx: the claim's context (the list goes into its folder).
-        data: the class-folder root (``test/<class>/*.png``).
-        n: the number of cases (all of them when the split has fewer).
-
-    Returns:
-        The CSV (columns image, label, id, split; its test split is the subset).
-    """
-    items, classes = load_class_folders(data / "test")
-    groups = [[it for it in items if it["label"] == k] for k in range(len(classes))]
-    picked = [it for row in itertools.zip_longest(*groups) for it in row if it is not None][:n]
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(
-        [["image", "label", "id", "split"], *([it["image"], classes[it["label"]], it["id"], "test"] for it in picked)])
-    path = ctx.out / f"test-{n}.csv"
-    if not path.is_file() or path.read_text(encoding="utf-8") != text.getvalue():  # a rerun resumes its grid
-        with atomic_path(path) as tmp:
-            tmp.write_text(text.getvalue(), encoding="utf-8")
-    return path
 
 
 def case_robust_accuracy(df: pd.DataFrame, attacks: list[str]) -> pd.DataFrame:
@@ -218,7 +186,7 @@ def run(ctx: ClaimContext) -> ClaimResult:
     perturbations.append({"attack": "autoattack", "name": "autoattack-short", **linf,
                           "options": {"steps": aa_steps, "n_queries": queries}})
     backbone, kwargs = backbone_of(pretrained)
-    test = balanced_test(ctx, data, 4 if ctx.quick else CASES)
+    test = ctx.balanced_test(data, 4 if ctx.quick else CASES)
     frames = []
     for seed in range(ctx.seeds):
         config = TrainConfig(epochs=ctx.epochs(EPOCHS), batch_size=16, lr=3e-3, seed=seed)

@@ -29,7 +29,6 @@ import pandas as pd
 
 from medrobust.evaluation.ensembles import load_ensemble_runs
 from medrobust.models.ensemble import build_ensemble
-from medrobust.reproduce.claim_assimilation import balanced_test
 from medrobust.reproduce.claims import CLAIMS, ClaimContext, ClaimResult
 from medrobust.reproduce.page import effect_figure
 from medrobust.reproduce.verdict import bootstrap_effect, verdict
@@ -122,7 +121,7 @@ def run(ctx: ClaimContext) -> ClaimResult:
     steps, eps = (1, EPS[-1:]) if ctx.quick else (3, EPS)
     linf = {"eps": eps, "eps_unit": "1/255", "norm": "linf"}
     perturbations: list[dict[str, Any]] = [{"attack": "fgsm", **linf}, {"attack": "pgd", **linf, "options": {"steps": steps}}]
-    test = balanced_test(ctx, data, 4 if ctx.quick else CASES)
+    test = ctx.balanced_test(data, 4 if ctx.quick else CASES)
     frames = []
     for seed in range(ctx.seeds):
         models = {f"ensemble-s{seed}": train_ensemble(ctx, data, seed)}

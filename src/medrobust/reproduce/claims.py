@@ -10,7 +10,10 @@ metric-chosen iterate), the effect with its interval and the verdict
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +22,9 @@ from typing import Any
 
 import pandas as pd
 
+from medrobust.data.datalists import load_class_folders
 from medrobust.data.demo import build_demo_classification, build_demo_segmentation
+from medrobust.data.io import atomic_path
 from medrobust.demo import DEMO_MODEL, DEMO_MODEL_KWARGS, DEMO_TRAIN
 from medrobust.evaluation.config import parse_config
 from medrobust.evaluation.grid import STORE_NAME, run_grid
@@ -80,6 +85,31 @@ class ClaimContext:
         if self.quick:
             return build_demo_classification(folder / "classification-quick", n_train=16, n_val=4, n_test=8, size=32)
         return build_demo_classification(folder / "classification")
+
+    def balanced_test(self, data: Path, n: int) -> Path:
+        """A CSV datalist of ``n`` test cases of a class-folder set, the classes taken in turn.
+
+        A grid's ``max_cases`` keeps the first cases, which in a class-folder set are all of the
+        first class; this list alternates the classes instead.
+
+        Args:
+            data: the class-folder root (``test/<class>/*.png``).
+            n: the number of cases (all of them when the split has fewer).
+
+        Returns:
+            The CSV in the claim's folder (columns image, label, id, split; its test split is the subset).
+        """
+        items, classes = load_class_folders(data / "test")
+        groups = [[it for it in items if it["label"] == k] for k in range(len(classes))]
+        picked = [it for row in itertools.zip_longest(*groups) for it in row if it is not None][:n]
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(
+            [["image", "label", "id", "split"], *([it["image"], classes[it["label"]], it["id"], "test"] for it in picked)])
+        path = self.out / f"test-{n}.csv"
+        if not path.is_file() or path.read_text(encoding="utf-8") != text.getvalue():  # a rerun resumes its grid
+            with atomic_path(path) as tmp:
+                tmp.write_text(text.getvalue(), encoding="utf-8")
+        return path
 
     def evaluate(self, name: str, models: dict[str, Path], perturbations: list[dict[str, Any]], data: Path,
                  **keys: Any) -> pd.DataFrame:
