@@ -3,10 +3,12 @@ interval, rendered in headless Chromium; the command refuses bad input with exit
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from medrobust.cli import main
 from medrobust.reproduce.claims import ClaimResult
@@ -42,6 +44,7 @@ def test_page_holds_every_claim_with_its_verdict_and_interval(tmp_path: Path) ->
             assert text in section, text
     assert html.count('src="data:image/png;base64,') == 7
     assert "holds when the 95% bootstrap interval" in html and "its mean reaches the" in html  # the rule is stated
+    assert f"10.0 min on {os.cpu_count()} CPU cores, torch {torch.__version__}" in html  # the time, and where
 
 
 @pytest.mark.slow

@@ -5,11 +5,13 @@ inline PNGs from :mod:`medrobust.report.plots`), written atomically.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
+import torch
 
 from medrobust.data.io import atomic_path
 from medrobust.report.plots import new_figure, to_png
@@ -50,6 +52,20 @@ def effect_figure(effect: Effect, labels: Sequence[str], values: Sequence[float]
     return to_png(fig)
 
 
+def machine() -> str:
+    """The machine a run measured its times on, in words (CPU cores, torch threads, GPU).
+
+    Returns:
+        E.g. ``"2 CPU cores, torch 2.13.0 on 2 threads, no GPU"``.
+
+    Example:
+        >>> f"{os.cpu_count()} CPU cores" in machine()
+        True
+    """
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__} on {torch.get_num_threads()} threads, {gpu}"
+
+
 def write_page(results: Sequence[ClaimResult], out: Path, *, scale: str, quick: bool, seconds: float) -> Path:
     """Render ``out/reproduction.html`` from the claims' results.
 
@@ -66,7 +82,7 @@ def write_page(results: Sequence[ClaimResult], out: Path, *, scale: str, quick: 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     html = env.get_template("reproduction.html").render(
-        claims=results, rule=RULE, scale=scale, quick=quick, minutes=seconds / 60,
+        claims=results, rule=RULE, scale=scale, quick=quick, minutes=seconds / 60, machine=machine(),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     path = out / PAGE_NAME
     with atomic_path(path) as tmp:
