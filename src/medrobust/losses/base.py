@@ -11,7 +11,8 @@ class LossFn(Protocol):
     """What every loss is: ``fn(logits, y, *, step=1, total_steps=1, ignore_mask=None) -> (B,)``.
 
     Higher means the model does worse on the sample (see the module docstring). Any
-    callable with this signature can be used where a ``LossFn`` is expected.
+    callable with this signature can be used where a ``LossFn`` is expected. The losses of
+    this package document their arguments, errors and shapes here, once.
 
     Shape:
         - logits: ``(B, K)`` or ``(B, K, *spatial)``
@@ -29,7 +30,22 @@ class LossFn(Protocol):
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int = 1,
                  ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The per-sample loss ``(B,)`` of ``logits`` against labels ``y``."""
+        """The per-sample loss ``(B,)`` of ``logits`` against labels ``y``.
+
+        Args:
+            logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
+            y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
+                targeted).
+            step: the attack iteration t (1-based); only the losses in ``STEP_DEPENDENT`` read it.
+            total_steps: the number of iterations T; only the losses in ``STEP_DEPENDENT`` read it.
+            ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+
+        Returns:
+            The loss per sample, float ``(B,)``.
+
+        Raises:
+            ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
+        """
         ...
 
 

@@ -18,25 +18,11 @@ def margin(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps:
            ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Largest other logit minus the label's logit (> 0: misclassified), voxel mean: ``(B,)``.
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based); unused, for the common signature.
-        total_steps: the number of iterations T; unused, for the common signature.
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         The margin per sample, float ``(B,)``, in logit units.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch
@@ -59,26 +45,12 @@ def dlr(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: in
     Needs K >= 3 logits (z_π3 is the third largest); with K = 2 it falls back to
     :func:`margin`, the unnormalised numerator, since there is no third logit to scale by.
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based); unused, for the common signature.
-        total_steps: the number of iterations T; unused, for the common signature.
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         The DLR loss per sample, float ``(B,)``; invariant to shifting and scaling the
         logits.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch

@@ -12,26 +12,12 @@ def ce(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: int
        ignore_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy, mean over voxels per sample: ``(B,)``.
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based); unused, for the common signature.
-        total_steps: the number of iterations T; unused, for the common signature.
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         Cross-entropy per sample, float ``(B,)``; an ignored sample or a sample with every
         voxel ignored gives 0.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch
@@ -63,25 +49,11 @@ def dice(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps: i
     ignored voxels can be zeroed in both (MONAI's MaskedDiceLoss masks the logits before
     its softmax, which does not remove them). Classification logits count as one voxel.
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based); unused, for the common signature.
-        total_steps: the number of iterations T; unused, for the common signature.
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         1 - soft Dice per sample, float ``(B,)`` in [0, 1].
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch
@@ -114,25 +86,11 @@ def dice_ce(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps
     MONAI DiceCELoss's default weights (1 and 1); its reduction="none" is unsupported,
     hence the sum of the two per-sample terms here.
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based); unused, for the common signature.
-        total_steps: the number of iterations T; unused, for the common signature.
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         ``dice(logits, y) + ce(logits, y)`` per sample, float ``(B,)``.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch
@@ -153,24 +111,11 @@ def cosine_distance(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, tot
     As published (Halmosi et al. 2024): the cosine is taken between the raw logits (not the
     softmax) and the one-hot label along the class axis, with gradient through both norms.
 
-    Args:
-        logits: raw scores, ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target when targeted).
-        step: the attack iteration t; unused, for the common loss signature.
-        total_steps: the number of iterations T; unused, for the common loss signature.
-        ignore_mask: nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         The mean cosine distance per sample, in [0, 2]; 0 for an ignored sample.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits``.
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch

@@ -17,26 +17,11 @@ def segpgd(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps:
     Early steps push the voxels still classified correctly; later steps weigh the wrong
     ones more (the only loss in ``STEP_DEPENDENT``).
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based) (1 <= step <= total_steps).
-        total_steps: the number of iterations T (1 <= step <= total_steps).
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` give ``λ_t`` and raise ValueError unless ``1 <= step <= total_steps``.
 
     Returns:
         Weighted cross-entropy per sample, float ``(B,)``.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`);
-            ``step`` or ``total_steps`` out of range.
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch
@@ -65,25 +50,11 @@ def cospgd(logits: torch.Tensor, y: torch.Tensor, *, step: int = 1, total_steps:
     Per-voxel CE times the stop-gradient cosine similarity of softmax(logits) and
     one-hot(y) (Agnihotri et al. 2024).
 
-    Args:
-        logits: raw scores (before softmax), ``(B, K)`` or ``(B, K, *spatial)``.
-        y: int class labels ``(B,)`` or ``(B, 1, *spatial)`` (the target class when attacking
-            targeted).
-        step: the attack iteration t (1-based); unused, for the common signature.
-        total_steps: the number of iterations T; unused, for the common signature.
-        ignore_mask: optional, nonzero where a voxel (classification: a sample) is left out.
+    Arguments, errors and shapes as for :class:`~medrobust.losses.LossFn`; ``step`` and
+    ``total_steps`` are unused.
 
     Returns:
         Cosine-weighted cross-entropy per sample, float ``(B,)``.
-
-    Raises:
-        ValueError: ``y`` or ``ignore_mask`` does not fit ``logits`` (see :func:`check_labels`).
-
-    Shape:
-        - logits: ``(B, K)`` or ``(B, K, *spatial)``
-        - y: ``(B,)`` or ``(B, 1, *spatial)``, integer
-        - ignore_mask: ``(B,)`` or ``(B, 1, *spatial)``
-        - output: ``(B,)``
 
     Example:
         >>> import torch

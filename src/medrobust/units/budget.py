@@ -113,21 +113,7 @@ class Budget:
            intensity: IntensityMap | None = None) -> Budget:
         """L2 budget over each whole sample (all channels and voxels).
 
-        Args:
-            eps: the radius (>= 0) in ``unit``, float or per-sample tensor ``(B,)``.
-            unit: one of "model", "raw", "HU", "1/255" (see :func:`to_model_units`).
-            valid_range: (low, high) of the input in model units, scalars or ``(B,)``;
-                default the map's clip, else unbounded.
-            intensity: the IntensityMap of the data (needed for "raw" and "HU").
-
-        Returns:
-            The Budget, in model units.
-
-        Raises:
-            ValueError: as for :meth:`linf`.
-
-        Shape:
-            - eps: ``()`` or ``(B,)``; ``valid_range`` entries ``()`` or ``(B,)``
+        Arguments, result, errors and shapes as for :meth:`linf`.
 
         Example:
             >>> import torch
