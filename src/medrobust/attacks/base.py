@@ -276,10 +276,6 @@ class Attack(VoxelHooks):
         thr = float(self.early_stop)
         return harm, metric >= 1 - thr if self.targeted else metric <= thr
 
-    def _fails(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """(B,) True where the sample already fails; None when early stopping is off."""
-        return self._verdict(logits, y)[1]
-
     def _gain_and_grad(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, state: AttackState, t: int,
                        windowed: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Verdict]:
         """(x_adv, tracking score (B,), d gain / d var, (harm, fails)), detached.
