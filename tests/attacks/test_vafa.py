@@ -1,4 +1,4 @@
-"""VAFA (attacks/frequency.py) and its SSIM (attacks/ssim.py) on tiny volumes."""
+"""VAFA (attacks/frequency/) and its SSIM (attacks/ssim.py) on tiny volumes."""
 from __future__ import annotations
 
 import math

@@ -8,7 +8,7 @@ ignores ``steps``/``step_size``/``restarts``. Other unknown options raise ValueE
 Names are case-insensitive (stored lower-case) and read at call time: an attack added with
 ``@register_attack("name")`` is accepted by ``get_attack``, the grid and the CLI. Each entry
 records the budget norms it accepts: ``("linf", "l2")`` for voxel attacks (the default),
-``("linf",)`` for Square, ``("dct",)`` for the frequency attacks of attacks/frequency.py
+``("linf",)`` for Square, ``("dct",)`` for the frequency attacks of attacks/frequency/
 (VAFA, whose budget is ``q_max``); :func:`attack_budget_kind` tells the two kinds apart.
 """
 from __future__ import annotations
