@@ -29,8 +29,9 @@ import torch
 
 from medrobust.attacks.seg_ensemble import SegEnsemble
 from medrobust.demo import demo_grid, demo_model
+from medrobust.evaluation.cases import prepare_case, score
 from medrobust.evaluation.config import AttackSpec, parse_config
-from medrobust.evaluation.core import attack_for, evaluate_run, prepare_case, run_seed, score
+from medrobust.evaluation.core import attack_for, evaluate_run, run_seed
 from medrobust.evaluation.loading import load_model
 from medrobust.evaluation.robustness import worst_case_per_case
 from medrobust.evaluation.types import RunSettings

@@ -15,8 +15,9 @@ import argparse
 from pathlib import Path
 
 from medrobust.demo import demo_model
+from medrobust.evaluation.cases import prepare_case
 from medrobust.evaluation.config import AttackSpec
-from medrobust.evaluation.core import evaluate_run, prepare_case
+from medrobust.evaluation.core import evaluate_run
 from medrobust.evaluation.loading import load_model
 from medrobust.evaluation.targets import parse_target
 from medrobust.evaluation.types import RunSettings

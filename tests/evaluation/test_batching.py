@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from medrobust.data.sources import Split
+from medrobust.evaluation.cases import prepare_case, prepare_cases
 from medrobust.evaluation.config import load_config, parse_config
-from medrobust.evaluation.core import AMP_NOTE, evaluate_run, perturb, prepare_case, prepare_cases
+from medrobust.evaluation.core import AMP_NOTE, evaluate_run, perturb
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.specs import AttackSpec
 from medrobust.evaluation.store import ResultStore

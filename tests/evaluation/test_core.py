@@ -15,7 +15,8 @@ from torch import nn
 from medrobust.attacks import Attack, AttackResult, AttackState, register_attack
 from medrobust.cli import main
 from medrobust.data.sources import open_split
-from medrobust.evaluation.core import evaluate_run, prepare_case, run_seed, score
+from medrobust.evaluation.cases import prepare_case, score
+from medrobust.evaluation.core import evaluate_run, run_seed
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.specs import AttackSpec, CorruptionSpec
 from medrobust.evaluation.store import RUN_COLUMNS, ResultStore

@@ -10,7 +10,7 @@ import yaml
 from monai.metrics import compute_dice, compute_surface_dice
 from monai.networks.utils import one_hot
 
-from medrobust.evaluation.core import score
+from medrobust.evaluation.cases import score
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.store import ResultStore
 from tests.evaluation.test_grid import assets, grid_yaml  # noqa: F401  (module fixture)

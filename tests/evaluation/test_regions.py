@@ -9,8 +9,9 @@ import pytest
 import torch
 import yaml
 
+from medrobust.evaluation.cases import prepare_case
 from medrobust.evaluation.config import GridConfigError
-from medrobust.evaluation.core import evaluate_run, prepare_case
+from medrobust.evaluation.core import evaluate_run
 from medrobust.evaluation.grid import run_grid
 from medrobust.evaluation.regions import parse_region
 from medrobust.evaluation.specs import AttackSpec

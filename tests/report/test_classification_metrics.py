@@ -67,7 +67,7 @@ def test_a_store_from_before_the_probability_columns_gains_them(tmp_path: Path) 
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_the_grid_scores_store_the_whole_probability_vector(k: int) -> None:
-    from medrobust.evaluation.core import score
+    from medrobust.evaluation.cases import score
 
     logits = torch.randn(1, k, dtype=torch.float64)
     out = score(logits, torch.tensor([1]), [str(i) for i in range(k)], None, hd=False)

@@ -24,7 +24,8 @@ from medrobust.cli.options import (
     refuse_existing,
 )
 from medrobust.data.folders import removed_if_empty
-from medrobust.evaluation.core import attack_for, check_fits, evaluate_run, prepare_cases
+from medrobust.evaluation.cases import prepare_cases
+from medrobust.evaluation.core import attack_for, check_fits, evaluate_run
 from medrobust.evaluation.examples import save_adversarial
 from medrobust.evaluation.loading import load_model
 from medrobust.evaluation.specs import AttackSpec

@@ -1,7 +1,9 @@
 """medrobust.evaluation: the evaluation core, the grid, the results store and robustness summaries.
 
+- :mod:`~medrobust.evaluation.cases`: a dataset item -> its prepared :class:`Case`
+  (``prepare_case``: tensors, windowed model, clean outcome).
 - :mod:`~medrobust.evaluation.core`: one (model, perturbation, level, case) -> one
-  :class:`Row` (``prepare_case``, ``perturb``, ``evaluate_run``); every runner calls it.
+  :class:`Row` (``perturb``, ``evaluate_run``); every runner calls it.
 - :mod:`~medrobust.evaluation.grid`: ``run_grid(config)``, models x perturbations x levels x
   cases into ``results.sqlite``, resumable and sharded under ``torchrun``.
 - :mod:`~medrobust.evaluation.store`: :class:`ResultStore`, the SQLite file.
@@ -26,7 +28,7 @@ from medrobust.evaluation.store import ResultStore, StoreError
 from medrobust.evaluation.types import Case, LoadedModel, Outcome, Row, RunSettings
 
 _LAZY = {"run_grid": "medrobust.evaluation.grid", "evaluate_run": "medrobust.evaluation.core",
-         "prepare_case": "medrobust.evaluation.core", "load_model": "medrobust.evaluation.loading"}
+         "prepare_case": "medrobust.evaluation.cases", "load_model": "medrobust.evaluation.loading"}
 
 __all__ = ["Case", "GridConfig", "GridConfigError", "LoadedModel", "Outcome", "ResultStore", "Row", "RunSettings",
            "StoreError", "evaluate_run", "load_config", "load_model", "parse_config", "prepare_case", "run_grid"]

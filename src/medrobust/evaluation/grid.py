@@ -39,8 +39,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from medrobust.evaluation.cases import prepare_cases, valid_range
 from medrobust.evaluation.config import GridConfig, GridConfigError, load_config
-from medrobust.evaluation.core import PerturbationSpec, attack_for, check_fits, evaluate_run, prepare_cases, valid_range
+from medrobust.evaluation.core import PerturbationSpec, attack_for, check_fits, evaluate_run
 from medrobust.evaluation.ensembles import is_ensemble_classifier, run_ensemble_case
 from medrobust.evaluation.examples import (
     EXAMPLES_DIR,

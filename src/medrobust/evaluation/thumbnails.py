@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medrobust.evaluation.core import valid_range
+from medrobust.evaluation.cases import valid_range
 from medrobust.evaluation.examples import EXAMPLES_DIR, read_npz, write_npz
 from medrobust.evaluation.types import Case, Row
 

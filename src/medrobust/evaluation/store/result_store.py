@@ -1,32 +1,12 @@
-"""The results store: one SQLite file, one row per (model, perturbation, budget, case).
+"""The writer of a store: :class:`ResultStore`, the SQLite file opened for a grid or a report.
 
-stdlib ``sqlite3`` in WAL mode; every row is written in its own transaction, so a process
-killed at any point leaves only whole rows and a rerun skips them (``done_keys``).
-
-Tables
-------
-- ``runs``: one row per run. Key columns ``model, perturbation, eps_stated, case_id``
-  (UNIQUE). ``clean_score`` / ``adv_score`` are the main metric (mean foreground Dice in
-  [0, 1] for segmentation, 1/0 correct for classification; ``score_name`` says which);
-  ``clean_per_class`` / ``adv_per_class`` are JSON objects {class name: Dice};
-  ``eps_model`` / ``eps_raw`` the radius in model and raw units; ``linf_*`` / ``l2_*`` the
-  achieved perturbation norms; ``attack_seconds`` the attack's own time, ``seconds`` the
-  whole row.
-- ``models``: task, class names, IntensityMap (JSON) of each model.
-- ``checks``: gradient-masking checks per (model, attack): ``likely_masking`` 0/1, reasons.
-- ``ensemble_runs``: an ensemble classifier's per-case predictions under each setting
-  (clean, transfer from one member, joint attack), scored three ways (hard vote, soft vote,
-  mean logits); key ``model, perturbation, eps_stated, setting, case_id``.
-- ``meta``: ``config_hash`` and ``config_json`` of the grid that wrote the store.
-
-A store written by an older medrobust gains the newer nullable columns and tables when it
-is opened (the one migration path). A grid's writer holds ``results.sqlite.lock`` (``flock``)
-while the store is open, so one folder has one writer at a time.
+It opens (and migrates) the file, stamps it with the grid's config hash under the writer's
+lock, and adds runs, ensemble rows, models and checks, one transaction each; its reading
+methods come from :class:`~medrobust.evaluation.store.reading.StoreReader`.
 """
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -35,107 +15,17 @@ from typing import Any
 
 import pandas as pd
 
+from medrobust.evaluation.store.locking import WriterLock, _Tx
+from medrobust.evaluation.store.reading import StoreReader
+from medrobust.evaluation.store.schema import _JSON_COLUMNS, _SCHEMA, ENSEMBLE_COLUMNS, RUN_COLUMNS, StoreError
 from medrobust.evaluation.types import Row
-
-KEY_COLUMNS: tuple[str, ...] = ("model", "perturbation", "eps_stated", "case_id")
-RUN_COLUMNS: dict[str, str] = {
-    "config_hash": "TEXT NOT NULL", "model": "TEXT NOT NULL", "perturbation": "TEXT NOT NULL",
-    "kind": "TEXT NOT NULL", "attack": "TEXT NOT NULL", "norm": "TEXT", "options_json": "TEXT",
-    "eps_stated": "REAL NOT NULL", "eps_unit": "TEXT NOT NULL", "eps_model": "REAL", "eps_raw": "REAL",
-    "case_id": "TEXT NOT NULL", "task": "TEXT NOT NULL", "score_name": "TEXT NOT NULL",
-    "clean_score": "REAL NOT NULL", "adv_score": "REAL NOT NULL",
-    "clean_per_class": "TEXT", "adv_per_class": "TEXT", "clean_hd95": "TEXT", "adv_hd95": "TEXT",
-    "clean_nsd": "TEXT", "adv_nsd": "TEXT",
-    "label": "INTEGER", "clean_pred": "INTEGER", "adv_pred": "INTEGER", "clean_prob": "REAL", "adv_prob": "REAL",
-    "clean_probs": "TEXT", "adv_probs": "TEXT",
-    "linf_model": "REAL", "l2_model": "REAL", "linf_raw": "REAL", "l2_raw": "REAL", "ssim": "REAL", "psnr": "REAL",
-    "loss_initial": "REAL", "loss_best": "REAL", "attack_seconds": "REAL", "seconds": "REAL", "created": "TEXT",
-    "iterate_rule": "TEXT", "method": "TEXT", "target": "TEXT", "target_success": "REAL",
-    "region": "TEXT", "region_fraction": "REAL",
-}
-_JSON_COLUMNS = ("clean_per_class", "adv_per_class", "clean_hd95", "adv_hd95", "clean_nsd", "adv_nsd", "clean_probs",
-                 "adv_probs")
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY AUTOINCREMENT,
-  {', '.join(f'{c} {t}' for c, t in RUN_COLUMNS.items())},
-  UNIQUE ({', '.join(KEY_COLUMNS)}));
-CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, task TEXT NOT NULL, classes_json TEXT NOT NULL,
-  intensity_json TEXT, info_json TEXT);
-CREATE TABLE IF NOT EXISTS checks (model TEXT NOT NULL, attack TEXT NOT NULL, likely_masking INTEGER NOT NULL,
-  reasons TEXT NOT NULL, PRIMARY KEY (model, attack));
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ensemble_runs (model TEXT NOT NULL, perturbation TEXT NOT NULL, attack TEXT,
-  norm TEXT, eps_stated REAL NOT NULL, eps_unit TEXT, setting TEXT NOT NULL, case_id TEXT NOT NULL, label INTEGER,
-  hard_vote INTEGER, soft_vote INTEGER, mean_logits INTEGER, members_json TEXT,
-  PRIMARY KEY (model, perturbation, eps_stated, setting, case_id));
-"""
-ENSEMBLE_SCORINGS: tuple[str, ...] = ("hard_vote", "soft_vote", "mean_logits")
-ENSEMBLE_COLUMNS: tuple[str, ...] = ("model", "perturbation", "attack", "norm", "eps_stated", "eps_unit", "setting",
-                                     "case_id", "label", *ENSEMBLE_SCORINGS, "members_json")
-
-RunKey = tuple[str, str, float, str]
-
-
-class StoreError(ValueError):
-    """A results store cannot be used as asked (wrong config, bad row); names the file.
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from medrobust.evaluation.store import ResultStore, StoreError
-        >>> with ResultStore(Path(tempfile.mkdtemp()) / "results.sqlite") as store:
-        ...     try:
-        ...         store.add_run({"model": "m", "colour": "red"})
-        ...     except StoreError as exc:
-        ...         print("unknown run column(s) colour" in str(exc))
-        True
-    """
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def stored_config_hash(path: str | Path) -> str | None:
-    """The config hash recorded in an existing store, or None when there is no store yet.
-
-    The file is opened read-only, so a running grid is not disturbed.
-
-    Args:
-        path: the ``results.sqlite`` file (it may not exist).
-
-    Returns:
-        The 16-hex hash of the grid that wrote the store, or None when the file does not
-        exist or holds no hash (a store opened without ``config_hash``).
-
-    Raises:
-        StoreError: the file exists but is not a medrobust store.
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from medrobust.evaluation.store import ResultStore, stored_config_hash
-        >>> path = Path(tempfile.mkdtemp()) / "results.sqlite"
-        >>> stored_config_hash(path) is None
-        True
-        >>> ResultStore(path, config_hash="0123456789abcdef").close()
-        >>> stored_config_hash(path)
-        '0123456789abcdef'
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'config_hash'").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"results store {path} is not a medrobust store ({exc})") from None
-    finally:
-        con.close()
-    return row[0] if row else None
-
-
-class ResultStore:
+class ResultStore(StoreReader):
     """Open (creating if needed) a results store at ``path``.
 
     Its parent folder is created; a store written by an older medrobust gains the newer
@@ -425,188 +315,3 @@ class ResultStore:
         finally:
             self.con.execute("DETACH DATABASE shard")
         return self.count() - before
-
-    # -- reading --------------------------------------------------------------------------
-    def count(self) -> int:
-        """The number of rows in ``runs``."""
-        return int(self.con.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
-
-    def done_keys(self) -> set[RunKey]:
-        """Keys ``(model, perturbation, eps_stated, case_id)`` of the finished runs.
-
-        Returns:
-            A set of :data:`RunKey` tuples, ``eps_stated`` as float, for skipping finished
-            runs on resume (see the class example).
-        """
-        return {(m, p, float(e), c) for m, p, e, c in self.con.execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM runs")}
-
-    def ensemble_done_keys(self, model: str) -> set[tuple[str, float, str]]:
-        """``(perturbation, eps_stated, case_id)`` of the finished ensemble runs of ``model``.
-
-        Args:
-            model: the ensemble's name.
-
-        Returns:
-            A set of ``(perturbation, eps_stated, case_id)`` tuples (see
-            :meth:`add_ensemble_rows`).
-        """
-        rows = self.con.execute("SELECT DISTINCT perturbation, eps_stated, case_id FROM ensemble_runs WHERE model = ?",
-                                (model,))
-        return {(p, float(e), c) for p, e, c in rows}
-
-    def meta(self) -> dict[str, str]:
-        """The ``meta`` table as {key: value}: ``config_hash``, ``config_json``, ``created``."""
-        return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """All runs, ordered by insertion; JSON columns decoded into dicts (or None).
-
-        Returns:
-            One row per run: ``id`` then the columns of :data:`RUN_COLUMNS`; the input of
-            every function of :mod:`medrobust.evaluation.robustness`.
-        """
-        df = pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.con)
-        for c in _JSON_COLUMNS:
-            df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) else None)
-        return df
-
-    def models(self) -> dict[str, dict[str, Any]]:
-        """Every model recorded with :meth:`set_model`.
-
-        Returns:
-            {model name: {"task", "classes", "intensity", "info"}}, JSON decoded.
-        """
-        out = {}
-        for name, task, classes, intensity, info in self.con.execute("SELECT * FROM models"):
-            out[name] = {"task": task, "classes": json.loads(classes), "intensity": json.loads(intensity or "null"),
-                         "info": json.loads(info or "{}")}
-        return out
-
-    def checks_dataframe(self) -> pd.DataFrame:
-        """The gradient-masking checks: columns model, attack, likely_masking (0/1), reasons."""
-        return pd.read_sql_query("SELECT * FROM checks ORDER BY model, attack", self.con)
-
-    def export_csv(self, path: str | Path) -> Path:
-        """Write all runs as CSV atomically (JSON columns kept as JSON text).
-
-        Args:
-            path: the CSV file to write (replaced when it exists).
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Example:
-            >>> import tempfile
-            >>> from pathlib import Path
-            >>> from medrobust.evaluation.store import ResultStore
-            >>> folder = Path(tempfile.mkdtemp())
-            >>> with ResultStore(folder / "results.sqlite") as store:
-            ...     store.export_csv(folder / "runs.csv").read_text().startswith("id,config_hash,model")
-            True
-        """
-        from medrobust.data.io import atomic_path  # lazy: data is a sibling part
-
-        path = Path(path)
-        df = pd.read_sql_query("SELECT * FROM runs ORDER BY id", self.con)
-        with atomic_path(path) as tmp:
-            df.to_csv(tmp, index=False)
-        return path
-
-
-def load_ensemble_runs(path: str | Path) -> pd.DataFrame:
-    """Every row of ``ensemble_runs`` in a store, read-only (empty frame when there is none).
-
-    Args:
-        path: the ``results.sqlite`` file (it may not exist).
-
-    Returns:
-        Columns :data:`ENSEMBLE_COLUMNS`, in insertion order.
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from medrobust.evaluation.store import load_ensemble_runs
-        >>> load_ensemble_runs(Path(tempfile.mkdtemp()) / "missing.sqlite").columns.tolist()[:4]
-        ['model', 'perturbation', 'attack', 'norm']
-    """
-    path = Path(path)
-    if not path.is_file():
-        return pd.DataFrame(columns=list(ENSEMBLE_COLUMNS))
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return pd.read_sql_query(f"SELECT {', '.join(ENSEMBLE_COLUMNS)} FROM ensemble_runs ORDER BY rowid", con)
-    except (sqlite3.OperationalError, pd.errors.DatabaseError):  # a store older than the table
-        return pd.DataFrame(columns=list(ENSEMBLE_COLUMNS))
-    finally:
-        con.close()
-
-
-class WriterLock:
-    """An exclusive, non-blocking lock held by one writer of a store (``flock`` on a lock file).
-
-    The lock file is removed on release; the kernel drops the lock of a killed process, so a
-    crash never leaves a folder locked. On systems without ``fcntl`` no lock is taken.
-
-    Args:
-        path: the lock file (created).
-
-    Raises:
-        StoreError: another writer holds the lock.
-
-    Example:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> path = Path(tempfile.mkdtemp()) / "results.sqlite.lock"
-        >>> first = WriterLock(path)
-        >>> try:
-        ...     WriterLock(path)
-        ... except StoreError as err:
-        ...     print("another medrobust process" in str(err))
-        True
-        >>> first.release(); WriterLock(path).release(); path.exists()
-        False
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.fd = path, -1
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                store = path.with_name(path.name.removesuffix(".lock"))
-                raise StoreError(f"results store {store} is being written by another medrobust process (lock "
-                                 f"{path}); wait for it to finish, or use another `out` folder") from None
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:  # released and removed between our open and our lock
-                same = False
-            if same:
-                self.fd = fd
-                return
-            os.close(fd)
-
-    def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent)."""
-        if self.fd >= 0:
-            self.path.unlink(missing_ok=True)
-            os.close(self.fd)
-            self.fd = -1
-
-
-class _Tx:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (one row = one transaction)."""
-
-    def __init__(self, con: sqlite3.Connection) -> None:
-        self.con = con
-
-    def __enter__(self) -> None:
-        self.con.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
