@@ -40,9 +40,9 @@ from medrobust.evaluation.specs import (
     DataSpec,
     ModelSpec,
     Perturbation,
-    _Strict,
     resolve_path,
 )
+from medrobust.evaluation.specs.base import _Strict
 
 METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "accuracy", "ssim", "psnr")
 # Fields that change what is written, never the numbers: excluded from the config hash.
