@@ -50,7 +50,7 @@ class Attack(VoxelHooks):
     :meth:`perturb`, :meth:`project` and :meth:`finalize`).
 
     Args:
-        budget: the threat model (norm, eps and valid range in model units; see units.py).
+        budget: the threat model (norm, eps and valid range in model units; see :mod:`medrobust.units`).
         steps: iterations T >= 1 (default 10).
         step_size: in the budget's unit (e.g. HU or 1/255); ``None`` (default) gives
             2.5·eps/steps. A warning is issued when step_size·steps < eps (the iterate
