@@ -19,19 +19,9 @@ def apply_blur(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.r
                seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """In-plane Gaussian blur of ``sigma_voxels`` in-plane voxels (``tio.Blur``, sigma in mm).
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("blur", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("blur", severity)``;
+    ``seed`` is unused.
 
     Example:
         >>> import numpy as np
@@ -69,21 +59,11 @@ def apply_resolution(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng
     than 6 -> 4). A single-slice (2D) image has no slice axis, so one in-plane axis (drawn)
     is blurred alike, its pixel size taken as the slice thickness.
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("resolution", severity)``.
-        rng: the seeded generator of the case's draws (2D: which in-plane axis).
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict:
-        ``axis``, ``slice_thickness_mm`` = factor * spacing, and ``fwhm_mm``, the FWHM of the
-        Gaussian applied).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("resolution", severity)``;
+    ``rng`` picks the in-plane axis of a 2D image, ``seed`` is unused. The drawn parameters are
+    ``axis``, ``slice_thickness_mm`` = factor * spacing, and ``fwhm_mm``, the FWHM of the
+    Gaussian applied.
 
     Example:
         >>> import numpy as np

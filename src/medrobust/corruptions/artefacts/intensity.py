@@ -22,19 +22,9 @@ def apply_bias_field(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng
     p is a polynomial of order 3, centred (geometric mean of the field 1) and scaled so
     max |p| = ``max_log_gain``.
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("bias_field", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("bias_field", severity)``;
+    ``seed`` is unused.
 
     Example:
         >>> import numpy as np
@@ -66,19 +56,9 @@ def apply_noise(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Additive Gaussian noise, std a fraction of the reference range (``tio.Noise``, seeded).
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("noise", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; seeds TorchIO's noise.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("noise", severity)``;
+    ``seed`` seeds TorchIO's noise.
 
     Example:
         >>> import numpy as np
@@ -99,19 +79,9 @@ def apply_gamma(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Contrast change u -> u ** gamma on the rescaled image (``tio.Gamma``).
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("gamma", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("gamma", severity)``;
+    ``seed`` is unused.
 
     Example:
         >>> import numpy as np

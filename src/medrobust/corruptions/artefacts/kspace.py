@@ -26,19 +26,9 @@ def apply_motion(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np
     The severity sets the fraction; the nested line sets make the change grow with it (on axes
     under ~24 voxels two levels may round to the same number of lines).
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("motion", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("motion", severity)``;
+    ``seed`` is unused.
 
     Example:
         >>> import numpy as np
@@ -82,19 +72,9 @@ def apply_spike(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: np.
                 seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """One k-space spike off-centre in-plane (herringbone stripes), same in every slice.
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("spike", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("spike", severity)``;
+    ``seed`` is unused.
 
     Example:
         >>> import numpy as np
@@ -119,19 +99,9 @@ def apply_ghosting(vol: torch.Tensor, geo: Geometry, lv: dict[str, float], rng: 
                    seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
     """Periodic ghosts along an in-plane phase axis (``tio.Ghosting``).
 
-    Args:
-        vol: the volume rescaled to its reference range, float32 on the CPU.
-        geo: its :class:`Geometry` (slice axis, in-plane axes, spacing).
-        lv: the severity's row of the table, ``level("ghosting", severity)``.
-        rng: the seeded generator of the case's draws.
-        seed: the derived seed; unused here.
-
-    Returns:
-        (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
-
-    Shape:
-        - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
-        - output: ``(C, X, Y, Z)``
+    Arguments, result and shapes as for
+    :data:`~medrobust.corruptions.artefacts.registry.Artefact`, with ``lv = level("ghosting", severity)``;
+    ``seed`` is unused.
 
     Example:
         >>> import numpy as np

@@ -1,7 +1,22 @@
 """The eight artefacts by corruption name: :data:`ARTEFACTS` maps each to its ``apply_<name>``.
 
 Every one has the signature :data:`Artefact`: ``(vol, geo, lv, rng, seed) -> (corrupted
-volume, drawn parameters)``.
+volume, drawn parameters)``, with these arguments, result and shapes:
+
+Args:
+    vol: the volume rescaled to its reference range, float32 on the CPU.
+    geo: its :class:`~medrobust.corruptions.artefacts.frame.Geometry` (slice axis, in-plane
+        axes, spacing).
+    lv: the severity's row of the table, ``level(name, severity)``.
+    rng: the seeded generator of the case's draws.
+    seed: the derived seed (for TorchIO transforms that draw from torch).
+
+Returns:
+    (corrupted volume float32 of the same shape, the drawn parameters as a JSON-ready dict).
+
+Shape:
+    - vol: ``(C, X, Y, Z)`` (a 2D image is ``(C, H, W, 1)``)
+    - output: ``(C, X, Y, Z)``
 """
 from __future__ import annotations
 
